@@ -1,0 +1,1 @@
+"""Bitcoin: Taproot outputs, PSBT, sighash, chain source, payout policy."""

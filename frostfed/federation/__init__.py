@@ -1,0 +1,1 @@
+"""Federation: membership, epochs, DKG and signing sessions over the network, persistence."""

@@ -1,0 +1,1 @@
+"""Transport: authenticated channels, reliable delivery and echo broadcast."""

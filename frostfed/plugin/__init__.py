@@ -1,0 +1,1 @@
+"""Front ends: the Core Lightning plugin, the standalone daemon, the CLI and the demo."""
