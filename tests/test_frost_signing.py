@@ -14,6 +14,7 @@ import random
 import pytest
 from coincurve import PublicKeyXOnly
 from dealer import trusted_dealer
+from frost_session import full_sign
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,20 +59,6 @@ def tweaks_for(mode: str, thresh_pk: bytes) -> tuple[list[bytes], list[bool]]:
     child_tweak = bip32_plain_tweak(thresh_pk, cc, 7)
     child = get_plain_pk(apply_tweaks(thresh_pk, [child_tweak], [False]))
     return [child_tweak, taptweak(child[1:])], [False, True]
-
-
-def full_sign(keys, t: int, signer_ids: list[int], msg: bytes, tweaks: list[bytes], is_xonly: list[bool]):  # type: ignore[no-untyped-def]
-    n = len(keys.ids)
-    ctx = SignersContext(n, t, signer_ids, [keys.pubshares[i] for i in signer_ids], keys.thresh_pk)
-    validate_signers_ctx(ctx)
-    nonces = [nonce_gen(keys.secshares[i], keys.pubshares[i], None, msg, None) for i in signer_ids]
-    pubnonces = [p for _, p in nonces]
-    aggnonce = nonce_agg(pubnonces, signer_ids)
-    session = SessionContext(ctx, aggnonce, tweaks, is_xonly, msg)
-    psigs = [sign(sec, keys.secshares[i], i, session) for (sec, _), i in zip(nonces, signer_ids, strict=True)]
-    for k in range(len(signer_ids)):
-        assert partial_sig_verify(psigs[k], pubnonces, ctx, tweaks, is_xonly, msg, k)
-    return partial_sig_agg(psigs, signer_ids, session), ctx, pubnonces, psigs, session
 
 
 @pytest.mark.parametrize("mode", ["none", "bip32", "taproot", "bip32+taproot"])
