@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from coincurve import PublicKeyXOnly
+from dealer import DealtKeys
+from frost_session import full_sign
 
 from frostfed.frost import chilldkg
 from frostfed.frost.chilldkg import (
@@ -371,3 +374,32 @@ def test_host_key_signatures_are_plain_bip340() -> None:
     for i in range(3):
         msg = prefix + i.to_bytes(4, "big") + eq_input
         assert schnorr_verify(msg, s.params.hostpubkeys[i][1:], cert[64 * i : 64 * (i + 1)])
+
+
+def dealt_from_dkg(s: Session) -> DealtKeys:
+    """The DKG outputs in the shape the BIP 445 session helper takes (no dealer involved)."""
+    out0 = s.outputs[0][0]
+    secshares = [s.outputs[i][0].secshare or b"" for i in range(s.n)]
+    return DealtKeys(out0.thresh_pk, list(range(s.n)), secshares, out0.pubshares)
+
+
+@pytest.mark.parametrize(("t", "n"), SIZES)
+def test_any_t_participants_sign_with_bip445(t: int, n: int) -> None:
+    s = Session(t, n).run()
+    keys = dealt_from_dkg(s)
+    msg = hashlib.sha256(b"spend from the federation").digest()
+    for signer_ids in (list(range(t)), sorted(random.Random(t).sample(range(n), t))):
+        sig, *_ = full_sign(keys, t, signer_ids, msg, [], [])
+        assert PublicKeyXOnly(xbytes(cpoint(keys.thresh_pk))).verify(sig, msg)
+
+
+def test_recovered_participant_signs_with_bip445() -> None:
+    """Participant 0 lost everything but its host seed; its recovered share signs with t-1 others."""
+    t, n = 3, 5
+    s = Session(t, n).run()
+    recovered, _ = chilldkg.participant_recover(seed_of(0), s.outputs[3][1])
+    s.outputs[0] = (recovered, s.outputs[3][1])
+    keys = dealt_from_dkg(s)
+    msg = hashlib.sha256(b"after recovery").digest()
+    sig, *_ = full_sign(keys, t, [0, 2, 4], msg, [], [])
+    assert PublicKeyXOnly(xbytes(cpoint(keys.thresh_pk))).verify(sig, msg)
