@@ -383,10 +383,9 @@ class ReliableChannel(Channel):
     async def _sender(self, peer: PeerId, box: asyncio.Queue[bytes]) -> None:
         while True:
             frame = await box.get()
-            try:
+            # A link that is down loses the frame; it stays in flight and is retransmitted.
+            with contextlib.suppress(ChannelError):
                 await self.inner.send(peer, frame)
-            except ChannelError:
-                pass  # the link is down; the frame stays in flight and is retransmitted
 
     async def _timer_loop(self) -> None:
         while not self._closed:
