@@ -228,6 +228,10 @@ class EchoSend:
     statement: Statement
     payload: bytes
 
+    @property
+    def session_id(self) -> bytes:
+        return self.statement.session_id
+
     def encode(self) -> bytes:
         if len(self.payload) > MAX_ECHO_PAYLOAD:
             raise Oversized(f"payload of {len(self.payload)} bytes")
@@ -241,6 +245,10 @@ class EchoEcho:
     sender_statement: Statement
     echo_statement: Statement
 
+    @property
+    def session_id(self) -> bytes:
+        return self.sender_statement.session_id
+
     def encode(self) -> bytes:
         return _header(ECHO) + self.sender_statement.encode_body() + self.echo_statement.encode_body()
 
@@ -251,6 +259,10 @@ class EchoAbort:
 
     first: Statement
     second: Statement
+
+    @property
+    def session_id(self) -> bytes:
+        return self.first.session_id
 
     def encode(self) -> bytes:
         return _header(ABORT) + self.first.encode_body() + self.second.encode_body()
