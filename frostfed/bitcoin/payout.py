@@ -13,8 +13,10 @@ from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, lx
 from bitcoin.core.script import CScript
 
 from frostfed.bitcoin.chain import Utxo
-from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, keypath_vsize
+from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, PolicyRejection, keypath_vsize
+from frostfed.bitcoin.psbt import Psbt
 from frostfed.bitcoin.sighash import (
+    SIGHASH_ALL,
     SIGHASH_DEFAULT,
     keypath_witness_stack,
     taproot_sighash,
@@ -76,3 +78,38 @@ def sign_payout(
         sighash = taproot_sighash(tx, i, spent, SIGHASH_DEFAULT)
         stacks[i] = keypath_witness_stack(sign_input(i, sighash, utxo), SIGHASH_DEFAULT)
     return with_keypath_witnesses(tx, stacks), payout
+
+
+def _psbt_matches_chain(psbt: Psbt) -> Callable[[CheckedPayout], None]:
+    def check(payout: CheckedPayout) -> None:
+        for i, (m, utxo) in enumerate(zip(psbt.inputs, payout.inputs, strict=True)):
+            claimed = m.witness_utxo
+            if claimed is not None and (
+                claimed.nValue != utxo.amount_sats or bytes(claimed.scriptPubKey) != utxo.script_pubkey
+            ):
+                raise PolicyRejection(
+                    "psbt_utxo_mismatch",
+                    f"input {i}: the PSBT claims {claimed.nValue} sats to "
+                    f"{bytes(claimed.scriptPubKey).hex()}, the chain says {utxo.amount_sats} sats to "
+                    f"{utxo.script_pubkey.hex()}",
+                )
+            if m.sighash_type not in (None, SIGHASH_DEFAULT, SIGHASH_ALL):
+                raise PolicyRejection(
+                    "unsupported_sighash",
+                    f"input {i} asks for sighash type 0x{m.sighash_type:02x}; "
+                    "only DEFAULT and ALL are signed",
+                )
+
+    return check
+
+
+def sign_payout_psbt(psbt: Psbt, policy: PayoutPolicy, sign_input: InputSigner) -> tuple[Psbt, CheckedPayout]:
+    """`sign_payout` for a PSBT: its witness UTXOs must match the chain; each input's Taproot key
+    signature field is filled (finalize with `Psbt.finalize_keypath` or bitcoind's `finalizepsbt`)."""
+    payout = policy.approve(psbt.tx, also_check=_psbt_matches_chain(psbt))
+    spent = payout.spent_outputs
+    for i, utxo in enumerate(payout.inputs):
+        hash_type = psbt.inputs[i].sighash_type or SIGHASH_DEFAULT
+        sighash = taproot_sighash(psbt.tx, i, spent, hash_type)
+        psbt.inputs[i].tap_key_sig = keypath_witness_stack(sign_input(i, sighash, utxo), hash_type)[0]
+    return psbt, payout

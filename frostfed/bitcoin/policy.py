@@ -347,9 +347,14 @@ class PayoutPolicy:
             policy.check(payout)
         return payout
 
-    def approve(self, tx: CTransaction) -> CheckedPayout:
-        """Check, then record the approval with every policy. Sign only what this returns."""
+    def approve(
+        self, tx: CTransaction, also_check: Callable[[CheckedPayout], None] | None = None
+    ) -> CheckedPayout:
+        """Check (with `also_check` last, e.g. a PSBT's claims against the chain), then record the
+        approval with every policy. Sign only what this returns."""
         payout = self.check(tx)
+        if also_check is not None:
+            also_check(payout)
         for policy in self.policies:
             policy.approved(payout)
         return payout
