@@ -115,9 +115,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     key_file = path(member.get("identity_key_file"), "member.identity_key_file")
     host, port = _hostport(member.get("listen"), "member.listen")
     data_dir = path(member.get("data_dir", "."), "member.data_dir")
-    passphrase_file = (
-        path(member["passphrase_file"], "member.passphrase_file") if "passphrase_file" in member else None
-    )
+    passphrase_file = path(member["passphrase_file"], "member.passphrase_file") if "passphrase_file" in member else None
 
     raw_members = fed.get("members")
     if not isinstance(raw_members, list) or len(raw_members) < 2:

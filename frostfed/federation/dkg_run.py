@@ -84,9 +84,7 @@ class DkgRun:
                 if len(set(self.hostkeys.values())) != len(self.members):
                     raise DkgFailed("two members announced the same host key")
                 try:
-                    self._state1, pmsg1 = chilldkg.participant_step1(
-                        self.hostseckey, self._params(), os.urandom(32)
-                    )
+                    self._state1, pmsg1 = chilldkg.participant_step1(self.hostseckey, self._params(), os.urandom(32))
                 except Exception as e:
                     raise DkgFailed(f"cannot start the DKG: {e}") from e
                 return [(self.session("r1"), pmsg1)]

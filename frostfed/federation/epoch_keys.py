@@ -48,9 +48,7 @@ def _descsum_polymod(symbols: list[int]) -> int:
 
 def descriptor_checksum(desc: str) -> str:
     """The BIP 380 descriptor checksum, so descriptors import without asking a node to add it."""
-    charset = (
-        "0123456789()[],'/*abcdefgh@:$%{}IJKLMNOPQRSTUVWXYZ&+-.;<=>?!^_|~ijklmnopqrstuvwxyzABCDEFGH`#\"\\ "
-    )
+    charset = "0123456789()[],'/*abcdefgh@:$%{}IJKLMNOPQRSTUVWXYZ&+-.;<=>?!^_|~ijklmnopqrstuvwxyzABCDEFGH`#\"\\ "
     checksum_charset = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
     symbols: list[int] = []
     groups: list[int] = []
@@ -110,6 +108,9 @@ class EpochKeys:
     def task(self, path: Sequence[int], sighash: bytes) -> SigningTask:
         tweaks, modes, _ = self._tweaks(*check_path(path))
         return SigningTask(sighash, tweaks, modes)
+
+    def fingerprint(self) -> bytes:
+        return self._root.fingerprint()
 
     def xpub(self) -> str:
         return self._root.to_string("main" if self.network == "main" else "test")

@@ -17,9 +17,7 @@ class MessageError(Exception):
 
 
 def encode(kind: str, body: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {"v": VERSION, "type": kind, "body": body}, sort_keys=True, separators=(",", ":")
-    ).encode()
+    return json.dumps({"v": VERSION, "type": kind, "body": body}, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -91,6 +92,11 @@ class _Signing:
     pubnonce_key: bytes  # journal key of the outstanding presignature
 
 
+def _echo_sid(session: str) -> bytes:
+    """Echo-broadcast session ids are 32 bytes: the hash of the readable DKG session name."""
+    return hashlib.sha256(session.encode()).digest()
+
+
 def _journal_key(pubnonces: tuple[bytes, ...]) -> bytes:
     return b"".join(pubnonces)
 
@@ -151,6 +157,7 @@ class Member:
         self._secshare: bytes | None = None
         self._dkg: DkgRun | None = None
         self._dkg_attempt = 0
+        self._dkg_sessions: dict[bytes, str] = {}
         self._dkg_progress = 0.0
         self.dkg_error: str | None = None
         self.epoch_ready = asyncio.Event()
@@ -255,9 +262,7 @@ class Member:
             beat += 1
             if self.ledger is not None and self.chain is not None and beat % reconcile_every == 0:
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(
-                        self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations
-                    )
+                    await asyncio.to_thread(self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations)
             if self._dkg is not None and time.time() - self._dkg_progress > self.dkg_timeout:
                 log.warning("DKG attempt %d made no progress; starting the next", self._dkg.attempt)
                 self._start_dkg(self._dkg.attempt + 1)
@@ -278,33 +283,34 @@ class Member:
         """Start (or move to) DKG attempt `attempt` for epoch 0; every member joins the highest."""
         if self._dkg is not None:
             for rnd in ("hostkey", "r1", "r2"):
-                self.echo.close_session(self._dkg.session(rnd).encode())
+                self.echo.close_session(_echo_sid(self._dkg.session(rnd)))
         self._dkg_attempt = attempt
         self.store.set_meta("dkg_attempt", str(attempt))
         self._dkg = DkgRun(0, attempt, self.members, self.threshold, self.me, self._host_seckey)
         self._dkg_progress = time.time()
+        self._dkg_sessions = {}
         for rnd in ("hostkey", "r1", "r2"):
-            self.echo.start_session(self._dkg.session(rnd).encode(), self.members)
+            name = self._dkg.session(rnd)
+            self._dkg_sessions[_echo_sid(name)] = name
+            self.echo.start_session(_echo_sid(name), self.members)
         self._spawn(self._send_all_others("dkg_hello", {"epoch": 0, "attempt": attempt}))
         for session, payload in self._dkg.start():
-            self._spawn(self.echo.broadcast(session.encode(), payload))
+            self._spawn(self.echo.broadcast(_echo_sid(session), payload))
 
     def _on_dkg_hello(self, peer: PeerId, msg: Message) -> None:
         attempt = msg.integer("attempt", 1, 2**31)
         if self.keys is not None:
             rec = self.store.active_epoch()
             if rec is not None:
-                self._spawn(
-                    self._send(peer, "epoch_recovery", {"epoch": rec.epoch, "recovery": rec.recovery.hex()})
-                )
+                self._spawn(self._send(peer, "epoch_recovery", {"epoch": rec.epoch, "recovery": rec.recovery.hex()}))
             return
         if attempt > self._dkg_attempt:
             self._start_dkg(attempt)
 
     def _on_broadcast(self, session_id: bytes, sender: PeerId, payload: bytes) -> None:
         run = self._dkg
-        session = session_id.decode(errors="replace")
-        if run is None or not session.startswith(f"dkg/{run.epoch}/{run.attempt}/"):
+        session = self._dkg_sessions.get(session_id)
+        if run is None or session is None:
             return
         self._dkg_progress = time.time()
         try:
@@ -313,15 +319,13 @@ class Member:
             self._dkg_failed(run, e)
             return
         for s, p in out:
-            self._spawn(self.echo.broadcast(s.encode(), p))
+            self._spawn(self.echo.broadcast(_echo_sid(s), p))
         if run.result is not None:
             self._dkg_done(run.result)
 
     def _on_broadcast_abort(self, session_id: bytes, proof: Any) -> None:
         run = self._dkg
-        if run is not None and session_id.decode(errors="replace").startswith(
-            f"dkg/{run.epoch}/{run.attempt}/"
-        ):
+        if run is not None and session_id in self._dkg_sessions:
             self._dkg_failed(run, DkgFailed("equivocation in an echo broadcast", proof.sender))
 
     def _dkg_failed(self, run: DkgRun, e: DkgFailed) -> None:
@@ -534,9 +538,7 @@ class Member:
         stacks = {}
         for i, (task, sig) in enumerate(zip(coord.tasks, result.signatures, strict=True)):
             if not schnorr_verify(task.msg, keys.output_key(req.input_paths[i]), sig):
-                coord.done.set_result(
-                    self._failure_outcome(coord, f"aggregate signature {i} does not verify")
-                )
+                coord.done.set_result(self._failure_outcome(coord, f"aggregate signature {i} does not verify"))
                 return
             stacks[i] = keypath_witness_stack(sig, SIGHASH_DEFAULT)
         signed = with_keypath_witnesses(req.tx, stacks)
@@ -612,9 +614,7 @@ class Member:
         ntasks = len(state.signer.tasks)
         signers = msg.get("signers", list)
         raw = msg.get("pubnonces", list)
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in signers) or len(raw) != len(
-            signers
-        ):
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in signers) or len(raw) != len(signers):
             raise MessageError("ssess: malformed signer list")
         pubnonces = []
         for ps in raw:

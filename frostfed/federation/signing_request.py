@@ -74,9 +74,7 @@ def federation_scripts(keys: EpochKeys, req: SigningRequest) -> set[bytes]:
 def check_change(keys: EpochKeys, req: SigningRequest) -> None:
     for idx, path in req.change_paths.items():
         if bytes(req.tx.vout[idx].scriptPubKey) != keys.script(path):
-            raise PolicyRejection(
-                "bad_change", f"output {idx} does not pay the federation key at {list(path)}"
-            )
+            raise PolicyRejection("bad_change", f"output {idx} does not pay the federation key at {list(path)}")
 
 
 def signing_tasks(keys: EpochKeys, req: SigningRequest, payout: CheckedPayout) -> list[SigningTask]:

@@ -163,9 +163,7 @@ class Store:
             raise NonceReuseError("nonce is not available for signing (used, discarded or unknown)")
 
     def discard_issued_nonces(self) -> int:
-        cur = self._exec(
-            "UPDATE nonces SET status='discarded', updated=? WHERE status='issued'", (time.time(),)
-        )
+        cur = self._exec("UPDATE nonces SET status='discarded', updated=? WHERE status='issued'", (time.time(),))
         return cur.rowcount
 
     def discard_nonce(self, pubnonce: bytes) -> None:
@@ -212,9 +210,7 @@ class Store:
 
     def requests(self, rid: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, kind, coordinator, status, payload, outcome, created, updated FROM requests"
-        rows = (
-            self._exec(sql + " WHERE id=?", (rid,)) if rid else self._exec(sql + " ORDER BY created")
-        ).fetchall()
+        rows = (self._exec(sql + " WHERE id=?", (rid,)) if rid else self._exec(sql + " ORDER BY created")).fetchall()
         return [
             {
                 "id": r[0],

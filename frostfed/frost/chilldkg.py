@@ -248,9 +248,7 @@ def _participant_id(hostpubkey: bytes, hostpubkeys: list[bytes], msg: str) -> in
         raise HostSeckeyError(msg) from e
 
 
-def participant_step1(
-    hostseckey: bytes, params: SessionParams, random: bytes
-) -> tuple[ParticipantState1, bytes]:
+def participant_step1(hostseckey: bytes, params: SessionParams, random: bytes) -> tuple[ParticipantState1, bytes]:
     """First step: returns the state for `participant_step2` (use once) and pmsg1 (33t + 32n + 97 bytes).
 
     `random` must be FRESH randomness (32 bytes). Raises HostSeckeyError, the SessionParamsError
@@ -259,9 +257,7 @@ def participant_step1(
     hostpubkey = hostpubkey_gen(hostseckey)
     params_validate(params)
     hostpubkeys, t = params
-    participant_id = _participant_id(
-        hostpubkey, hostpubkeys, "Host secret key does not match any host public key"
-    )
+    participant_id = _participant_id(hostpubkey, hostpubkeys, "Host secret key does not match any host public key")
     if len(random) != 32:
         raise ValueError("randomness must be 32 bytes")
     if random == bytes(32):
@@ -321,9 +317,7 @@ def participant_finalize(state2: ParticipantState2, cmsg2: bytes) -> tuple[DKGOu
     try:
         certeq_verify(params.hostpubkeys, eq_input, cmsg2)
     except InvalidSignatureInCertificateError as e:
-        raise FaultyCoordinatorError(
-            "Coordinator has provided a certificate with an invalid signature"
-        ) from e
+        raise FaultyCoordinatorError("Coordinator has provided a certificate with an invalid signature") from e
     return dkg_output, RecoveryData(eq_input + cmsg2)
 
 
@@ -373,9 +367,7 @@ def coordinator_step1(pmsgs1: list[bytes], params: SessionParams) -> tuple[Coord
     return state, CoordinatorMsg1(enc_cmsg, enc_secshares).to_bytes()
 
 
-def coordinator_finalize(
-    state: CoordinatorState, pmsgs2: list[bytes]
-) -> tuple[bytes, DKGOutput, RecoveryData]:
+def coordinator_finalize(state: CoordinatorState, pmsgs2: list[bytes]) -> tuple[bytes, DKGOutput, RecoveryData]:
     """Collect the n transcript signatures into the certificate cmsg2 (64n bytes).
 
     Raises FaultyParticipantError naming the first participant with an invalid signature, and
@@ -537,9 +529,7 @@ def participant_recovery_ack_sign(
     return schnorr_sign(recovery_ack_message(recovery_data, participant_id), hostseckey, aux_rand)
 
 
-def participant_recovery_acks_verify(
-    recovery_data: bytes, params: SessionParams, ack_sigs: list[bytes]
-) -> None:
+def participant_recovery_acks_verify(recovery_data: bytes, params: SessionParams, ack_sigs: list[bytes]) -> None:
     """Raises InvalidRecoveryAckError naming the first participant whose acknowledgment is invalid."""
     params_validate(params)
     if len(ack_sigs) != len(params.hostpubkeys):

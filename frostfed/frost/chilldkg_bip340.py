@@ -38,9 +38,7 @@ def schnorr_sign(msg: bytes, seckey: bytes, aux_rand: bytes, tag_prefix: str = "
     assert pubkey is not None
     d = d0 if has_even_y(pubkey) else N - d0
     px = xbytes(pubkey)
-    masked = bytes(
-        a ^ b for a, b in zip(bytes_from_int(d), tagged_hash(tag_prefix + "/aux", aux_rand), strict=True)
-    )
+    masked = bytes(a ^ b for a, b in zip(bytes_from_int(d), tagged_hash(tag_prefix + "/aux", aux_rand), strict=True))
     k0 = int_from_bytes(tagged_hash(tag_prefix + "/nonce", masked + px + msg)) % N
     if k0 == 0:
         raise RuntimeError("nonce is zero (negligible probability)")

@@ -193,9 +193,7 @@ def participant_step1(
     simpl_aux_rand = tagged_hash_bip_dkg("simplpedpop aux", simpl_seed)
     secnonce = tagged_hash_bip_dkg("encpedpop secnonce", simpl_seed)
     pubnonce = PrivateKey(secnonce).public_key.format()
-    simpl_state, simpl_pmsg, shares = simplpedpop.participant_step1(
-        simpl_seed, t, n, participant_id, simpl_aux_rand
-    )
+    simpl_state, simpl_pmsg, shares = simplpedpop.participant_step1(simpl_seed, t, n, participant_id, simpl_aux_rand)
     pads = encaps_multi(secnonce, pubnonce, deckey, enckeys, enc_context, participant_id)
     enc_shares = [(share + pad) % N for share, pad in zip(shares, pads, strict=True)]
     state = ParticipantState(simpl_state, pubnonce, enckeys, participant_id)
@@ -235,9 +233,7 @@ def participant_investigate(
     except simplpedpop.SecshareSumError as e:
         # The encryption is additively homomorphic, so the partial shares can only fail to add up if the
         # coordinator's sum of the encrypted partial shares is wrong.
-        raise FaultyCoordinatorError(
-            "Sum of encrypted partial secshares not equal to encrypted secshare"
-        ) from e
+        raise FaultyCoordinatorError("Sum of encrypted partial secshares not equal to encrypted secshare") from e
 
 
 def coordinator_step(

@@ -102,9 +102,9 @@ class CoordinatorMsg(NamedTuple):
         return CoordinatorMsg(coms_to_secrets, sum_coms, pops)
 
     def to_bytes(self) -> bytes:
-        return b"".join(
-            cbytes_ext(p) for p in self.coms_to_secrets + self.sum_coms_to_nonconst_terms
-        ) + b"".join(self.pops)
+        return b"".join(cbytes_ext(p) for p in self.coms_to_secrets + self.sum_coms_to_nonconst_terms) + b"".join(
+            self.pops
+        )
 
 
 class CoordinatorInvestigationMsg(NamedTuple):
@@ -151,9 +151,7 @@ def assemble_sum_coms(coms_to_secrets: list[Point], sum_coms_to_nonconst_terms: 
     return VSSCommitment([point_sum(coms_to_secrets), *sum_coms_to_nonconst_terms])
 
 
-def _encode_output(
-    secshare: int | None, sum_coms_tweaked: VSSCommitment, pubshares: list[Point]
-) -> DKGOutput:
+def _encode_output(secshare: int | None, sum_coms_tweaked: VSSCommitment, pubshares: list[Point]) -> DKGOutput:
     thresh_pk = sum_coms_tweaked.commitment_to_secret()
     if thresh_pk is None:
         raise ProtocolError("threshold public key is infinity")
@@ -186,15 +184,11 @@ def participant_step1(
     return state, ParticipantMsg(com, pop), partial_secshares
 
 
-def participant_step2(
-    state: ParticipantState, cmsg: CoordinatorMsg, secshare: int
-) -> tuple[DKGOutput, bytes]:
+def participant_step2(state: ParticipantState, cmsg: CoordinatorMsg, secshare: int) -> tuple[DKGOutput, bytes]:
     t, n, participant_id, com_to_secret = state
     coms_to_secrets, sum_coms_to_nonconst_terms, pops = cmsg
     if not points_equal(coms_to_secrets[participant_id], com_to_secret):
-        raise FaultyCoordinatorError(
-            "Coordinator sent unexpected first group element for local participant id"
-        )
+        raise FaultyCoordinatorError("Coordinator sent unexpected first group element for local participant id")
     for i in range(n):
         if i == participant_id:
             continue
