@@ -84,9 +84,7 @@ class Session:
         if len(pmsgs2) < self.n:
             return self  # a participant that aborted sends nothing: the coordinator cannot finish
         try:
-            self.coordinator_output = chilldkg.coordinator_finalize(
-                cstate, [pmsgs2[i] for i in range(self.n)]
-            )
+            self.coordinator_output = chilldkg.coordinator_finalize(cstate, [pmsgs2[i] for i in range(self.n)])
         except chilldkg.ProtocolError as e:
             self.coordinator_error = e
             return self
@@ -138,18 +136,12 @@ def test_any_t_shares_interpolate_to_the_threshold_key(t: int, n: int) -> None:
     thresh_pk = s.outputs[0][0].thresh_pk
     for ids in (list(range(t)), list(range(n - t, n)), sorted(random.Random(n).sample(range(n), t))):
         lam = lagrange_at_zero(ids)
-        x = (
-            sum(c * int_from_bytes(s.outputs[i][0].secshare or b"") for c, i in zip(lam, ids, strict=True))
-            % N
-        )
+        x = sum(c * int_from_bytes(s.outputs[i][0].secshare or b"") for c, i in zip(lam, ids, strict=True)) % N
         assert cbytes(point_mul_g(x)) == thresh_pk
     if t > 1:  # t - 1 shares give some other key
         ids = list(range(t - 1))
         lam = lagrange_at_zero(ids)
-        x = (
-            sum(c * int_from_bytes(s.outputs[i][0].secshare or b"") for c, i in zip(lam, ids, strict=True))
-            % N
-        )
+        x = sum(c * int_from_bytes(s.outputs[i][0].secshare or b"") for c, i in zip(lam, ids, strict=True)) % N
         assert cbytes(point_mul_g(x)) != thresh_pk
 
 
@@ -221,13 +213,9 @@ def add_to_encrypted_share(pmsg1: bytes, t: int, n: int, recipient: int, delta: 
 
 
 @pytest.mark.parametrize(("t", "n"), [(2, 3), (7, 10)])
-def test_wrong_share_to_one_participant_fails_the_dkg_and_investigation_names_the_sender(
-    t: int, n: int
-) -> None:
+def test_wrong_share_to_one_participant_fails_the_dkg_and_investigation_names_the_sender(t: int, n: int) -> None:
     cheater, victim = n - 1, 0
-    s = Session(
-        t, n, pmsg1_hook=lambda i, m: add_to_encrypted_share(m, t, n, victim, 1) if i == cheater else m
-    ).run()
+    s = Session(t, n, pmsg1_hook=lambda i, m: add_to_encrypted_share(m, t, n, victim, 1) if i == cheater else m).run()
     assert set(s.step2_errors) == {victim}
     error = s.step2_errors[victim]
     assert isinstance(error, UnknownFaultyParticipantOrCoordinatorError)
@@ -339,8 +327,7 @@ def test_recovery_acknowledgments_name_a_missing_or_bad_one() -> None:
     s = Session(2, 3).run()
     recovery_data = s.outputs[0][1]
     acks = [
-        chilldkg.participant_recovery_ack_sign(seed_of(i), recovery_data, s.params, os.urandom(32))
-        for i in range(3)
+        chilldkg.participant_recovery_ack_sign(seed_of(i), recovery_data, s.params, os.urandom(32)) for i in range(3)
     ]
     chilldkg.participant_recovery_acks_verify(recovery_data, s.params, acks)
     acks[1] = acks[0]

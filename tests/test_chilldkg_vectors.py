@@ -143,9 +143,7 @@ def test_participant_investigate(group: Any, case: Any, is_error: bool) -> None:
     state1 = step1_of(group)
     cmsg1 = bytes.fromhex(group["cmsg1Pool"][case["cmsg1Index"]])
     with pytest.raises(chilldkg.UnknownFaultyParticipantOrCoordinatorError) as excinfo:
-        chilldkg.participant_step2(
-            bytes.fromhex(group["hostseckey"]), state1, cmsg1, bytes.fromhex(group["auxRand"])
-        )
+        chilldkg.participant_step2(bytes.fromhex(group["hostseckey"]), state1, cmsg1, bytes.fromhex(group["auxRand"]))
     error = excinfo.value
     assert_raises_expected(
         case["expectedError"], lambda: chilldkg.participant_investigate(error, bytes.fromhex(case["cinvMsg"]))
@@ -186,9 +184,7 @@ def test_coordinator_finalize(group: Any, case: Any, is_error: bool) -> None:
 @pytest.mark.parametrize(("group", "case", "is_error"), cases("coordinator_investigate_vectors.json"))
 def test_coordinator_investigate(group: Any, case: Any, is_error: bool) -> None:
     assert not is_error
-    cinvs = chilldkg.coordinator_investigate(
-        [bytes.fromhex(h) for h in group["pmsgs1"]], params_of(group["params"])
-    )
+    cinvs = chilldkg.coordinator_investigate([bytes.fromhex(h) for h in group["pmsgs1"]], params_of(group["params"]))
     assert cinvs == [bytes.fromhex(h) for h in case["expectedCinvMsgs"]]
 
 

@@ -643,6 +643,8 @@ class Member:
         self.store.issue_nonce(next_key, rid)
         state.pubnonce_key = next_key
         psigs = list(reply.psigs)
+        if "delay-psig" in self.faults:  # test fault: a member that stalls mid-signing
+            await asyncio.sleep(3)
         if "bad-psig" in self.faults:
             psigs = [os.urandom(32) for _ in psigs]
         await self._send(
