@@ -46,6 +46,10 @@ def seed_of(i: int) -> bytes:
     return hashlib.sha256(b"host seed %d" % i).digest()
 
 
+def key_of(i: int) -> bytes:
+    return chilldkg.hostkey_gen(seed_of(i))[0]
+
+
 @dataclass
 class Session:
     """One DKG session; `pmsg1_hook`/`pmsg2_hook` let a test make a participant misbehave."""
@@ -64,8 +68,8 @@ class Session:
     coordinator_output: tuple[bytes, DKGOutput, bytes] | None = None
 
     def __post_init__(self) -> None:
-        self.seeds = [seed_of(i) for i in range(self.n)]
-        self.params = SessionParams([chilldkg.hostkey_gen(s)[1] for s in self.seeds], self.t)
+        self.seeds = [key_of(i) for i in range(self.n)]  # host secret keys derived from the seeds
+        self.params = SessionParams([chilldkg.hostpubkey_gen(s) for s in self.seeds], self.t)
 
     def run(self) -> Session:
         states1 = []
@@ -170,8 +174,8 @@ def test_threshold_key_commits_to_an_unspendable_script_path(t: int, n: int) -> 
 def test_coordinator_free_members_compute_the_same_aggregate() -> None:
     """Each member aggregates the echo-broadcast first messages itself and reaches the same key."""
     t, n = 3, 5
-    seeds = [seed_of(i) for i in range(n)]
-    params = SessionParams([chilldkg.hostkey_gen(sd)[1] for sd in seeds], t)
+    seeds = [key_of(i) for i in range(n)]
+    params = SessionParams([chilldkg.hostpubkey_gen(sd) for sd in seeds], t)
     step1 = [chilldkg.participant_step1(sd, params, os.urandom(32)) for sd in seeds]
     broadcast1 = [pmsg1 for _, pmsg1 in step1]
     local = [chilldkg.aggregate_round1(broadcast1, params) for _ in range(n)]
@@ -190,12 +194,12 @@ def test_recovery_from_host_seed_and_recovery_data(t: int, n: int) -> None:
     s = Session(t, n).run()
     for i in (0, n - 1):
         out, recovery_data = s.outputs[i]
-        recovered, params = chilldkg.participant_recover(seed_of(i), recovery_data)
+        recovered, params = chilldkg.participant_recover(key_of(i), recovery_data)
         assert recovered == out
         assert params == s.params
     public, _ = chilldkg.coordinator_recover(s.outputs[0][1])
     assert public == s.outputs[0][0]._replace(secshare=None)
-    outsider = hashlib.sha256(b"not a member").digest()
+    outsider = chilldkg.hostkey_gen(hashlib.sha256(b"not a member").digest())[0]
     with pytest.raises(chilldkg.HostSeckeyError):
         chilldkg.participant_recover(outsider, s.outputs[0][1])
 
@@ -208,9 +212,9 @@ def test_tampered_recovery_data_is_rejected(offset: int) -> None:
     recovery_data = bytearray(s.outputs[0][1])
     recovery_data[offset] ^= 0x01
     with pytest.raises(RecoveryDataError):
-        chilldkg.participant_recover(seed_of(0), bytes(recovery_data))
+        chilldkg.participant_recover(key_of(0), bytes(recovery_data))
     with pytest.raises(RecoveryDataError):
-        chilldkg.participant_recover(seed_of(0), bytes(recovery_data[:-1]))
+        chilldkg.participant_recover(key_of(0), bytes(recovery_data[:-1]))
 
 
 def add_to_encrypted_share(pmsg1: bytes, t: int, n: int, recipient: int, delta: int) -> bytes:
@@ -271,8 +275,8 @@ def test_wrong_proof_of_possession_fails_the_dkg_and_names_the_participant(t: in
 def test_commitment_with_more_than_t_coefficients_is_refused(t: int, n: int) -> None:
     """The threshold-raising attack: a contribution of degree t would need t + 1 shares to sign."""
     cheater = 0
-    seeds = [seed_of(i) for i in range(n)]
-    params = SessionParams([chilldkg.hostkey_gen(sd)[1] for sd in seeds], t)
+    seeds = [key_of(i) for i in range(n)]
+    params = SessionParams([chilldkg.hostpubkey_gen(sd) for sd in seeds], t)
     raised = SessionParams(params.hostpubkeys, t + 1)
     pmsgs1 = [
         chilldkg.participant_step1(sd, raised if i == cheater else params, os.urandom(32))[1]
@@ -321,8 +325,8 @@ def test_bad_certeq_signature_fails_the_dkg_and_names_the_participant(t: int, n:
 def test_certificate_with_a_bad_signature_is_refused_by_participants() -> None:
     """Should a coordinator pass on a broken certificate, every participant refuses it."""
     t, n = 2, 3
-    seeds = [seed_of(i) for i in range(n)]
-    params = SessionParams([chilldkg.hostkey_gen(sd)[1] for sd in seeds], t)
+    seeds = [key_of(i) for i in range(n)]
+    params = SessionParams([chilldkg.hostpubkey_gen(sd) for sd in seeds], t)
     step1 = [chilldkg.participant_step1(sd, params, os.urandom(32)) for sd in seeds]
     _, cmsg1 = chilldkg.coordinator_step1([m for _, m in step1], params)
     step2 = [chilldkg.participant_step2(seeds[i], step1[i][0], cmsg1, os.urandom(32)) for i in range(n)]
@@ -339,7 +343,7 @@ def test_recovery_acknowledgments_name_a_missing_or_bad_one() -> None:
     s = Session(2, 3).run()
     recovery_data = s.outputs[0][1]
     acks = [
-        chilldkg.participant_recovery_ack_sign(seed_of(i), recovery_data, s.params, os.urandom(32))
+        chilldkg.participant_recovery_ack_sign(key_of(i), recovery_data, s.params, os.urandom(32))
         for i in range(3)
     ]
     chilldkg.participant_recovery_acks_verify(recovery_data, s.params, acks)
@@ -397,9 +401,26 @@ def test_recovered_participant_signs_with_bip445() -> None:
     """Participant 0 lost everything but its host seed; its recovered share signs with t-1 others."""
     t, n = 3, 5
     s = Session(t, n).run()
-    recovered, _ = chilldkg.participant_recover(seed_of(0), s.outputs[3][1])
+    recovered, _ = chilldkg.participant_recover(key_of(0), s.outputs[3][1])
     s.outputs[0] = (recovered, s.outputs[3][1])
     keys = dealt_from_dkg(s)
     msg = hashlib.sha256(b"after recovery").digest()
     sig, *_ = full_sign(keys, t, [0, 2, 4], msg, [], [])
     assert PublicKeyXOnly(xbytes(cpoint(keys.thresh_pk))).verify(sig, msg)
+
+
+def test_host_key_from_seed_is_domain_separated_and_deterministic() -> None:
+    seckey, pubkey = chilldkg.hostkey_gen(seed_of(7))
+    assert chilldkg.hostkey_gen(seed_of(7)) == (seckey, pubkey)
+    assert seckey != seed_of(7)
+    assert pubkey == chilldkg.hostpubkey_gen(seckey)
+    with pytest.raises(ValueError):
+        chilldkg.hostkey_gen(seed_of(7)[:31])
+
+
+def test_secret_share_stays_out_of_reprs() -> None:
+    s = Session(2, 3).run()
+    out = s.outputs[0][0]
+    assert out.secshare is not None
+    assert out.secshare.hex() not in repr(out)
+    assert out.secshare.hex() not in repr(s.outputs)

@@ -46,10 +46,11 @@ from .dkg_errors import (
     ThresholdOrCountError,
     UnknownFaultyParticipantOrCoordinatorError,
 )
-from .secp import N, cbytes, cpoint, int_from_bytes, point_mul_g, schnorr_verify
+from .secp import N, cbytes, cpoint, int_from_bytes, point_mul_g, schnorr_verify, tagged_hash
 from .vss import BIP_TAG, VSSCommitment, scalar_bytes, scalar_checked, tagged_hash_bip_dkg, verify_secshare
 
 __all__ = [
+    "CoordinatorState",
     "DKGOutput",
     "DuplicateHostPubkeyError",
     "FaultyCoordinatorError",
@@ -91,6 +92,8 @@ __all__ = [
 ### Host keys
 ###
 
+HOSTKEY_TAG = "frostfed/chilldkg host key"
+
 
 def hostpubkey_gen(hostseckey: bytes) -> bytes:
     """The host public key: the plain compressed public key of `hostseckey` (BIP 327 IndividualPubkey).
@@ -110,10 +113,14 @@ def hostpubkey_gen(hostseckey: bytes) -> bytes:
 def hostkey_gen(seed: bytes) -> tuple[bytes, bytes]:
     """(hostseckey, hostpubkey) from a 32-byte secret seed, e.g. a Core Lightning `makesecret` output.
 
-    ChillDKG's host secret key is itself 32 bytes of secret randomness, and recovery needs only this key
-    and the recovery data, so the seed is used as the key directly: whoever keeps the seed can recover.
+    The host secret key is a tagged hash of the seed, so a seed also used for other purposes never
+    serves directly as a signing and ECDH key here. Keeping the seed is enough to recover: pass
+    `hostkey_gen(seed)[0]` and the recovery data to `participant_recover`.
     """
-    return seed, hostpubkey_gen(seed)
+    if len(seed) != 32:
+        raise ValueError("seed must be 32 bytes")
+    hostseckey = tagged_hash(HOSTKEY_TAG, seed)
+    return hostseckey, hostpubkey_gen(hostseckey)  # HostSeckeyError with probability ~2^-128
 
 
 ###
@@ -157,6 +164,10 @@ class DKGOutput(NamedTuple):
     secshare: bytes | None
     thresh_pk: bytes
     pubshares: list[bytes]
+
+    def __repr__(self) -> str:  # the secret share must not reach logs through a repr
+        hidden = None if self.secshare is None else "<secret>"
+        return f"DKGOutput(secshare={hidden}, thresh_pk={self.thresh_pk.hex()}, n={len(self.pubshares)})"
 
 
 RecoveryData = NewType("RecoveryData", bytes)

@@ -177,6 +177,9 @@ class ParticipantInvestigationData(NamedTuple):
     enc_secshare: int
     pads: list[int]
 
+    def __repr__(self) -> str:  # the pads decrypt the shares
+        return f"ParticipantInvestigationData({self.simpl_inv_data!r}, <pads hidden>)"
+
 
 def participant_step1(
     seed: bytes, deckey: bytes, enckeys: list[bytes], t: int, participant_id: int, random: bytes

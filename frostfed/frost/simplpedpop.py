@@ -132,6 +132,9 @@ class DKGOutput(NamedTuple):
     thresh_pk: bytes
     pubshares: list[bytes]
 
+    def __repr__(self) -> str:
+        return f"DKGOutput(thresh_pk={self.thresh_pk.hex()}, <secret share hidden>)"
+
 
 class ParticipantState(NamedTuple):
     t: int
@@ -145,6 +148,9 @@ class ParticipantInvestigationData(NamedTuple):
     participant_id: int
     secshare: int
     pubshare: Point
+
+    def __repr__(self) -> str:  # holds the (unverified) secret share
+        return f"ParticipantInvestigationData(n={self.n}, participant_id={self.participant_id}, <secret>)"
 
 
 def assemble_sum_coms(coms_to_secrets: list[Point], sum_coms_to_nonconst_terms: list[Point]) -> VSSCommitment:
