@@ -240,6 +240,12 @@ def test_wrong_share_to_one_participant_fails_the_dkg_and_investigation_names_th
     with pytest.raises(FaultyParticipantOrCoordinatorError) as blamed:
         chilldkg.participant_investigate(error, cinvs[victim])
     assert blamed.value.participant_id == cheater
+    # Without a coordinator the victim computes its own investigation message from the broadcast pmsgs1.
+    own = chilldkg.investigation_msg_for(s.pmsgs1, s.params, victim)
+    assert own == cinvs[victim]
+    with pytest.raises(FaultyParticipantOrCoordinatorError) as blamed:
+        chilldkg.participant_investigate(error, own)
+    assert blamed.value.participant_id == cheater
 
 
 def test_coordinator_lying_in_the_investigation_is_blamed() -> None:

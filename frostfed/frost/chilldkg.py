@@ -78,6 +78,7 @@ __all__ = [
     "coordinator_step1",
     "hostkey_gen",
     "hostpubkey_gen",
+    "investigation_msg_for",
     "params_hash",
     "participant_finalize",
     "participant_investigate",
@@ -416,6 +417,18 @@ def coordinator_investigate(pmsgs1: list[bytes], params: SessionParams) -> list[
     return [cinv.to_bytes() for cinv in encpedpop.coordinator_investigate(parsed)]
 
 
+def investigation_msg_for(pmsgs1: list[bytes], params: SessionParams, participant_id: int) -> bytes:
+    """`coordinator_investigate(pmsgs1, params)[participant_id]` at 1/n of the cost.
+
+    Without a coordinator, each member that needs an investigation computes only its own message.
+    """
+    n = len(pmsgs1)
+    if not 0 <= participant_id < n:
+        raise ValueError("participant id out of range")
+    parsed = _parse_pmsgs1(pmsgs1, params.t, n)
+    return encpedpop.coordinator_investigate_for(parsed, participant_id).to_bytes()
+
+
 ###
 ### Coordinator-free use
 ###
@@ -433,7 +446,9 @@ def aggregate_round1(pmsgs1: list[bytes], params: SessionParams) -> tuple[Coordi
          `participant_finalize(state2, cmsg2)` -> (DKGOutput, recovery data).
     With no coordinator to frame anyone, a FaultyParticipantError or FaultyParticipantOrCoordinatorError
     names the faulty member; on UnknownFaultyParticipantOrCoordinatorError the member computes
-    `coordinator_investigate(pmsgs1, params)[own id]` and passes it to `participant_investigate`.
+    `investigation_msg_for(pmsgs1, params, own id)` and passes it to `participant_investigate`, which
+    names the member that sent it a bad share. FaultyCoordinatorError cannot arise from a correct
+    local aggregation.
     """
     return coordinator_step1(pmsgs1, params)
 

@@ -257,10 +257,14 @@ def coordinator_step(
     return CoordinatorMsg(simpl_cmsg, pubnonces), dkg_output, eq_input, enc_secshares
 
 
+def coordinator_investigate_for(
+    pmsgs: list[ParticipantMsg], participant_id: int
+) -> CoordinatorInvestigationMsg:
+    simpl_cinv = simplpedpop.coordinator_investigate_for([p.simpl_pmsg for p in pmsgs], participant_id)
+    return CoordinatorInvestigationMsg(
+        [p.enc_shares[participant_id] for p in pmsgs], simpl_cinv.partial_pubshares
+    )
+
+
 def coordinator_investigate(pmsgs: list[ParticipantMsg]) -> list[CoordinatorInvestigationMsg]:
-    n = len(pmsgs)
-    simpl_cinvs = simplpedpop.coordinator_investigate([p.simpl_pmsg for p in pmsgs])
-    return [
-        CoordinatorInvestigationMsg([p.enc_shares[i] for p in pmsgs], simpl_cinvs[i].partial_pubshares)
-        for i in range(n)
-    ]
+    return [coordinator_investigate_for(pmsgs, i) for i in range(len(pmsgs))]

@@ -271,8 +271,12 @@ def coordinator_step(pmsgs: list[ParticipantMsg], t: int, n: int) -> tuple[Coord
     return cmsg, dkg_output, eq_input
 
 
+def coordinator_investigate_for(
+    pmsgs: list[ParticipantMsg], participant_id: int
+) -> CoordinatorInvestigationMsg:
+    """The pubshare each participant's own commitment gives `participant_id`."""
+    return CoordinatorInvestigationMsg([pmsg.com.pubshare(participant_id) for pmsg in pmsgs])
+
+
 def coordinator_investigate(pmsgs: list[ParticipantMsg]) -> list[CoordinatorInvestigationMsg]:
-    """For each participant i, the pubshare every participant's own commitment gives i."""
-    n = len(pmsgs)
-    all_partial = [pmsg.com.pubshares(n) for pmsg in pmsgs]
-    return [CoordinatorInvestigationMsg([all_partial[j][i] for j in range(n)]) for i in range(n)]
+    return [coordinator_investigate_for(pmsgs, i) for i in range(len(pmsgs))]
