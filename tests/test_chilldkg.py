@@ -171,22 +171,84 @@ def test_threshold_key_commits_to_an_unspendable_script_path(t: int, n: int) -> 
     assert s.outputs[0][0].thresh_pk != cbytes(p)
 
 
+def run_without_coordinator(
+    t: int,
+    n: int,
+    pmsg1_hook: Callable[[int, bytes], bytes] = lambda i, m: m,
+    pmsg2_hook: Callable[[int, bytes], bytes] = lambda i, m: m,
+) -> tuple[SessionParams, list[bytes], dict[int, tuple[DKGOutput, bytes]], dict[int, Exception]]:
+    """Every member aggregates the broadcast messages itself; returns params, the broadcast first
+    messages, each member's (output, recovery data) and each member's error."""
+    keys = [key_of(i) for i in range(n)]
+    params = SessionParams([chilldkg.hostpubkey_gen(k) for k in keys], t)
+    states1 = []
+    broadcast1 = []
+    for i, k in enumerate(keys):
+        state1, pmsg1 = chilldkg.participant_step1(k, params, os.urandom(32))
+        states1.append(state1)
+        broadcast1.append(pmsg1_hook(i, pmsg1))
+    errors: dict[int, Exception] = {}
+    cstates, states2, broadcast2 = {}, {}, {}
+    cmsgs1 = set()
+    for i, k in enumerate(keys):
+        try:
+            cstates[i], cmsg1 = chilldkg.aggregate_round1(broadcast1, params)
+            cmsgs1.add(cmsg1)
+            states2[i], pmsg2 = chilldkg.participant_step2(k, states1[i], cmsg1, os.urandom(32))
+            broadcast2[i] = pmsg2_hook(i, pmsg2)
+        except chilldkg.ProtocolError as e:
+            errors[i] = e
+    assert len(cmsgs1) <= 1, "members computed different aggregates"
+    outputs = {}
+    if len(broadcast2) == n:
+        for i in states2:
+            try:
+                cmsg2 = chilldkg.aggregate_round2(cstates[i], [broadcast2[j] for j in range(n)])
+                outputs[i] = chilldkg.participant_finalize(states2[i], cmsg2)
+            except chilldkg.ProtocolError as e:
+                errors[i] = e
+    return params, broadcast1, outputs, errors
+
+
 def test_coordinator_free_members_compute_the_same_aggregate() -> None:
     """Each member aggregates the echo-broadcast first messages itself and reaches the same key."""
+    _, _, outputs, errors = run_without_coordinator(3, 5)
+    assert errors == {}
+    assert sorted(outputs) == list(range(5))
+    assert len({(out.thresh_pk, tuple(out.pubshares), rec) for out, rec in outputs.values()}) == 1
+
+
+def test_coordinator_free_faults_name_the_faulty_member() -> None:
     t, n = 3, 5
-    seeds = [key_of(i) for i in range(n)]
-    params = SessionParams([chilldkg.hostpubkey_gen(sd) for sd in seeds], t)
-    step1 = [chilldkg.participant_step1(sd, params, os.urandom(32)) for sd in seeds]
-    broadcast1 = [pmsg1 for _, pmsg1 in step1]
-    local = [chilldkg.aggregate_round1(broadcast1, params) for _ in range(n)]
-    assert len({cmsg1 for _, cmsg1 in local}) == 1
-    step2 = [chilldkg.participant_step2(seeds[i], step1[i][0], local[i][1], os.urandom(32)) for i in range(n)]
-    broadcast2 = [pmsg2 for _, pmsg2 in step2]
-    outputs = []
-    for i in range(n):
-        cmsg2 = chilldkg.aggregate_round2(local[i][0], broadcast2)
-        outputs.append(chilldkg.participant_finalize(step2[i][0], cmsg2))
-    assert len({(out.thresh_pk, tuple(out.pubshares), rec) for out, rec in outputs}) == 1
+
+    def flip(m: bytes, at: int) -> bytes:
+        return m[:at] + bytes([m[at] ^ 1]) + m[at + 1 :]
+
+    _, _, outputs, errors = run_without_coordinator(
+        t, n, pmsg1_hook=lambda i, m: flip(m, 33 * t + 9) if i == 1 else m
+    )
+    assert outputs == {}
+    assert set(errors) == {0, 2, 3, 4}
+    assert all(
+        isinstance(e, FaultyParticipantOrCoordinatorError) and e.participant_id == 1 for e in errors.values()
+    )
+
+    _, _, outputs, errors = run_without_coordinator(
+        t, n, pmsg2_hook=lambda i, m: flip(m, 40) if i == 2 else m
+    )
+    assert outputs == {}
+    assert set(errors) == set(range(n))
+    assert all(isinstance(e, FaultyParticipantError) and e.participant_id == 2 for e in errors.values())
+
+    params, broadcast1, outputs, errors = run_without_coordinator(
+        t, n, pmsg1_hook=lambda i, m: add_to_encrypted_share(m, t, n, 0, 1) if i == 4 else m
+    )
+    assert outputs == {}
+    assert set(errors) == {0}
+    assert isinstance(errors[0], UnknownFaultyParticipantOrCoordinatorError)
+    with pytest.raises(FaultyParticipantOrCoordinatorError) as blamed:
+        chilldkg.participant_investigate(errors[0], chilldkg.investigation_msg_for(broadcast1, params, 0))
+    assert blamed.value.participant_id == 4
 
 
 @pytest.mark.parametrize(("t", "n"), [(2, 3), (7, 10)])

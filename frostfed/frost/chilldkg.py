@@ -438,7 +438,10 @@ def aggregate_round1(pmsgs1: list[bytes], params: SessionParams) -> tuple[Coordi
     """The coordinator's aggregation, computed by each member itself when there is no coordinator.
 
     It is a deterministic function of the n first messages, so members that received the same pmsg1
-    list (guaranteed by echo broadcast; otherwise CertEq fails) compute the same cmsg1. A member:
+    list compute the same cmsg1. Safety does not depend on that (differing lists make CertEq fail),
+    but blame does: a member that equivocated in round 1 would make honest members' signatures look
+    invalid to each other, so round 1 needs echo broadcast. Round 2 needs plain broadcast only: a
+    member holding all n valid signatures can convince any other later with the recovery data. A member:
       1. `participant_step1` -> broadcast pmsg1 (echo broadcast);
       2. once all n pmsg1 are delivered: `aggregate_round1(pmsgs1, params)` -> (cstate, cmsg1) locally,
          then `participant_step2(hostseckey, state1, cmsg1, aux_rand)` -> broadcast pmsg2;
