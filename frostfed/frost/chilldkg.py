@@ -412,8 +412,8 @@ def coordinator_finalize(
 
 def coordinator_investigate(pmsgs1: list[bytes], params: SessionParams) -> list[bytes]:
     """One investigation message per participant (65n bytes each, nothing secret in them)."""
-    n = len(pmsgs1)
-    parsed = _parse_pmsgs1(pmsgs1, params.t, n)
+    params_validate(params)
+    parsed = _parse_pmsgs1(pmsgs1, params.t, len(params.hostpubkeys))
     return [cinv.to_bytes() for cinv in encpedpop.coordinator_investigate(parsed)]
 
 
@@ -422,7 +422,8 @@ def investigation_msg_for(pmsgs1: list[bytes], params: SessionParams, participan
 
     Without a coordinator, each member that needs an investigation computes only its own message.
     """
-    n = len(pmsgs1)
+    params_validate(params)
+    n = len(params.hostpubkeys)
     if not 0 <= participant_id < n:
         raise ValueError("participant id out of range")
     parsed = _parse_pmsgs1(pmsgs1, params.t, n)

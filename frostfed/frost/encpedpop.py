@@ -83,8 +83,8 @@ def decrypt_sum(
     participant_id: int,
     sum_ciphertexts: int,
 ) -> int:
-    if participant_id >= len(pubnonces):
-        raise IndexError("participant id out of range")
+    if not 0 <= participant_id < len(pubnonces):
+        raise ValueError("participant id out of range")
     pads = decaps_multi(deckey, enckey, pubnonces, context, participant_id)
     return (sum_ciphertexts - sum(pads)) % N
 
