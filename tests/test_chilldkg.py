@@ -12,6 +12,8 @@ import pytest
 from coincurve import PublicKeyXOnly
 from dealer import DealtKeys
 from frost_session import full_sign
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from frostfed.frost import chilldkg
 from frostfed.frost.chilldkg import (
@@ -492,3 +494,56 @@ def test_secret_share_stays_out_of_reprs() -> None:
     assert out.secshare is not None
     assert out.secshare.hex() not in repr(out)
     assert out.secshare.hex() not in repr(s.outputs)
+
+
+def _fixed_transcript() -> dict[str, object]:
+    """One honest 2-of-3 session with fixed randomness, keeping participant 0's states."""
+    keys = [key_of(i) for i in range(3)]
+    params = SessionParams([chilldkg.hostpubkey_gen(k) for k in keys], 2)
+    step1 = [chilldkg.participant_step1(k, params, bytes([i + 1]) * 32) for i, k in enumerate(keys)]
+    pmsgs1 = [m for _, m in step1]
+    cstate, cmsg1 = chilldkg.coordinator_step1(pmsgs1, params)
+    step2 = [chilldkg.participant_step2(k, step1[i][0], cmsg1, bytes(32)) for i, k in enumerate(keys)]
+    cmsg2, _, recovery_data = chilldkg.coordinator_finalize(cstate, [m for _, m in step2])
+    return {
+        "key": keys[0],
+        "params": params,
+        "pmsgs1": pmsgs1,
+        "state1": step1[0][0],
+        "state2": step2[0][0],
+        "cmsg1": cmsg1,
+        "cmsg2": cmsg2,
+        "recovery": recovery_data,
+    }
+
+
+FIXED = _fixed_transcript()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.sampled_from(["pmsg1", "cmsg1", "cmsg2", "recovery"]),
+    pos=st.integers(min_value=0),
+    value=st.integers(min_value=0, max_value=255),
+    cut=st.integers(min_value=-3, max_value=3),
+)
+def test_corrupted_messages_raise_only_specific_errors(which: str, pos: int, value: int, cut: int) -> None:
+    """Any byte changed and any length changed: a ValueError or ProtocolError subclass, nothing else."""
+    f = FIXED
+    pmsgs1 = list(f["pmsgs1"])  # type: ignore[call-overload]
+    original = pmsgs1[1] if which == "pmsg1" else f[which]
+    assert isinstance(original, bytes)
+    data = bytearray(original)
+    data[pos % len(data)] = value
+    corrupted = bytes(data + bytes(cut) if cut >= 0 else data[:cut])
+    try:
+        if which == "pmsg1":
+            chilldkg.coordinator_step1([pmsgs1[0], corrupted, pmsgs1[2]], f["params"])  # type: ignore[arg-type]
+        elif which == "cmsg1":
+            chilldkg.participant_step2(f["key"], f["state1"], corrupted, bytes(32))  # type: ignore[arg-type]
+        elif which == "cmsg2":
+            chilldkg.participant_finalize(f["state2"], corrupted)  # type: ignore[arg-type]
+        else:
+            chilldkg.participant_recover(f["key"], corrupted)  # type: ignore[arg-type]
+    except (ValueError, chilldkg.ProtocolError):
+        assert corrupted != original
