@@ -12,6 +12,8 @@ import pytest
 from coincurve import PublicKeyXOnly
 from dealer import DealtKeys
 from frost_session import full_sign
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from frostfed.frost import chilldkg
 from frostfed.frost.chilldkg import (
@@ -46,6 +48,10 @@ def seed_of(i: int) -> bytes:
     return hashlib.sha256(b"host seed %d" % i).digest()
 
 
+def key_of(i: int) -> bytes:
+    return chilldkg.hostkey_gen(seed_of(i))[0]
+
+
 @dataclass
 class Session:
     """One DKG session; `pmsg1_hook`/`pmsg2_hook` let a test make a participant misbehave."""
@@ -64,8 +70,8 @@ class Session:
     coordinator_output: tuple[bytes, DKGOutput, bytes] | None = None
 
     def __post_init__(self) -> None:
-        self.seeds = [seed_of(i) for i in range(self.n)]
-        self.params = SessionParams([chilldkg.hostkey_gen(s)[1] for s in self.seeds], self.t)
+        self.seeds = [key_of(i) for i in range(self.n)]  # host secret keys derived from the seeds
+        self.params = SessionParams([chilldkg.hostpubkey_gen(s) for s in self.seeds], self.t)
 
     def run(self) -> Session:
         states1 = []
@@ -159,22 +165,78 @@ def test_threshold_key_commits_to_an_unspendable_script_path(t: int, n: int) -> 
     assert s.outputs[0][0].thresh_pk != cbytes(p)
 
 
+def run_without_coordinator(
+    t: int,
+    n: int,
+    pmsg1_hook: Callable[[int, bytes], bytes] = lambda i, m: m,
+    pmsg2_hook: Callable[[int, bytes], bytes] = lambda i, m: m,
+) -> tuple[SessionParams, list[bytes], dict[int, tuple[DKGOutput, bytes]], dict[int, Exception]]:
+    """Every member aggregates the broadcast messages itself; returns params, the broadcast first
+    messages, each member's (output, recovery data) and each member's error."""
+    keys = [key_of(i) for i in range(n)]
+    params = SessionParams([chilldkg.hostpubkey_gen(k) for k in keys], t)
+    states1 = []
+    broadcast1 = []
+    for i, k in enumerate(keys):
+        state1, pmsg1 = chilldkg.participant_step1(k, params, os.urandom(32))
+        states1.append(state1)
+        broadcast1.append(pmsg1_hook(i, pmsg1))
+    errors: dict[int, Exception] = {}
+    cstates, states2, broadcast2 = {}, {}, {}
+    cmsgs1 = set()
+    for i, k in enumerate(keys):
+        try:
+            cstates[i], cmsg1 = chilldkg.aggregate_round1(broadcast1, params)
+            cmsgs1.add(cmsg1)
+            states2[i], pmsg2 = chilldkg.participant_step2(k, states1[i], cmsg1, os.urandom(32))
+            broadcast2[i] = pmsg2_hook(i, pmsg2)
+        except chilldkg.ProtocolError as e:
+            errors[i] = e
+    assert len(cmsgs1) <= 1, "members computed different aggregates"
+    outputs = {}
+    if len(broadcast2) == n:
+        for i in states2:
+            try:
+                cmsg2 = chilldkg.aggregate_round2(cstates[i], [broadcast2[j] for j in range(n)])
+                outputs[i] = chilldkg.participant_finalize(states2[i], cmsg2)
+            except chilldkg.ProtocolError as e:
+                errors[i] = e
+    return params, broadcast1, outputs, errors
+
+
 def test_coordinator_free_members_compute_the_same_aggregate() -> None:
     """Each member aggregates the echo-broadcast first messages itself and reaches the same key."""
+    _, _, outputs, errors = run_without_coordinator(3, 5)
+    assert errors == {}
+    assert sorted(outputs) == list(range(5))
+    assert len({(out.thresh_pk, tuple(out.pubshares), rec) for out, rec in outputs.values()}) == 1
+
+
+def test_coordinator_free_faults_name_the_faulty_member() -> None:
     t, n = 3, 5
-    seeds = [seed_of(i) for i in range(n)]
-    params = SessionParams([chilldkg.hostkey_gen(sd)[1] for sd in seeds], t)
-    step1 = [chilldkg.participant_step1(sd, params, os.urandom(32)) for sd in seeds]
-    broadcast1 = [pmsg1 for _, pmsg1 in step1]
-    local = [chilldkg.aggregate_round1(broadcast1, params) for _ in range(n)]
-    assert len({cmsg1 for _, cmsg1 in local}) == 1
-    step2 = [chilldkg.participant_step2(seeds[i], step1[i][0], local[i][1], os.urandom(32)) for i in range(n)]
-    broadcast2 = [pmsg2 for _, pmsg2 in step2]
-    outputs = []
-    for i in range(n):
-        cmsg2 = chilldkg.aggregate_round2(local[i][0], broadcast2)
-        outputs.append(chilldkg.participant_finalize(step2[i][0], cmsg2))
-    assert len({(out.thresh_pk, tuple(out.pubshares), rec) for out, rec in outputs}) == 1
+
+    def flip(m: bytes, at: int) -> bytes:
+        return m[:at] + bytes([m[at] ^ 1]) + m[at + 1 :]
+
+    _, _, outputs, errors = run_without_coordinator(t, n, pmsg1_hook=lambda i, m: flip(m, 33 * t + 9) if i == 1 else m)
+    assert outputs == {}
+    assert set(errors) == {0, 2, 3, 4}
+    assert all(isinstance(e, FaultyParticipantOrCoordinatorError) and e.participant_id == 1 for e in errors.values())
+
+    _, _, outputs, errors = run_without_coordinator(t, n, pmsg2_hook=lambda i, m: flip(m, 40) if i == 2 else m)
+    assert outputs == {}
+    assert set(errors) == set(range(n))
+    assert all(isinstance(e, FaultyParticipantError) and e.participant_id == 2 for e in errors.values())
+
+    params, broadcast1, outputs, errors = run_without_coordinator(
+        t, n, pmsg1_hook=lambda i, m: add_to_encrypted_share(m, t, n, 0, 1) if i == 4 else m
+    )
+    assert outputs == {}
+    assert set(errors) == {0}
+    assert isinstance(errors[0], UnknownFaultyParticipantOrCoordinatorError)
+    with pytest.raises(FaultyParticipantOrCoordinatorError) as blamed:
+        chilldkg.participant_investigate(errors[0], chilldkg.investigation_msg_for(broadcast1, params, 0))
+    assert blamed.value.participant_id == 4
 
 
 @pytest.mark.parametrize(("t", "n"), [(2, 3), (7, 10)])
@@ -182,12 +244,12 @@ def test_recovery_from_host_seed_and_recovery_data(t: int, n: int) -> None:
     s = Session(t, n).run()
     for i in (0, n - 1):
         out, recovery_data = s.outputs[i]
-        recovered, params = chilldkg.participant_recover(seed_of(i), recovery_data)
+        recovered, params = chilldkg.participant_recover(key_of(i), recovery_data)
         assert recovered == out
         assert params == s.params
     public, _ = chilldkg.coordinator_recover(s.outputs[0][1])
     assert public == s.outputs[0][0]._replace(secshare=None)
-    outsider = hashlib.sha256(b"not a member").digest()
+    outsider = chilldkg.hostkey_gen(hashlib.sha256(b"not a member").digest())[0]
     with pytest.raises(chilldkg.HostSeckeyError):
         chilldkg.participant_recover(outsider, s.outputs[0][1])
 
@@ -200,9 +262,9 @@ def test_tampered_recovery_data_is_rejected(offset: int) -> None:
     recovery_data = bytearray(s.outputs[0][1])
     recovery_data[offset] ^= 0x01
     with pytest.raises(RecoveryDataError):
-        chilldkg.participant_recover(seed_of(0), bytes(recovery_data))
+        chilldkg.participant_recover(key_of(0), bytes(recovery_data))
     with pytest.raises(RecoveryDataError):
-        chilldkg.participant_recover(seed_of(0), bytes(recovery_data[:-1]))
+        chilldkg.participant_recover(key_of(0), bytes(recovery_data[:-1]))
 
 
 def add_to_encrypted_share(pmsg1: bytes, t: int, n: int, recipient: int, delta: int) -> bytes:
@@ -223,6 +285,12 @@ def test_wrong_share_to_one_participant_fails_the_dkg_and_investigation_names_th
     cinvs = chilldkg.coordinator_investigate(s.pmsgs1, s.params)
     with pytest.raises(FaultyParticipantOrCoordinatorError) as blamed:
         chilldkg.participant_investigate(error, cinvs[victim])
+    assert blamed.value.participant_id == cheater
+    # Without a coordinator the victim computes its own investigation message from the broadcast pmsgs1.
+    own = chilldkg.investigation_msg_for(s.pmsgs1, s.params, victim)
+    assert own == cinvs[victim]
+    with pytest.raises(FaultyParticipantOrCoordinatorError) as blamed:
+        chilldkg.participant_investigate(error, own)
     assert blamed.value.participant_id == cheater
 
 
@@ -259,8 +327,8 @@ def test_wrong_proof_of_possession_fails_the_dkg_and_names_the_participant(t: in
 def test_commitment_with_more_than_t_coefficients_is_refused(t: int, n: int) -> None:
     """The threshold-raising attack: a contribution of degree t would need t + 1 shares to sign."""
     cheater = 0
-    seeds = [seed_of(i) for i in range(n)]
-    params = SessionParams([chilldkg.hostkey_gen(sd)[1] for sd in seeds], t)
+    seeds = [key_of(i) for i in range(n)]
+    params = SessionParams([chilldkg.hostpubkey_gen(sd) for sd in seeds], t)
     raised = SessionParams(params.hostpubkeys, t + 1)
     pmsgs1 = [
         chilldkg.participant_step1(sd, raised if i == cheater else params, os.urandom(32))[1]
@@ -309,8 +377,8 @@ def test_bad_certeq_signature_fails_the_dkg_and_names_the_participant(t: int, n:
 def test_certificate_with_a_bad_signature_is_refused_by_participants() -> None:
     """Should a coordinator pass on a broken certificate, every participant refuses it."""
     t, n = 2, 3
-    seeds = [seed_of(i) for i in range(n)]
-    params = SessionParams([chilldkg.hostkey_gen(sd)[1] for sd in seeds], t)
+    seeds = [key_of(i) for i in range(n)]
+    params = SessionParams([chilldkg.hostpubkey_gen(sd) for sd in seeds], t)
     step1 = [chilldkg.participant_step1(sd, params, os.urandom(32)) for sd in seeds]
     _, cmsg1 = chilldkg.coordinator_step1([m for _, m in step1], params)
     step2 = [chilldkg.participant_step2(seeds[i], step1[i][0], cmsg1, os.urandom(32)) for i in range(n)]
@@ -327,7 +395,7 @@ def test_recovery_acknowledgments_name_a_missing_or_bad_one() -> None:
     s = Session(2, 3).run()
     recovery_data = s.outputs[0][1]
     acks = [
-        chilldkg.participant_recovery_ack_sign(seed_of(i), recovery_data, s.params, os.urandom(32)) for i in range(3)
+        chilldkg.participant_recovery_ack_sign(key_of(i), recovery_data, s.params, os.urandom(32)) for i in range(3)
     ]
     chilldkg.participant_recovery_acks_verify(recovery_data, s.params, acks)
     acks[1] = acks[0]
@@ -384,9 +452,79 @@ def test_recovered_participant_signs_with_bip445() -> None:
     """Participant 0 lost everything but its host seed; its recovered share signs with t-1 others."""
     t, n = 3, 5
     s = Session(t, n).run()
-    recovered, _ = chilldkg.participant_recover(seed_of(0), s.outputs[3][1])
+    recovered, _ = chilldkg.participant_recover(key_of(0), s.outputs[3][1])
     s.outputs[0] = (recovered, s.outputs[3][1])
     keys = dealt_from_dkg(s)
     msg = hashlib.sha256(b"after recovery").digest()
     sig, *_ = full_sign(keys, t, [0, 2, 4], msg, [], [])
     assert PublicKeyXOnly(xbytes(cpoint(keys.thresh_pk))).verify(sig, msg)
+
+
+def test_host_key_from_seed_is_domain_separated_and_deterministic() -> None:
+    seckey, pubkey = chilldkg.hostkey_gen(seed_of(7))
+    assert chilldkg.hostkey_gen(seed_of(7)) == (seckey, pubkey)
+    assert seckey != seed_of(7)
+    assert pubkey == chilldkg.hostpubkey_gen(seckey)
+    with pytest.raises(ValueError):
+        chilldkg.hostkey_gen(seed_of(7)[:31])
+
+
+def test_secret_share_stays_out_of_reprs() -> None:
+    s = Session(2, 3).run()
+    out = s.outputs[0][0]
+    assert out.secshare is not None
+    assert out.secshare.hex() not in repr(out)
+    assert out.secshare.hex() not in repr(s.outputs)
+
+
+def _fixed_transcript() -> dict[str, object]:
+    """One honest 2-of-3 session with fixed randomness, keeping participant 0's states."""
+    keys = [key_of(i) for i in range(3)]
+    params = SessionParams([chilldkg.hostpubkey_gen(k) for k in keys], 2)
+    step1 = [chilldkg.participant_step1(k, params, bytes([i + 1]) * 32) for i, k in enumerate(keys)]
+    pmsgs1 = [m for _, m in step1]
+    cstate, cmsg1 = chilldkg.coordinator_step1(pmsgs1, params)
+    step2 = [chilldkg.participant_step2(k, step1[i][0], cmsg1, bytes(32)) for i, k in enumerate(keys)]
+    cmsg2, _, recovery_data = chilldkg.coordinator_finalize(cstate, [m for _, m in step2])
+    return {
+        "key": keys[0],
+        "params": params,
+        "pmsgs1": pmsgs1,
+        "state1": step1[0][0],
+        "state2": step2[0][0],
+        "cmsg1": cmsg1,
+        "cmsg2": cmsg2,
+        "recovery": recovery_data,
+    }
+
+
+FIXED = _fixed_transcript()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.sampled_from(["pmsg1", "cmsg1", "cmsg2", "recovery"]),
+    pos=st.integers(min_value=0),
+    value=st.integers(min_value=0, max_value=255),
+    cut=st.integers(min_value=-3, max_value=3),
+)
+def test_corrupted_messages_raise_only_specific_errors(which: str, pos: int, value: int, cut: int) -> None:
+    """Any byte changed and any length changed: a ValueError or ProtocolError subclass, nothing else."""
+    f = FIXED
+    pmsgs1 = list(f["pmsgs1"])  # type: ignore[call-overload]
+    original = pmsgs1[1] if which == "pmsg1" else f[which]
+    assert isinstance(original, bytes)
+    data = bytearray(original)
+    data[pos % len(data)] = value
+    corrupted = bytes(data + bytes(cut) if cut >= 0 else data[:cut])
+    try:
+        if which == "pmsg1":
+            chilldkg.coordinator_step1([pmsgs1[0], corrupted, pmsgs1[2]], f["params"])  # type: ignore[arg-type]
+        elif which == "cmsg1":
+            chilldkg.participant_step2(f["key"], f["state1"], corrupted, bytes(32))  # type: ignore[arg-type]
+        elif which == "cmsg2":
+            chilldkg.participant_finalize(f["state2"], corrupted)  # type: ignore[arg-type]
+        else:
+            chilldkg.participant_recover(f["key"], corrupted)  # type: ignore[arg-type]
+    except (ValueError, chilldkg.ProtocolError):
+        assert corrupted != original

@@ -360,7 +360,7 @@ class Member:
             return
         recovery = msg.hexbytes("recovery", max_len=1 << 20)
         try:
-            out, params = chilldkg.recover(self._host_seckey, recovery)
+            out, params = chilldkg.participant_recover(self._host_seckey, recovery)
         except Exception as e:
             log.warning("recovery data from %s refused: %s", peer.hex()[:16], e)
             return

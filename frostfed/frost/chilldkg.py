@@ -46,10 +46,11 @@ from .dkg_errors import (
     ThresholdOrCountError,
     UnknownFaultyParticipantOrCoordinatorError,
 )
-from .secp import N, cbytes, cpoint, int_from_bytes, point_mul_g, schnorr_verify
+from .secp import N, cbytes, cpoint, int_from_bytes, point_mul_g, schnorr_verify, tagged_hash
 from .vss import BIP_TAG, VSSCommitment, scalar_bytes, scalar_checked, tagged_hash_bip_dkg, verify_secshare
 
 __all__ = [
+    "CoordinatorState",
     "DKGOutput",
     "DuplicateHostPubkeyError",
     "FaultyCoordinatorError",
@@ -77,6 +78,7 @@ __all__ = [
     "coordinator_step1",
     "hostkey_gen",
     "hostpubkey_gen",
+    "investigation_msg_for",
     "params_hash",
     "participant_finalize",
     "participant_investigate",
@@ -90,6 +92,8 @@ __all__ = [
 ###
 ### Host keys
 ###
+
+HOSTKEY_TAG = "frostfed/chilldkg host key"
 
 
 def hostpubkey_gen(hostseckey: bytes) -> bytes:
@@ -110,10 +114,14 @@ def hostpubkey_gen(hostseckey: bytes) -> bytes:
 def hostkey_gen(seed: bytes) -> tuple[bytes, bytes]:
     """(hostseckey, hostpubkey) from a 32-byte secret seed, e.g. a Core Lightning `makesecret` output.
 
-    ChillDKG's host secret key is itself 32 bytes of secret randomness, and recovery needs only this key
-    and the recovery data, so the seed is used as the key directly: whoever keeps the seed can recover.
+    The host secret key is a tagged hash of the seed, so a seed also used for other purposes never
+    serves directly as a signing and ECDH key here. Keeping the seed is enough to recover: pass
+    `hostkey_gen(seed)[0]` and the recovery data to `participant_recover`.
     """
-    return seed, hostpubkey_gen(seed)
+    if len(seed) != 32:
+        raise ValueError("seed must be 32 bytes")
+    hostseckey = tagged_hash(HOSTKEY_TAG, seed)
+    return hostseckey, hostpubkey_gen(hostseckey)  # HostSeckeyError with probability ~2^-128
 
 
 ###
@@ -157,6 +165,10 @@ class DKGOutput(NamedTuple):
     secshare: bytes | None
     thresh_pk: bytes
     pubshares: list[bytes]
+
+    def __repr__(self) -> str:  # the secret share must not reach logs through a repr
+        hidden = None if self.secshare is None else "<secret>"
+        return f"DKGOutput(secshare={hidden}, thresh_pk={self.thresh_pk.hex()}, n={len(self.pubshares)})"
 
 
 RecoveryData = NewType("RecoveryData", bytes)
@@ -392,9 +404,22 @@ def coordinator_finalize(state: CoordinatorState, pmsgs2: list[bytes]) -> tuple[
 
 def coordinator_investigate(pmsgs1: list[bytes], params: SessionParams) -> list[bytes]:
     """One investigation message per participant (65n bytes each, nothing secret in them)."""
-    n = len(pmsgs1)
-    parsed = _parse_pmsgs1(pmsgs1, params.t, n)
+    params_validate(params)
+    parsed = _parse_pmsgs1(pmsgs1, params.t, len(params.hostpubkeys))
     return [cinv.to_bytes() for cinv in encpedpop.coordinator_investigate(parsed)]
+
+
+def investigation_msg_for(pmsgs1: list[bytes], params: SessionParams, participant_id: int) -> bytes:
+    """`coordinator_investigate(pmsgs1, params)[participant_id]` at 1/n of the cost.
+
+    Without a coordinator, each member that needs an investigation computes only its own message.
+    """
+    params_validate(params)
+    n = len(params.hostpubkeys)
+    if not 0 <= participant_id < n:
+        raise ValueError("participant id out of range")
+    parsed = _parse_pmsgs1(pmsgs1, params.t, n)
+    return encpedpop.coordinator_investigate_for(parsed, participant_id).to_bytes()
 
 
 ###
@@ -406,7 +431,10 @@ def aggregate_round1(pmsgs1: list[bytes], params: SessionParams) -> tuple[Coordi
     """The coordinator's aggregation, computed by each member itself when there is no coordinator.
 
     It is a deterministic function of the n first messages, so members that received the same pmsg1
-    list (guaranteed by echo broadcast; otherwise CertEq fails) compute the same cmsg1. A member:
+    list compute the same cmsg1. Safety does not depend on that (differing lists make CertEq fail),
+    but blame does: a member that equivocated in round 1 would make honest members' signatures look
+    invalid to each other, so round 1 needs echo broadcast. Round 2 needs plain broadcast only: a
+    member holding all n valid signatures can convince any other later with the recovery data. A member:
       1. `participant_step1` -> broadcast pmsg1 (echo broadcast);
       2. once all n pmsg1 are delivered: `aggregate_round1(pmsgs1, params)` -> (cstate, cmsg1) locally,
          then `participant_step2(hostseckey, state1, cmsg1, aux_rand)` -> broadcast pmsg2;
@@ -414,7 +442,9 @@ def aggregate_round1(pmsgs1: list[bytes], params: SessionParams) -> tuple[Coordi
          `participant_finalize(state2, cmsg2)` -> (DKGOutput, recovery data).
     With no coordinator to frame anyone, a FaultyParticipantError or FaultyParticipantOrCoordinatorError
     names the faulty member; on UnknownFaultyParticipantOrCoordinatorError the member computes
-    `coordinator_investigate(pmsgs1, params)[own id]` and passes it to `participant_investigate`.
+    `investigation_msg_for(pmsgs1, params, own id)` and passes it to `participant_investigate`, which
+    names the member that sent it a bad share. FaultyCoordinatorError cannot arise from a correct
+    local aggregation.
     """
     return coordinator_step1(pmsgs1, params)
 

@@ -83,8 +83,8 @@ def decrypt_sum(
     participant_id: int,
     sum_ciphertexts: int,
 ) -> int:
-    if participant_id >= len(pubnonces):
-        raise IndexError("participant id out of range")
+    if not 0 <= participant_id < len(pubnonces):
+        raise ValueError("participant id out of range")
     pads = decaps_multi(deckey, enckey, pubnonces, context, participant_id)
     return (sum_ciphertexts - sum(pads)) % N
 
@@ -177,6 +177,9 @@ class ParticipantInvestigationData(NamedTuple):
     enc_secshare: int
     pads: list[int]
 
+    def __repr__(self) -> str:  # the pads decrypt the shares
+        return f"ParticipantInvestigationData({self.simpl_inv_data!r}, <pads hidden>)"
+
 
 def participant_step1(
     seed: bytes, deckey: bytes, enckeys: list[bytes], t: int, participant_id: int, random: bytes
@@ -250,10 +253,10 @@ def coordinator_step(
     return CoordinatorMsg(simpl_cmsg, pubnonces), dkg_output, eq_input, enc_secshares
 
 
+def coordinator_investigate_for(pmsgs: list[ParticipantMsg], participant_id: int) -> CoordinatorInvestigationMsg:
+    simpl_cinv = simplpedpop.coordinator_investigate_for([p.simpl_pmsg for p in pmsgs], participant_id)
+    return CoordinatorInvestigationMsg([p.enc_shares[participant_id] for p in pmsgs], simpl_cinv.partial_pubshares)
+
+
 def coordinator_investigate(pmsgs: list[ParticipantMsg]) -> list[CoordinatorInvestigationMsg]:
-    n = len(pmsgs)
-    simpl_cinvs = simplpedpop.coordinator_investigate([p.simpl_pmsg for p in pmsgs])
-    return [
-        CoordinatorInvestigationMsg([p.enc_shares[i] for p in pmsgs], simpl_cinvs[i].partial_pubshares)
-        for i in range(n)
-    ]
+    return [coordinator_investigate_for(pmsgs, i) for i in range(len(pmsgs))]

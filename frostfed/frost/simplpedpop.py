@@ -132,6 +132,9 @@ class DKGOutput(NamedTuple):
     thresh_pk: bytes
     pubshares: list[bytes]
 
+    def __repr__(self) -> str:
+        return f"DKGOutput(thresh_pk={self.thresh_pk.hex()}, <secret share hidden>)"
+
 
 class ParticipantState(NamedTuple):
     t: int
@@ -145,6 +148,9 @@ class ParticipantInvestigationData(NamedTuple):
     participant_id: int
     secshare: int
     pubshare: Point
+
+    def __repr__(self) -> str:  # holds the (unverified) secret share
+        return f"ParticipantInvestigationData(n={self.n}, participant_id={self.participant_id}, <secret>)"
 
 
 def assemble_sum_coms(coms_to_secrets: list[Point], sum_coms_to_nonconst_terms: list[Point]) -> VSSCommitment:
@@ -259,8 +265,10 @@ def coordinator_step(pmsgs: list[ParticipantMsg], t: int, n: int) -> tuple[Coord
     return cmsg, dkg_output, eq_input
 
 
+def coordinator_investigate_for(pmsgs: list[ParticipantMsg], participant_id: int) -> CoordinatorInvestigationMsg:
+    """The pubshare each participant's own commitment gives `participant_id`."""
+    return CoordinatorInvestigationMsg([pmsg.com.pubshare(participant_id) for pmsg in pmsgs])
+
+
 def coordinator_investigate(pmsgs: list[ParticipantMsg]) -> list[CoordinatorInvestigationMsg]:
-    """For each participant i, the pubshare every participant's own commitment gives i."""
-    n = len(pmsgs)
-    all_partial = [pmsg.com.pubshares(n) for pmsg in pmsgs]
-    return [CoordinatorInvestigationMsg([all_partial[j][i] for j in range(n)]) for i in range(n)]
+    return [coordinator_investigate_for(pmsgs, i) for i in range(len(pmsgs))]
