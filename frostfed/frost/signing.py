@@ -427,7 +427,7 @@ def sign(secnonce: bytearray, secshare: bytes, my_id: int, session_ctx: SessionC
     s = (k1 + v.b * k2 + v.e * lam * d) % secp.N
     psig = secp.bytes_from_int(s)
     pubnonce = secp.cbytes(secp.point_mul_g(k1_)) + secp.cbytes(secp.point_mul_g(k2_))  # type: ignore[arg-type]
-    if not partial_sig_verify_internal(psig, my_id, pubnonce, my_pubshare, session_ctx):
+    if not _verify_with_values(v, ss, psig, my_id, pubnonce, my_pubshare):
         raise RuntimeError("The partial signature failed its own verification (computation error).")
     return psig
 
@@ -537,6 +537,12 @@ def partial_sig_verify_internal(
 ) -> bool:
     """PartialSigVerifyInternal: s*G == Re* + e*lambda*g'*P for the signer's own nonce and share."""
     v, ss = _session(session_ctx)
+    return _verify_with_values(v, ss, psig, my_id, pubnonce, pubshare)
+
+
+def _verify_with_values(
+    v: SessionValues, ss: _SignerSet, psig: bytes, my_id: int, pubnonce: bytes, pubshare: bytes
+) -> bool:
     if not _is_bytes(psig) or len(psig) != 32:
         return False
     s = secp.int_from_bytes(bytes(psig))
@@ -571,7 +577,9 @@ def partial_sig_agg(psigs: Sequence[bytes], ids: Sequence[int], session_ctx: Ses
     """
     if len(psigs) != len(ids):
         raise ValueError("The psigs and ids arrays must have the same length.")
-    v, _ = _session(session_ctx)
+    v, ss = _session(session_ctx)
+    if sorted(ids) != sorted(ss.ids):
+        raise ValueError("The psigs must come from exactly the signers of the session.")
     s = 0
     for idx, (my_id, psig) in enumerate(zip(ids, psigs, strict=True)):
         s_i = secp.int_from_bytes(bytes(psig)) if _is_bytes(psig) and len(psig) == 32 else 0
