@@ -578,7 +578,11 @@ def partial_sig_agg(psigs: Sequence[bytes], ids: Sequence[int], session_ctx: Ses
     if len(psigs) != len(ids):
         raise ValueError("The psigs and ids arrays must have the same length.")
     v, ss = _session(session_ctx)
-    if sorted(ids) != sorted(ss.ids):
+    try:
+        same_signers = sorted(ids) == sorted(ss.ids)
+    except TypeError:
+        same_signers = False
+    if not same_signers:
         raise ValueError("The psigs must come from exactly the signers of the session.")
     s = 0
     for idx, (my_id, psig) in enumerate(zip(ids, psigs, strict=True)):
