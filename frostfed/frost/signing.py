@@ -1,6 +1,11 @@
-"""BIP 445 FROST signing for BIP340 signatures (siv2r/bip-frost-signing, version 0.3.x).
+"""BIP 445 FROST signing for BIP340 signatures (siv2r/bip-frost-signing).
 
-One function per algorithm of the specification, under its name. Points go through libsecp256k1
+One function per algorithm of the specification, under its name. Where the specification text and
+the published test vectors (../shared/vectors/bip445/) differ, the vectors win, and they follow the
+later revision: the hash tags are `BIP0445/aux`, `BIP0445/nonce`, `BIP0445/noncecoef` and
+`BIP0445/deterministic/nonce` (not `FROST/...`), DeterministicSign also hashes `bytes(4, my_id) ||
+bytes(4, u) || SerializeIds(ids)` before `aggothernonce`, and a lone signer (u = 1) passes no
+`aggothernonce` (its own pubnonce is the aggregate nonce). Points go through libsecp256k1
 (`frostfed.frost.secp`); scalars are ints mod n. Errors follow the specification: `ValueError` for a
 caller's bad input (messages as in the published test vectors), `InvalidContributionError` naming the
 blamed participant for a bad contribution from another party.
