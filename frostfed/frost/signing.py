@@ -152,6 +152,10 @@ def _signer_set(signers_ctx: SignersContext) -> _SignerSet:
         raise ValueError("The ids and pubshares must be lists.") from e
     if not _is_bytes(thresh_pk):
         raise ValueError("The provided key material is incorrect.")
+    if any(type(i) is not int for i in ids_t):
+        # Never through the cache: True == 1 and 1.0 == 1 would find another context's entry.
+        _validated_signer_set.__wrapped__(n, t, ids_t, pubshares_t, bytes(thresh_pk))
+        raise ValueError("The participant identifiers must be integers.")
     try:
         return _validated_signer_set(n, t, ids_t, pubshares_t, bytes(thresh_pk))
     except TypeError as e:  # an unhashable id or pubshare
@@ -429,7 +433,7 @@ def sign(secnonce: bytearray, secshare: bytes, my_id: int, session_ctx: SessionC
     my_pubshare = secp.cbytes(_mul_g(d_))  # type: ignore[arg-type]  # d_ != 0
     if my_pubshare not in ss.pubshare_set:
         raise ValueError("The signer's pubshare must be included in the list of pubshares.")
-    if my_id not in ss.lambdas:
+    if type(my_id) is not int or my_id not in ss.lambdas:
         raise ValueError("The signer's id must be present in the participant identifier list.")
     lam = ss.lambdas[my_id]
     g = 1 if secp.has_even_y(v.Q) else secp.N - 1
@@ -560,7 +564,7 @@ def _verify_with_values(
         return False
     if not _is_bytes(pubshare) or bytes(pubshare) not in ss.pubshare_set:
         return False
-    if my_id not in ss.lambdas:
+    if type(my_id) is not int or my_id not in ss.lambdas:
         return False
     if not _is_bytes(pubnonce) or len(pubnonce) != 66:
         return False
