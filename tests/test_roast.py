@@ -206,3 +206,42 @@ def test_signer_never_signs_twice_with_one_presignature() -> None:
         signers[1].presign()  # already holds one
     with pytest.raises(ValueError):
         RoastSigner(key, 0, secshares[1], tasks)  # share of somebody else
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda r: SignerReply(r.sid, r.signer_id, r.psigs[:1], r.next_pubnonces),  # a psig short
+        lambda r: SignerReply(r.sid, r.signer_id, r.psigs, r.next_pubnonces[:1]),  # a next nonce short
+        lambda r: SignerReply(r.sid, r.signer_id, ("junk", r.psigs[1]), r.next_pubnonces),  # type: ignore[arg-type]
+        lambda r: SignerReply(r.sid, r.signer_id, r.psigs, (b"\x05" * 66, r.next_pubnonces[1])),
+        lambda r: SignerReply(
+            r.sid, r.signer_id, (secp.bytes_from_int(secp.N), r.psigs[1]), r.next_pubnonces
+        ),
+        lambda r: SignerReply(r.sid, r.signer_id, (r.psigs[1], r.psigs[0]), r.next_pubnonces),  # swapped
+    ],
+)
+def test_malformed_reply_marks_the_sender_malicious_and_the_run_goes_on(tamper) -> None:  # type: ignore[no-untyped-def]
+    key, secshares = make_key(2, 3, seed=14)
+    tasks = make_tasks(key, 2)
+    coordinator = RoastCoordinator(key, tasks)
+    signers = [RoastSigner(key, i, secshares[i], tasks) for i in range(3)]
+    sends = []
+    for s in signers:
+        sends += coordinator.receive_presignature(s.presign())
+    request = sends[0].request
+    a, b = request.signer_ids
+    c = ({0, 1, 2} - {a, b}).pop()
+    assert coordinator.receive_reply(tamper(signers[a].on_session(request))) == []  # t not ready yet
+    assert coordinator.malicious == {a}
+    more = coordinator.receive_reply(signers[b].on_session(request))
+    assert coordinator.result is None  # that session cannot finish without a
+    assert {s.to for s in more} == {b, c}  # b (with its next presignature) and c start a new session
+    new_request = more[0].request
+    for i in (b, c):
+        coordinator.receive_reply(signers[i].on_session(new_request))
+    result = coordinator.result
+    assert result is not None and result.ok and result.malicious == {a}
+    assert result.sessions_started == 2
+    for task, sig in zip(tasks, result.signatures or (), strict=True):
+        assert secp.schnorr_verify(task.msg, task.xonly_pk(key), sig)
