@@ -51,25 +51,34 @@ class Network:
 
     rng: random.Random
     slow: set[int]
+    fast: set[int] = field(default_factory=set)
     queue: list = field(default_factory=list)  # type: ignore[type-arg]
     now: float = 0.0
     seq: int = 0
 
     def send(self, signer: int, kind: str, payload: object) -> None:
         delay = self.rng.uniform(1, 10) * (50 if signer in self.slow else 1)
+        if signer in self.fast:
+            delay = self.rng.uniform(0.01, 0.1)
         self.seq += 1
         heapq.heappush(self.queue, (self.now + delay, self.seq, kind, signer, payload))
 
 
 def simulate(
-    t: int, n: int, crashed: set[int], malicious: set[int], slow: set[int], seed: int
+    t: int,
+    n: int,
+    crashed: set[int],
+    malicious: set[int],
+    slow: set[int],
+    seed: int,
+    fast: frozenset[int] = frozenset(),
 ) -> tuple[RoastResult, set[int], list[SigningTask], ThresholdKey]:
     key, secshares = make_key(t, n, seed)
     tasks = make_tasks(key)
     rng = random.Random(seed)
     coordinator = RoastCoordinator(key, tasks)
     signers = {i: RoastSigner(key, i, secshares[i], tasks) for i in range(n)}
-    net = Network(rng, slow)
+    net = Network(rng, slow, set(fast))
     seen_bad: set[int] = set()  # malicious replies that reached the coordinator before the end
     for i in range(n):
         net.send(i, "to_coordinator", signers[i].presign())
@@ -130,6 +139,22 @@ def test_roast_succeeds_with_up_to_n_minus_t_faulty_signers(t: int, n: int, kind
             check_success(result, tasks, key, t, n)
             assert result.malicious == seen_bad  # exactly the cheaters it saw, nobody honest
             assert not set(result.signer_ids) & (crashed | malicious)
+
+
+@pytest.mark.parametrize(("t", "n"), SETUPS)
+def test_session_bound_holds_when_the_faulty_signers_are_always_first(t: int, n: int) -> None:
+    """Worst ordering for ROAST: faulty signers are ready first and cheat at once, honest ones are slow."""
+    for f in range(n - t + 1):
+        for seed in range(3):
+            rng = random.Random(f"first-{t}-{n}-{f}-{seed}")
+            faulty = sorted(rng.sample(range(n), f))
+            crashed, malicious = set(faulty[0::2]), set(faulty[1::2])
+            honest = set(range(n)) - crashed - malicious
+            result, seen_bad, tasks, key = simulate(
+                t, n, crashed, malicious, honest, rng.randrange(2**32), fast=frozenset(faulty)
+            )
+            check_success(result, tasks, key, t, n)
+            assert result.malicious == seen_bad == malicious
 
 
 @pytest.mark.parametrize(("t", "n"), SETUPS)
