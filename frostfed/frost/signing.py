@@ -89,7 +89,7 @@ class SignersContext(NamedTuple):
     thresh_pk: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: the cache below hands out one object per set
 class _SignerSet:
     """A validated Signers Context with everything that depends only on it."""
 
@@ -372,11 +372,14 @@ def _session(session_ctx: SessionContext) -> tuple[SessionValues, _SignerSet]:
     msg = bytes(msg)
     if not _is_bytes(aggnonce) or len(aggnonce) != 66:
         raise InvalidContributionError(COORDINATOR_ID, "aggnonce")
-    aggnonce = bytes(aggnonce)
-    b = secp.int_from_bytes(
-        secp.tagged_hash("BIP0445/noncecoef", ss.ser_ids + aggnonce + secp.xbytes(Q) + msg)
-    )
-    b %= secp.N
+    b, R, e = _nonce_values(ss, bytes(aggnonce), secp.xbytes(Q), msg)
+    return SessionValues(Q, gacc, tacc, ss.ids, ss.pubshares, b, R, e), ss
+
+
+@lru_cache(maxsize=1024)
+def _nonce_values(ss: _SignerSet, aggnonce: bytes, qx: bytes, msg: bytes) -> tuple[int, PublicKey, int]:
+    """b, R and e of GetSessionValues; cached because a coordinator verifies u psigs per session."""
+    b = secp.int_from_bytes(secp.tagged_hash("BIP0445/noncecoef", ss.ser_ids + aggnonce + qx + msg)) % secp.N
     if b == 0:  # probability ~2^-128
         raise ValueError("The nonce coefficient is zero.")
     try:
@@ -386,11 +389,10 @@ def _session(session_ctx: SessionContext) -> tuple[SessionValues, _SignerSet]:
         raise InvalidContributionError(COORDINATOR_ID, "aggnonce") from None
     R_ = secp.point_add(R1, secp.point_mul(R2, b))
     R = secp.G if R_ is None else R_
-    e = secp.int_from_bytes(secp.tagged_hash("BIP0340/challenge", secp.xbytes(R) + secp.xbytes(Q) + msg))
-    e %= secp.N
+    e = secp.int_from_bytes(secp.tagged_hash("BIP0340/challenge", secp.xbytes(R) + qx + msg)) % secp.N
     if e == 0:  # probability ~2^-128
         raise ValueError("The challenge is zero.")
-    return SessionValues(Q, gacc, tacc, ss.ids, ss.pubshares, b, R, e), ss
+    return b, R, e
 
 
 def get_session_values(session_ctx: SessionContext) -> SessionValues:
