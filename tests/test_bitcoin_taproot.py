@@ -6,6 +6,8 @@ import pytest
 from bitcoin.core import CTransaction, CTxOut
 from bitcoin.core.script import CScript
 from coincurve import PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from vectorfiles import load_json
 
 from frostfed.bitcoin.sighash import (
@@ -242,3 +244,14 @@ def test_segwit_roundtrip_and_bad_keys():
     with pytest.raises(TaprootError, match="out of range"):
         taproot_tweak_seckey(bytes(32))
     assert address_from_script(b"\x6a\x04abcd", "regtest") is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=100))
+def test_arbitrary_strings_decode_or_raise_address_error(text):
+    for network in ("main", "regtest"):
+        try:
+            script = script_from_address(text, network)
+        except AddressError:
+            continue
+        assert script_from_address(address_from_script(script, network), network) == script
