@@ -179,17 +179,11 @@ class BaselineFrost:
 
     def nonce_gen(self, secshare: bytes, pubshare: bytes, msg: bytes) -> tuple[bytes, bytes]:
         rand = bytes(
-            a ^ b
-            for a, b in zip(secshare, secp.tagged_hash("BIP0445/aux", random.randbytes(32)), strict=True)
+            a ^ b for a, b in zip(secshare, secp.tagged_hash("BIP0445/aux", random.randbytes(32)), strict=True)
         )
         pre = b"\x01" + len(msg).to_bytes(8, "big") + msg
-        ks = [
-            th("BIP0445/nonce", rand + b"\x21" + pubshare + b"\x00" + pre + bytes(4) + bytes([i]))
-            for i in (0, 1)
-        ]
-        return b"".join(k.to_bytes(32, "big") for k in ks), b"".join(
-            encode(self.c.mul(self.G, k)) for k in ks
-        )
+        ks = [th("BIP0445/nonce", rand + b"\x21" + pubshare + b"\x00" + pre + bytes(4) + bytes([i])) for i in (0, 1)]
+        return b"".join(k.to_bytes(32, "big") for k in ks), b"".join(encode(self.c.mul(self.G, k)) for k in ks)
 
     def session_values(self, aggnonce: bytes, msg: bytes) -> tuple[int, AffinePoint, int]:
         assert self.Q is not None
@@ -298,9 +292,7 @@ def measure_frostfed(t: int, n: int, sessions: int, rng: random.Random) -> dict[
     return res
 
 
-def measure_baseline(
-    curve: AffineCurve, t: int, n: int, samples: int, rng: random.Random
-) -> dict[str, float]:
+def measure_baseline(curve: AffineCurve, t: int, n: int, samples: int, rng: random.Random) -> dict[str, float]:
     """Times `samples` signers of one session; each psig is checked against frostfed's."""
     thresh_pk, secshares, pubshares = deal(t, n, rng)
     signer_ids = rng.sample(range(n), t)
@@ -360,9 +352,7 @@ def measure_baseline(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--no-reference", action="store_true", help="skip the slow affine baseline")
     args = parser.parse_args()

@@ -49,11 +49,7 @@ from frostfed.bitcoin.taproot import (
 )
 def test_bip350_and_base58_addresses(network, address, script):
     assert script_from_address(address, network).hex() == script
-    assert (
-        address_from_script(bytes.fromhex(script), network) == address.lower()
-        if address[0] in "Bb"
-        else address
-    )
+    assert address_from_script(bytes.fromhex(script), network) == address.lower() if address[0] in "Bb" else address
 
 
 @pytest.mark.parametrize(

@@ -70,9 +70,7 @@ def test_payout_counts_as_paid_only_at_the_required_depth(regtest, chain, tmp_pa
     ledger.credit(MINER_A, 1_000_000)
     policy = PayoutPolicy(ChainChecks(chain, {script}), [LedgerPolicy(ledger)])
     tx = build_payout_tx([utxo], [(MINER_A, 1_000_000)], script, 2)
-    signed, payout = sign_payout(
-        tx, policy, lambda i, h, u: PrivateKey(taproot_tweak_seckey(sk)).sign_schnorr(h)
-    )
+    signed, payout = sign_payout(tx, policy, lambda i, h, u: PrivateKey(taproot_tweak_seckey(sk)).sign_schnorr(h))
     chain.broadcast(signed)
     regtest.mine(1)
     assert ledger.reconcile(chain, min_confirmations=2) == []

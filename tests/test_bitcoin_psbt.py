@@ -38,9 +38,7 @@ def _filled() -> Psbt:
         m.tap_internal_key = key
         m.add_tap_bip32_derivation(key, TapBip32Derivation((), KeyOrigin(b"\xaa\xbb\xcc\xdd", (0, i))))
     psbt.outputs[0].tap_internal_key = bytes([9]) * 32
-    psbt.outputs[0].add_tap_bip32_derivation(
-        bytes([9]) * 32, TapBip32Derivation((), KeyOrigin(bytes(4), (0, 7)))
-    )
+    psbt.outputs[0].add_tap_bip32_derivation(bytes([9]) * 32, TapBip32Derivation((), KeyOrigin(bytes(4), (0, 7))))
     return psbt
 
 
@@ -51,11 +49,7 @@ def test_key_path_fields_round_trip():
     assert again.tx.serialize() == _tx().serialize()
     assert [o.nValue for o in again.spent_outputs()] == [100_000, 100_001]
     ((key, deriv),) = again.inputs[1].tap_bip32_derivations.items()
-    assert (
-        key == bytes([2]) * 32
-        and deriv.origin.path == (0, 1)
-        and deriv.origin.fingerprint == b"\xaa\xbb\xcc\xdd"
-    )
+    assert key == bytes([2]) * 32 and deriv.origin.path == (0, 1) and deriv.origin.fingerprint == b"\xaa\xbb\xcc\xdd"
     assert again.outputs[0].tap_bip32_derivations[bytes([9]) * 32].origin.path == (0, 7)
     assert again.inputs[0].tap_key_sig is None
 

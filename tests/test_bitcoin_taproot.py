@@ -78,10 +78,7 @@ KEYPATH = VECTORS["keyPathSpending"]
 
 def _keypath_tx(case):
     tx = CTransaction.deserialize(bytes.fromhex(case["given"]["rawUnsignedTx"]))
-    spent = [
-        CTxOut(u["amountSats"], CScript(bytes.fromhex(u["scriptPubKey"])))
-        for u in case["given"]["utxosSpent"]
-    ]
+    spent = [CTxOut(u["amountSats"], CScript(bytes.fromhex(u["scriptPubKey"]))) for u in case["given"]["utxosSpent"]]
     return tx, spent
 
 
@@ -131,8 +128,7 @@ def test_keypath_fully_signed_transaction(case):
     tx, _ = _keypath_tx(case)
     signed = CTransaction.deserialize(bytes.fromhex(case["auxiliary"]["fullySignedTx"]))
     stacks = {
-        s["given"]["txinIndex"]: [bytes.fromhex(w) for w in s["expected"]["witness"]]
-        for s in case["inputSpending"]
+        s["given"]["txinIndex"]: [bytes.fromhex(w) for w in s["expected"]["witness"]] for s in case["inputSpending"]
     }
     # The non-Taproot inputs of the vector keep the published witnesses and scriptSigs.
     rebuilt = with_keypath_witnesses(signed, stacks)

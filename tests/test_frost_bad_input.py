@@ -70,9 +70,7 @@ def test_signing_functions_refuse_junk_cleanly(which: int, position: int, value:
     if which == 0:
         _call(validate_signers_ctx, [_ctx_with(position, value)], 0, _ctx_with(position, value))
     elif which == 1:
-        _call(
-            nonce_gen, [KEYS.secshares[0], KEYS.pubshares[0], KEYS.thresh_pk[1:], MSG, b""], position, value
-        )
+        _call(nonce_gen, [KEYS.secshares[0], KEYS.pubshares[0], KEYS.thresh_pk[1:], MSG, b""], position, value)
     elif which == 2:
         _call(nonce_agg, [PUBNONCES, IDS], position % 2, value)
     elif which == 3:

@@ -238,9 +238,7 @@ def test_signer_never_signs_twice_with_one_presignature() -> None:
         lambda r: SignerReply(r.sid, r.signer_id, r.psigs, r.next_pubnonces[:1]),  # a next nonce short
         lambda r: SignerReply(r.sid, r.signer_id, ("junk", r.psigs[1]), r.next_pubnonces),  # type: ignore[arg-type]
         lambda r: SignerReply(r.sid, r.signer_id, r.psigs, (b"\x05" * 66, r.next_pubnonces[1])),
-        lambda r: SignerReply(
-            r.sid, r.signer_id, (secp.bytes_from_int(secp.N), r.psigs[1]), r.next_pubnonces
-        ),
+        lambda r: SignerReply(r.sid, r.signer_id, (secp.bytes_from_int(secp.N), r.psigs[1]), r.next_pubnonces),
         lambda r: SignerReply(r.sid, r.signer_id, (r.psigs[1], r.psigs[0]), r.next_pubnonces),  # swapped
     ],
 )

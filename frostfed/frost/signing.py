@@ -217,9 +217,7 @@ def _secshare_scalar(secshare: bytes) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _nonce_hash(
-    rand: bytes, pubshare: bytes, thresh_pk: bytes, msg_prefixed: bytes, extra_in: bytes, i: int
-) -> bytes:
+def _nonce_hash(rand: bytes, pubshare: bytes, thresh_pk: bytes, msg_prefixed: bytes, extra_in: bytes, i: int) -> bytes:
     buf = (
         rand
         + len(pubshare).to_bytes(1, "big")
