@@ -586,6 +586,8 @@ class Member:
         key = _journal_key(pre.pubnonces)
         self.store.issue_nonce(key, req.id)
         self._signing[req.id] = _Signing(req, signer, peer, key)
+        if "slow-ready" in self.faults:  # test fault: a member that answers requests late
+            await asyncio.sleep(1)
         if peer != self.me:
             self.store.save_request(req.id, req.kind, peer, "accepted", req.to_body())
         await self._send(peer, "sready", {"id": req.id, "pubnonces": [p.hex() for p in pre.pubnonces]})
