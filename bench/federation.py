@@ -46,6 +46,7 @@ def payout_latency(btc: RegtestBitcoind, members: list[LocalMember], coordinator
         r = coordinator.call("frost-payout", {"outputs": [{"address": miner, "sats": 10_000}]})
         times.append(time.perf_counter() - t0)
         assert r["status"] == "broadcast", r
+        btc.mine(1)  # the change confirms, so the next payout can spend it
     return statistics.median(times)
 
 
