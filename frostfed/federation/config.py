@@ -39,6 +39,17 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class MembershipSettings:
+    min_bond_sats: int = 100_000
+    min_bond_blocks: int = 1_000
+    max_members: int = 100
+    transition_confirmations: int = 6
+    max_transition_fee_sats: int = 100_000
+    expel_after_seconds: float = 0.0  # 0: never propose an expulsion by itself
+    change_timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class Config:
     identity_key_file: Path
     listen_host: str
@@ -51,6 +62,8 @@ class Config:
     passphrase_file: Path | None = None
     heartbeat_seconds: float = 2.0
     offline_after_seconds: float = 10.0
+    membership: MembershipSettings = field(default_factory=MembershipSettings)
+    joining: bool = False
 
 
 def default_threshold(n: int) -> int:
@@ -105,6 +118,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     fed = _section(doc, "federation", True)
     btc = _section(doc, "bitcoind", False)
     pol = _section(doc, "policy", False)
+    mem = _section(doc, "membership", False)
 
     def path(v: Any, where: str) -> Path:
         if not isinstance(v, str) or not v:
@@ -117,9 +131,13 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     data_dir = path(member.get("data_dir", "."), "member.data_dir")
     passphrase_file = path(member["passphrase_file"], "member.passphrase_file") if "passphrase_file" in member else None
 
+    joining = member.get("joining", False)
+    if not isinstance(joining, bool):
+        raise ConfigError("member.joining must be true or false")
     raw_members = fed.get("members")
-    if not isinstance(raw_members, list) or len(raw_members) < 2:
-        raise ConfigError("federation.members must list at least 2 members ([[federation.members]])")
+    least = 1 if joining else 2
+    if not isinstance(raw_members, list) or len(raw_members) < least:
+        raise ConfigError(f"federation.members must list at least {least} members ([[federation.members]])")
     members = []
     for i, m in enumerate(raw_members):
         where = f"federation.members[{i}]"
@@ -132,6 +150,8 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         raise ConfigError("federation.members lists the same id twice")
     n = len(members)
     t = fed.get("threshold", default_threshold(n))
+    if joining:
+        t = fed.get("threshold", 1)
     if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= n:
         raise ConfigError(f"federation.threshold must be a whole number in 1..{n}, got {t!r}")
 
@@ -164,6 +184,15 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     )
     if policy.min_feerate > policy.max_feerate:
         raise ConfigError("policy.min_feerate is above policy.max_feerate")
+    membership = MembershipSettings(
+        min_bond_sats=int(_number(mem, "min_bond_sats", 100_000, 0, 21 * 10**14, "membership")),
+        min_bond_blocks=int(_number(mem, "min_bond_blocks", 1_000, 1, 500_000, "membership")),
+        max_members=int(_number(mem, "max_members", 100, 2, 1000, "membership")),
+        transition_confirmations=int(_number(mem, "transition_confirmations", 6, 1, 1000, "membership")),
+        max_transition_fee_sats=int(_number(mem, "max_transition_fee_sats", 100_000, 0, 10**8, "membership")),
+        expel_after_seconds=_number(mem, "expel_after_seconds", 0, 0, 10**8, "membership"),
+        change_timeout_seconds=_number(mem, "change_timeout_seconds", 300, 1, 86400, "membership"),
+    )
     return Config(
         identity_key_file=key_file,
         listen_host=host,
@@ -174,6 +203,8 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         bitcoind=bitcoind,
         policy=policy,
         passphrase_file=passphrase_file,
+        membership=membership,
+        joining=joining,
         heartbeat_seconds=_number(member, "heartbeat_seconds", 2.0, 0.05, 3600, "member"),
         offline_after_seconds=_number(member, "offline_after_seconds", 10.0, 0.1, 86400, "member"),
     )

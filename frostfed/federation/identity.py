@@ -32,6 +32,10 @@ class Identity:
         """ChillDKG host seed: a hash of the identity secret under a tag of its own."""
         return tagged_hash("frostfed/chilldkg-hostseed", self._key.secret)
 
+    def bond_secret(self) -> bytes:
+        """The key that may spend this member's fidelity bond after its lock time."""
+        return tagged_hash("frostfed/bond-key", self._key.secret)
+
     def seal_seed(self) -> bytes:
         return tagged_hash("frostfed/seal-seed", self._key.secret)
 

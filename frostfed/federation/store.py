@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS epochs (
     pubshares TEXT NOT NULL,
     recovery BLOB NOT NULL,
     sealed_share BLOB,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    activation_txid TEXT
 );
 CREATE TABLE IF NOT EXISTS nonces (
     pubnonce BLOB PRIMARY KEY,
@@ -73,6 +74,7 @@ class EpochRecord:
     pubshares: list[bytes]
     recovery: bytes
     sealed_share: bytes | None
+    activation_txid: str | None = None
 
 
 class Store:
@@ -106,7 +108,7 @@ class Store:
     # epochs
     def save_epoch(self, rec: EpochRecord) -> None:
         self._exec(
-            "INSERT OR REPLACE INTO epochs VALUES(?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO epochs VALUES(?,?,?,?,?,?,?,?,?,?,?)",
             (
                 rec.epoch,
                 rec.status,
@@ -118,13 +120,14 @@ class Store:
                 rec.recovery,
                 rec.sealed_share,
                 time.time(),
+                rec.activation_txid,
             ),
         )
 
     def epochs(self) -> list[EpochRecord]:
         rows = self._exec(
             "SELECT epoch, status, members, threshold, group_key, chain_code, pubshares, "
-            "recovery, sealed_share FROM epochs ORDER BY epoch"
+            "recovery, sealed_share, activation_txid FROM epochs ORDER BY epoch"
         ).fetchall()
         return [
             EpochRecord(
@@ -137,9 +140,25 @@ class Store:
                 [bytes.fromhex(p) for p in json.loads(r[6])],
                 r[7],
                 r[8],
+                r[9],
             )
             for r in rows
         ]
+
+    def epoch(self, number: int) -> EpochRecord | None:
+        found = [e for e in self.epochs() if e.epoch == number]
+        return found[0] if found else None
+
+    def delete_epoch(self, number: int) -> None:
+        self._exec("DELETE FROM epochs WHERE epoch=?", (number,))
+
+    def directory(self) -> dict[bytes, str]:
+        """Every member's last known "host:port", kept across restarts and membership changes."""
+        raw = self.get_meta("directory")
+        return {bytes.fromhex(k): v for k, v in json.loads(raw).items()} if raw else {}
+
+    def save_directory(self, directory: dict[bytes, str]) -> None:
+        self.set_meta("directory", json.dumps({k.hex(): v for k, v in directory.items()}, sort_keys=True))
 
     def active_epoch(self) -> EpochRecord | None:
         act = [e for e in self.epochs() if e.status == "active"]
