@@ -188,3 +188,28 @@ def test_leave_then_the_smaller_federation_pays(fed: Cluster) -> None:
     assert leaver.call("frost-epochs")["left_at_epoch"] == 3
     leaver.stop()
     pay_one(fed, fed.members, fed.members[2])
+
+
+def test_a_long_offline_member_is_expelled_automatically(tmp_path, regtest: RegtestBitcoind) -> None:
+    cluster = Cluster(tmp_path, regtest, 4, 3, membership={**MEMBERSHIP, "expel_after_seconds": 4.0})
+    cluster.start()
+    try:
+        cluster.fund(100_000)
+        gone = cluster.members[3]
+        gone.kill()
+        rest = cluster.members[:3]
+        deadline = time.monotonic() + 40
+        epochs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            epochs = rest[0].call("frost-epochs")["epochs"]
+            if any(e["epoch"] == 1 and e["transition_txid"] for e in epochs):
+                break
+            time.sleep(0.5)
+        new = next(e for e in epochs if e["epoch"] == 1)
+        assert gone.id.hex() not in new["members"] and len(new["members"]) == 3
+        regtest.mine(1)
+        cluster.members.remove(gone)
+        wait_for_epoch(cluster.members, 30, epoch=1)
+        pay_one(cluster, cluster.members, rest[1])
+    finally:
+        cluster.stop()

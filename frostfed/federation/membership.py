@@ -86,6 +86,8 @@ class Membership:
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._refusals: dict[str, str] = {}
         self._aborted: set[str] = set()
+        self._expelling: asyncio.Task[None] | None = None
+        self._epoch_since = time.time()
         self._adopted_at = 0.0
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
             "tprop": self._on_proposal,
@@ -507,9 +509,12 @@ class Membership:
         self._drop(f"the proposer aborted: {msg.text('reason', 500)}")
 
     async def tick(self) -> None:
-        """Activate the next epoch once its transition transaction has enough confirmations."""
+        """Activate the next epoch once its transition transaction has enough confirmations; propose
+        the expulsion of a member offline for longer than `expel_after_seconds`."""
         member = self.member
         p = self.proposal
+        if p is None:
+            self._maybe_expel()
         if p is None or member.chain is None:
             return
         txid = member.store.get_meta(f"transition_txid:{p.epoch}")
@@ -524,6 +529,31 @@ class Membership:
         if utxo is None or utxo.confirmations < self.settings.transition_confirmations:
             return
         self._activate(p)
+
+    def _maybe_expel(self) -> None:
+        """Only the first online member (in member order) proposes, so members do not race."""
+        member = self.member
+        keys = member.keys
+        limit = self.settings.expel_after_seconds
+        if limit <= 0 or keys is None or (self._expelling is not None and not self._expelling.done()):
+            return
+        now = time.time()
+        online = [m for m in keys.members if member.online(m)]
+        if not online or online[0] != member.me:
+            return
+        since = max(member.started, self._epoch_since)
+        for m in keys.members:
+            seen = member.last_seen.get(m, since)
+            if m != member.me and now - max(seen, since) > limit:
+                log.warning("member %s offline for more than %.0f s: proposing its expulsion", m.hex()[:16], limit)
+                self._expelling = member._spawn(self._expel_quietly(m))
+                return
+
+    async def _expel_quietly(self, target: PeerId) -> None:
+        try:
+            await self.propose("expel", target)
+        except MembershipError as e:
+            log.warning("automatic expulsion of %s failed: %s", target.hex()[:16], e)
 
     def _activate(self, p: Proposal) -> None:
         member = self.member
@@ -543,6 +573,7 @@ class Membership:
         rec = EpochRecord(**{**new.__dict__, "status": "active"})
         store.save_epoch(rec)
         member._activate(rec)
+        self._epoch_since = time.time()
         log.info(
             "epoch %d active: %d members, t = %d, key %s", p.epoch, len(p.members), p.threshold, rec.group_key.hex()
         )
