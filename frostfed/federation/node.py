@@ -164,6 +164,7 @@ class Member:
         self.last_seen: dict[PeerId, float] = {}
         self.started = time.time()
         self.keys: EpochKeys | None = None
+        self.epoch_at: float | None = None
         self._secshare: bytes | None = None
         self._dkg: DkgRun | None = None
         self._dkg_attempt = 0
@@ -439,6 +440,7 @@ class Member:
         self.members = list(rec.members)
         self.threshold = rec.threshold
         self.joining = False
+        self.epoch_at = time.time()
         self.epoch_ready.set()
 
     # -- policy ----------------------------------------------------------------------------------
@@ -782,5 +784,7 @@ class Member:
             ],
             "online": sum(1 for m in self.members if self.online(m)),
             "nonces": self.store.nonce_counts(),
+            "started_at": self.started,
+            "epoch_at": self.epoch_at,
             "membership_change": self.membership.status()["in_progress"],
         }
