@@ -196,7 +196,7 @@ class Store:
                 coordinator.hex(),
                 status,
                 json.dumps(payload),
-                json.dumps(outcome) if outcome else None,
+                json.dumps(outcome) if outcome is not None else None,
                 now,
                 now,
             ),
@@ -210,7 +210,9 @@ class Store:
 
     def requests(self, rid: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, kind, coordinator, status, payload, outcome, created, updated FROM requests"
-        rows = (self._exec(sql + " WHERE id=?", (rid,)) if rid else self._exec(sql + " ORDER BY created")).fetchall()
+        rows = (
+            self._exec(sql + " WHERE id=?", (rid,)) if rid is not None else self._exec(sql + " ORDER BY created")
+        ).fetchall()
         return [
             {
                 "id": r[0],
@@ -218,7 +220,7 @@ class Store:
                 "coordinator": r[2],
                 "status": r[3],
                 "request": json.loads(r[4]),
-                "outcome": json.loads(r[5]) if r[5] else None,
+                "outcome": json.loads(r[5]) if r[5] is not None else None,
                 "created": r[6],
                 "updated": r[7],
             }
