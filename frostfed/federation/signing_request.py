@@ -44,6 +44,8 @@ class SigningRequest:
     @classmethod
     def from_message(cls, msg: Message) -> SigningRequest:
         rid = msg.text("id", 64)
+        if not rid or not all(c.isascii() and (c.isalnum() or c in "-_") for c in rid):
+            raise MessageError("request id must be letters, digits, '-' or '_'")
         kind = msg.text("kind", 16)
         if kind not in ("payout", "psbt"):
             raise MessageError(f"unknown request kind {kind!r}")
@@ -54,16 +56,23 @@ class SigningRequest:
             raise MessageError("request carries a transaction that does not parse") from None
         paths = msg.get("input_paths", list)
         changes = msg.get("change_paths", dict)
+        if len(paths) != len(tx.vin):
+            raise MessageError("request needs one derivation path per input")
         try:
             input_paths = tuple(check_path(p) for p in paths)
-            change_paths = {int(k): check_path(v) for k, v in changes.items()}
-        except (PathError, ValueError, TypeError):
+            change_paths = {_output_index(k): check_path(v) for k, v in changes.items()}
+        except PathError:
             raise MessageError("request carries malformed derivation paths") from None
-        if len(input_paths) != len(tx.vin):
-            raise MessageError("request needs one derivation path per input")
         if any(not 0 <= i < len(tx.vout) for i in change_paths):
             raise MessageError("request names a change output that does not exist")
         return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths)
+
+
+def _output_index(key: str) -> int:
+    """JSON object keys are strings; only the canonical decimal form names an output."""
+    if not isinstance(key, str) or not (0 < len(key) <= 10 and key.isascii() and key.isdigit()) or str(int(key)) != key:
+        raise PathError(f"change output index {key[:20]!r} is not a number")
+    return int(key)
 
 
 def federation_scripts(keys: EpochKeys, req: SigningRequest) -> set[bytes]:
