@@ -30,7 +30,7 @@ def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
 async def handle_line(service: Any, line: bytes) -> dict[str, Any]:
     try:
         req = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         return _error(None, PARSE_ERROR, "request is not valid JSON")
     if not isinstance(req, dict):
         return _error(None, commands.INVALID_REQUEST, "request must be a JSON object")
@@ -50,6 +50,18 @@ async def handle_line(service: Any, line: bytes) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
+def _reply_line(reply: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(reply).encode() + b"\n"
+    except (TypeError, ValueError, RecursionError):  # a result that is not JSON: a bug, not the client's
+        log.exception("reply to request %r is not JSON", reply.get("id"))
+        return json.dumps(_error(reply.get("id"), commands.INTERNAL_ERROR, "the reply is not JSON")).encode() + b"\n"
+
+
+class SocketInUse(Exception):
+    """Another daemon answers on the control socket: two members must not share a data directory."""
+
+
 class RpcServer:
     def __init__(self, service: Any, path: Path) -> None:
         self.service = service
@@ -57,8 +69,14 @@ class RpcServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self.path.exists():
+            try:
+                _, w = await asyncio.open_unix_connection(str(self.path))
+            except OSError:  # a socket left by a daemon that died: take it over
+                self.path.unlink()
+            else:
+                w.close()
+                raise SocketInUse(f"another frostfed daemon is running on {self.path}")
         self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
         os.chmod(self.path, 0o600)
 
@@ -82,8 +100,12 @@ class RpcServer:
                     break
                 if not line.strip():
                     continue
-                reply = await handle_line(self.service, line)
-                writer.write(json.dumps(reply).encode() + b"\n")
+                try:
+                    reply = await handle_line(self.service, line)
+                except Exception:  # whatever a command does, the client gets an answer
+                    log.exception("request failed")
+                    reply = _error(None, commands.INTERNAL_ERROR, "internal error")
+                writer.write(_reply_line(reply))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
