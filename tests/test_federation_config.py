@@ -378,3 +378,30 @@ def test_cli_run_with_an_unreadable_or_invalid_file_exits_2(tmp_path: Path, cont
     assert r.returncode == 2
     assert str(p) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "named"),
+    [
+        ("member", "listen_port", "member.listen_port"),
+        ("federation", "threshhold", "federation.threshhold"),
+        ("bitcoind", "rpcuser", "bitcoind.rpcuser"),
+        ("policy", "max_fee", "policy.max_fee"),
+    ],
+)
+def test_a_misspelt_setting_is_refused_not_ignored(where: str, key: str, named: str) -> None:
+    doc = valid_doc()
+    doc[where][key] = 3
+    assert named in refused(doc)
+
+
+def test_a_misspelt_member_entry_setting_is_refused() -> None:
+    doc = valid_doc()
+    doc["federation"]["members"][1]["adress"] = "h:1"
+    assert "federation.members[1].adress" in refused(doc)
+
+
+def test_an_unknown_section_is_refused() -> None:
+    doc = valid_doc()
+    doc["polcy"] = {"max_fee_sats": 1}
+    assert "[polcy]" in refused(doc)

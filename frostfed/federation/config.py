@@ -94,6 +94,30 @@ def _section(doc: dict[str, Any], name: str, required: bool) -> dict[str, Any]:
     return sec
 
 
+# Every setting the file may hold: a misspelt one ("threshhold") would otherwise fall back to its
+# default without a word.
+KNOWN = {
+    "member": {
+        "identity_key_file",
+        "listen",
+        "data_dir",
+        "passphrase_file",
+        "heartbeat_seconds",
+        "offline_after_seconds",
+    },
+    "federation": {"members", "threshold"},
+    "bitcoind": {"rpc_url", "cookie_file", "user", "password", "wallet"},
+    "policy": {"min_feerate", "max_feerate", "max_fee_sats", "min_confirmations", "payout_check_command"},
+}
+MEMBER_ENTRY = {"id", "address"}
+
+
+def _unknown(keys: Any, known: set[str], where: str) -> None:
+    extra = sorted(str(k) for k in set(keys) - known)
+    if extra:
+        raise ConfigError(f"unknown setting {where}{extra[0]} (known: {', '.join(sorted(known))})")
+
+
 def _number(sec: dict[str, Any], key: str, default: float, lo: float, hi: float, where: str) -> float:
     v = sec.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
@@ -130,10 +154,16 @@ def _rpc_url(value: Any) -> str:
 
 
 def parse_config(doc: dict[str, Any], base: Path) -> Config:
+    sections = set(doc) - set(KNOWN)
+    if sections:
+        raise ConfigError(f"unknown section [{sorted(sections)[0]}] (known: {', '.join(sorted(KNOWN))})")
     member = _section(doc, "member", True)
     fed = _section(doc, "federation", True)
     btc = _section(doc, "bitcoind", False)
     pol = _section(doc, "policy", False)
+
+    for name, sec in (("member", member), ("federation", fed), ("bitcoind", btc), ("policy", pol)):
+        _unknown(sec, KNOWN[name], f"{name}.")
 
     def path(v: Any, where: str) -> Path:
         if not isinstance(v, str) or not v:
@@ -154,6 +184,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         where = f"federation.members[{i}]"
         if not isinstance(m, dict):
             raise ConfigError(f"{where} must be a table with 'id' and 'address'")
+        _unknown(m, MEMBER_ENTRY, f"{where}.")
         h, p = _hostport(m.get("address"), f"{where}.address")
         members.append(MemberEntry(_pubkey(m.get("id"), f"{where}.id"), h, p))
     first: dict[bytes, int] = {}
