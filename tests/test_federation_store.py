@@ -13,7 +13,7 @@ from coincurve import PrivateKey
 
 from frostfed.federation.identity import Identity, IdentityError, create_identity_file, load_identity_file
 from frostfed.federation.sealing import Sealer, SealError
-from frostfed.federation.store import EpochRecord, NonceReuseError, Store
+from frostfed.federation.store import EpochRecord, NonceReuseError, Store, StoreError
 
 
 @pytest.fixture
@@ -366,3 +366,18 @@ def test_identity_repr_never_shows_the_secret() -> None:
     for text in (repr(ident), str(ident), f"{ident}", repr([ident])):
         assert secret.hex() not in text
         assert ident.id.hex() in text
+
+
+@pytest.mark.parametrize("content", [b"this is not a database" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "frostfed.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=str(path)):
+        Store(path)
+    assert path.read_bytes() == content  # left as it was, for the operator to look at
+
+
+def test_a_directory_in_place_of_the_database_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "frostfed.sqlite").mkdir()
+    with pytest.raises(StoreError):
+        Store(tmp_path / "frostfed.sqlite")

@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS addresses (
 """
 
 
+class StoreError(Exception):
+    """The database cannot be opened: not a SQLite file, unreadable, or locked by another process."""
+
+
 class NonceReuseError(Exception):
     """A nonce was asked for a second time: the signature is refused."""
 
@@ -77,12 +81,21 @@ class EpochRecord:
 
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the member database {path}: {e}") from None
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"the member database {path} cannot use a write-ahead log (mode {mode})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            self._db.close()
+            raise StoreError(f"cannot open the member database {path}: {e}") from None
 
     def close(self) -> None:
         with self._lock:
