@@ -8,6 +8,7 @@ import contextlib
 import json
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -251,9 +252,25 @@ async def still_answers(srv: RpcServer) -> None:
     assert result == {"state": "active"}
 
 
-async def test_the_socket_is_owner_only(server: tuple[RpcServer, ScriptedService]) -> None:
+async def test_the_socket_is_owner_only_and_leaves_no_staging_directory(
+    server: tuple[RpcServer, ScriptedService],
+) -> None:
     srv, _ = server
+    assert stat.S_ISSOCK(srv.path.stat().st_mode)
     assert srv.path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in srv.path.parent.iterdir()) == ["rpc"]
+
+
+async def test_closing_hangs_up_on_connected_clients(sock_dir: Path) -> None:
+    srv = RpcServer(ScriptedService(), sock_dir / "rpc")
+    await srv.start()
+    reader, writer = await asyncio.open_unix_connection(str(srv.path))
+    writer.write(request("frost-status", [], 1))
+    assert json.loads(await reader.readline())["result"] == {"state": "active"}
+    await asyncio.wait_for(srv.close(), 30)  # an idle client does not keep the daemon from stopping
+    assert await asyncio.wait_for(reader.read(), 30) == b""
+    writer.close()
+    assert not srv.path.exists()
 
 
 async def test_client_calls_through_the_socket(server: tuple[RpcServer, ScriptedService]) -> None:

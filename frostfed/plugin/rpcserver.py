@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class RpcServer:
         self.service = service
         self.path = path
         self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         if self.path.exists():
@@ -77,18 +79,31 @@ class RpcServer:
             else:
                 w.close()
                 raise SocketInUse(f"another frostfed daemon is running on {self.path}")
-        self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
-        os.chmod(self.path, 0o600)
+        # Bound in a directory only the owner can enter, made owner-only, then moved into place: no
+        # other local user can connect in between (the data directory itself may be world-readable).
+        private = Path(tempfile.mkdtemp(prefix=".rpc-", dir=self.path.parent))
+        try:
+            staged = private / "s"
+            self._server = await asyncio.start_unix_server(self._client, path=str(staged), limit=MAX_LINE)
+            os.chmod(staged, 0o600)
+            os.replace(staged, self.path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(private)
 
     async def close(self) -> None:
+        """Stop listening and hang up on connected clients (a waiting CLI gets EOF, not a hang)."""
         if self._server is not None:
             self._server.close()
+            for w in list(self._writers):
+                w.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -110,4 +125,5 @@ class RpcServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
