@@ -140,7 +140,7 @@ def _outputs(name: str, value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError(f"'{name}' must be a JSON list of {{address, sats}}") from None
     if not isinstance(value, list) or not value or len(value) > 1000:
         raise ValueError(f"'{name}' must be a non-empty list of {{address, sats}}")

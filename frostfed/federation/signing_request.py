@@ -52,6 +52,8 @@ class SigningRequest:
     @classmethod
     def from_message(cls, msg: Message) -> SigningRequest:
         rid = msg.text("id", 64)
+        if not rid or not all(c.isascii() and (c.isalnum() or c in "-_") for c in rid):
+            raise MessageError("request id must be letters, digits, '-' or '_'")
         kind = msg.text("kind", 16)
         if kind not in ("payout", "psbt", "transition"):
             raise MessageError(f"unknown request kind {kind!r}")
@@ -62,9 +64,11 @@ class SigningRequest:
             raise MessageError("request carries a transaction that does not parse") from None
         paths = msg.get("input_paths", list)
         changes = msg.get("change_paths", dict)
+        if len(paths) != len(tx.vin):
+            raise MessageError("request needs one derivation path per input")
         try:
             input_paths = tuple(None if p is None and kind == "transition" else check_path(p) for p in paths)
-            change_paths = {int(k): check_path(v) for k, v in changes.items()}
+            change_paths = {_output_index(k): check_path(v) for k, v in changes.items()}
         except (PathError, ValueError, TypeError):
             raise MessageError("request carries malformed derivation paths") from None
         if not any(p is not None for p in input_paths):
@@ -72,11 +76,16 @@ class SigningRequest:
         transition = None
         if kind == "transition":
             transition = msg.get("transition", dict)
-        if len(input_paths) != len(tx.vin):
-            raise MessageError("request needs one derivation path per input")
         if any(not 0 <= i < len(tx.vout) for i in change_paths):
             raise MessageError("request names a change output that does not exist")
         return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition)
+
+
+def _output_index(key: str) -> int:
+    """JSON object keys are strings; only the canonical decimal form names an output."""
+    if not isinstance(key, str) or not (0 < len(key) <= 10 and key.isascii() and key.isdigit()) or str(int(key)) != key:
+        raise PathError(f"change output index {key[:20]!r} is not a number")
+    return int(key)
 
 
 def federation_scripts(keys: EpochKeys, req: SigningRequest) -> set[bytes]:

@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS addresses (
 """
 
 
+class StoreError(Exception):
+    """The database cannot be opened: not a SQLite file, unreadable, or locked by another process."""
+
+
 class NonceReuseError(Exception):
     """A nonce was asked for a second time: the signature is refused."""
 
@@ -79,12 +83,21 @@ class EpochRecord:
 
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the member database {path}: {e}") from None
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"the member database {path} cannot use a write-ahead log (mode {mode})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            self._db.close()
+            raise StoreError(f"cannot open the member database {path}: {e}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -215,7 +228,7 @@ class Store:
                 coordinator.hex(),
                 status,
                 json.dumps(payload),
-                json.dumps(outcome) if outcome else None,
+                json.dumps(outcome) if outcome is not None else None,
                 now,
                 now,
             ),
@@ -229,7 +242,9 @@ class Store:
 
     def requests(self, rid: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, kind, coordinator, status, payload, outcome, created, updated FROM requests"
-        rows = (self._exec(sql + " WHERE id=?", (rid,)) if rid else self._exec(sql + " ORDER BY created")).fetchall()
+        rows = (
+            self._exec(sql + " WHERE id=?", (rid,)) if rid is not None else self._exec(sql + " ORDER BY created")
+        ).fetchall()
         return [
             {
                 "id": r[0],
@@ -237,7 +252,7 @@ class Store:
                 "coordinator": r[2],
                 "status": r[3],
                 "request": json.loads(r[4]),
-                "outcome": json.loads(r[5]) if r[5] else None,
+                "outcome": json.loads(r[5]) if r[5] is not None else None,
                 "created": r[6],
                 "updated": r[7],
             }
