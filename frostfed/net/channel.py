@@ -29,6 +29,11 @@ class Channel(abc.ABC):
     max_payload: int = 65535
     """Largest payload one `send` carries; the reliable layer chunks anything larger."""
 
+    lossless_while_connected: bool = False
+    """True when a message handed to `send` arrives unless its link drops (a TCP stream). The reliable
+    layer then resends on reconnection and keeps only a slow safety-net timer, instead of
+    retransmitting on round-trip timeouts that a busy event loop would trip needlessly."""
+
     def __init__(self) -> None:
         self._receiver: Receiver | None = None
         self._connected: list[PeerEvent] = []

@@ -56,6 +56,7 @@ class NoiseChannel(Channel):
     """Authenticated, encrypted datagrams of up to 65535 bytes to the members in `members`."""
 
     max_payload = MAX_MESSAGE
+    lossless_while_connected = True
 
     def __init__(
         self,

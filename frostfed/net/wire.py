@@ -187,6 +187,21 @@ def decode_reliable(data: bytes) -> DataFrame | AckFrame:
     return AckFrame(incarnation, receiver, cumulative, selective)
 
 
+def encode_bundle(messages: list[bytes]) -> bytes:
+    """Several messages sent as one, so that a burst of small messages costs one frame."""
+    return b"".join(struct.pack(">I", len(m)) + m for m in messages)
+
+
+def decode_bundle(data: bytes, max_message: int) -> list[bytes]:
+    r = Reader(data)
+    out = []
+    while r._pos < len(r._data):
+        out.append(r.var_bytes(max_message, "bundled message"))
+    if not out:
+        raise Malformed("empty bundle")
+    return out
+
+
 # --- echo broadcast ---------------------------------------------------------------------------
 
 SEND = 0x11
