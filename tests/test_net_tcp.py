@@ -148,3 +148,33 @@ async def test_rejected_link_is_closed_and_redialed():
     finally:
         for c in (a, b):
             await c.close()
+
+
+async def test_a_responder_that_never_answers_times_out_and_is_retried():
+    silent_conns = []
+
+    async def silent(reader, writer):
+        silent_conns.append(writer)  # accepts, reads nothing, says nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    a, b = await start_noise_members(2, handshake_timeout=0.3)
+    ghost = node_id(member_key(0, "ghost"))
+    dialer = NoiseChannel(
+        member_key(0, "dialer"),
+        {ghost: server.sockets[0].getsockname()[:2]},
+        listen=None,
+        handshake_timeout=0.3,
+        reconnect_max=0.2,
+    )
+    try:
+        await dialer.start()
+        await wait_for(lambda: sum("timed out" in r for r in dialer.refusals) >= 2)
+        assert len(silent_conns) >= 2  # it keeps redialing
+        assert not dialer.connected(ghost)
+        await exchange_ok(a, b, b"unaffected by the silent peer")
+    finally:
+        for c in (dialer, a, b):
+            await c.close()
+        server.close()
+        for w in silent_conns:
+            w.close()

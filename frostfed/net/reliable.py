@@ -331,6 +331,13 @@ class ReliableCore:
             rs = self._recv[peer] = _RecvState(frame.incarnation, frame.base)
         elif frame.incarnation < rs.incarnation:
             return []  # a frame from before the peer restarted
+        if frame.base > rs.expected:
+            # Only after this side restarted (and started from a delayed frame's older base): the
+            # sender holds nothing below `base` any more, so pick up there, at a message boundary.
+            rs.buffer = {s: c for s, c in rs.buffer.items() if s >= frame.base}
+            rs.partial.clear()
+            rs.partial_bytes = 0
+            rs.expected = frame.base
         out: list[Event] = []
         if rs.expected <= frame.seq < rs.expected + self.recv_window:
             rs.buffer.setdefault(frame.seq, (frame.last, frame.chunk))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,18 @@ log = logging.getLogger("frostfed.net.tcp")
 
 def short(peer: bytes) -> str:
     return peer.hex()[:16]
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """Let the kernel notice a silently dead peer (about 30 s), so the link is redialed."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
 
 
 @dataclass(eq=False)
@@ -184,6 +197,7 @@ class NoiseChannel(Channel):
             self.peer_disconnected(link.peer)
 
     def _install(self, link: _Link) -> None:
+        _keepalive(link.writer)
         old = self._links.get(link.peer)
         if old is not None:
             # The newer link wins: the peer redialed, so the old one is stale.
@@ -275,7 +289,9 @@ class NoiseChannel(Channel):
                 continue
             try:
                 link = await self._dial(peer)
-            except (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError, ChannelError) as exc:
+            except TimeoutError:
+                self._refuse(f"outgoing to {short(peer)}: handshake timed out")
+            except (ConnectionError, OSError, asyncio.IncompleteReadError, ChannelError) as exc:
                 log.debug("dial %s failed: %s", short(peer), exc.__class__.__name__)
             except HandshakeError as exc:
                 self._refuse(f"outgoing to {short(peer)}: {exc.reason}")
