@@ -9,7 +9,8 @@
    member has delivered every message. The baseline, measured in the same run over the same links,
    is plain all-to-all sending of the same messages through the reliable layer.
 
-All members share one process and one core, so the times for n members include n members' CPU work.
+All members share one process and one core, so the times for n members include n members' CPU work;
+the last column divides the process CPU time of the echo round by n (what one member would spend).
 
 Usage: python bench/net.py [n ...]
 """
@@ -170,7 +171,7 @@ async def point_to_point() -> list[tuple[str, str, float, float]]:
 # -- echo broadcast ----------------------------------------------------------------------------
 
 
-async def echo_round(n: int) -> tuple[float, float, float]:
+async def echo_round(n: int) -> tuple[float, float, float, float]:
     start = time.perf_counter()
     noise = await noise_members(n, handshake_timeout=60)
     setup = time.perf_counter() - start
@@ -208,17 +209,19 @@ async def echo_round(n: int) -> tuple[float, float, float]:
         for e in echoes:
             e.start_session(sid, ids)
         start = time.perf_counter()
+        cpu = time.process_time()
         for e in echoes:
             await e.broadcast(sid, payloads[e.node_id])
         async with asyncio.timeout(300):
             results = await asyncio.gather(*(e.receive_all(sid, ids) for e in echoes))
         echo = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         if not all(r == payloads for r in results):
             raise SystemExit("echo broadcast delivered wrong messages")
     finally:
         for m in muxes:
             await m.close()
-    return setup, plain, echo
+    return setup, plain, echo, cpu / n
 
 
 async def main(ns: list[int]) -> None:
@@ -228,10 +231,16 @@ async def main(ns: list[int]) -> None:
         print(f"{label:>8} {what:>18} {raw:>10.1f} {noise:>10.1f} {noise / raw:>10.2f}")
     print()
     print("Echo broadcast, every member broadcasts 1 KiB (all members in one process)")
-    print(f"{'n':>4} {'links up s':>11} {'all-to-all ms':>14} {'echo ms':>9} {'echo/plain':>11}")
+    print(
+        f"{'n':>4} {'links up s':>11} {'all-to-all ms':>14} {'echo ms':>9} {'echo/plain':>11}"
+        f" {'echo CPU ms/member':>19}"
+    )
     for n in ns:
-        setup, plain, echo = await echo_round(n)
-        print(f"{n:>4} {setup:>11.2f} {plain * 1000:>14.1f} {echo * 1000:>9.1f} {echo / plain:>11.2f}")
+        setup, plain, echo, cpu = await echo_round(n)
+        print(
+            f"{n:>4} {setup:>11.2f} {plain * 1000:>14.1f} {echo * 1000:>9.1f} {echo / plain:>11.2f}"
+            f" {cpu * 1000:>19.1f}"
+        )
 
 
 if __name__ == "__main__":
