@@ -159,8 +159,9 @@ async def start_echo_members(n: int, plan: FaultPlan | None = None):
     return noise, stack
 
 
-async def test_five_members_agree_over_a_faulty_network():
-    noise, stack = await start_echo_members(5, FaultPlan(cut=0.01))
+@pytest.mark.parametrize("n", [5, 10])
+async def test_members_agree_over_a_faulty_network(n):
+    noise, stack = await start_echo_members(n, FaultPlan(cut=0.01))
     ids = [ch.node_id for ch in noise]
     try:
         for _, echo in stack:
@@ -175,8 +176,9 @@ async def test_five_members_agree_over_a_faulty_network():
             await mux.close()
 
 
-async def test_equivocation_over_the_network_leaves_every_honest_member_with_the_proof():
-    noise, stack = await start_echo_members(5)
+@pytest.mark.parametrize("plan", [None, FaultPlan(cut=0.01)], ids=["clean", "faulty"])
+async def test_equivocation_over_the_network_leaves_every_honest_member_with_the_proof(plan):
+    noise, stack = await start_echo_members(5, plan)
     ids = [ch.node_id for ch in noise]
     try:
         for _, echo in stack:
