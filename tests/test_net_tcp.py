@@ -178,3 +178,17 @@ async def test_a_responder_that_never_answers_times_out_and_is_retried():
         server.close()
         for w in silent_conns:
             w.close()
+
+
+async def test_unauthenticated_connections_are_capped():
+    a, b = await start_noise_members(2, handshake_timeout=2.0, max_pending_handshakes=3)
+    host, port = a.listen_address
+    idle = [await asyncio.open_connection(host, port) for _ in range(5)]
+    try:
+        await wait_for(lambda: any("too many handshakes" in r for r in a.refusals))
+        await exchange_ok(b, a, b"the established link is unaffected")
+    finally:
+        for _, w in idle:
+            w.close()
+        for c in (a, b):
+            await c.close()

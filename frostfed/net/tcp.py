@@ -81,6 +81,7 @@ class NoiseChannel(Channel):
         handshake_timeout: float = 10.0,
         reconnect_min: float = 0.05,
         reconnect_max: float = 5.0,
+        max_pending_handshakes: int = 64,
     ) -> None:
         super().__init__()
         self._private = private_key
@@ -98,6 +99,8 @@ class NoiseChannel(Channel):
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._closing = False
+        self._pending_handshakes = 0
+        self._max_pending_handshakes = max_pending_handshakes
         self.refusals: deque[str] = deque(maxlen=100)
         """The latest reasons for refused or closed connections, for status displays and tests."""
 
@@ -242,6 +245,12 @@ class NoiseChannel(Channel):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         where = writer.get_extra_info("peername")
+        if self._pending_handshakes >= self._max_pending_handshakes:
+            # Unauthenticated connections cost a task each until their timeout: cap them.
+            self._refuse(f"incoming {where}: too many handshakes in progress")
+            writer.close()
+            return
+        self._pending_handshakes += 1
         try:
             hs = Handshake(self._private, None, prologue=self._prologue)
             async with asyncio.timeout(self._handshake_timeout):
@@ -265,6 +274,8 @@ class NoiseChannel(Channel):
             self._refuse(f"incoming {where}: {exc.__class__.__name__}")
             writer.close()
             return
+        finally:
+            self._pending_handshakes -= 1
         peer = transport.remote_static
         if peer not in self._addresses or self._closing:
             self._refuse(f"incoming {where}: static key {peer.hex()} is not a member")
