@@ -50,20 +50,24 @@ class Channel(abc.ABC):
 
     def on_peer_connected(self, callback: PeerEvent) -> None:
         """Register a callback run when a link to `peer` comes up (a good moment to retransmit)."""
-        self._connected.append(callback)
+        self._callbacks("_connected").append(callback)
 
     def on_peer_disconnected(self, callback: PeerEvent) -> None:
-        self._disconnected.append(callback)
+        self._callbacks("_disconnected").append(callback)
 
     def peer_connected(self, peer: PeerId) -> None:
         """Called by the implementation when a link to `peer` is established."""
-        for cb in list(self._connected):
+        for cb in list(self._callbacks("_connected")):
             cb(peer)
 
     def peer_disconnected(self, peer: PeerId) -> None:
         """Called by the implementation when the link to `peer` is lost."""
-        for cb in list(self._disconnected):
+        for cb in list(self._callbacks("_disconnected")):
             cb(peer)
+
+    def _callbacks(self, name: str) -> list[PeerEvent]:
+        # Created on first use too, for implementations whose __init__ predates these events.
+        return self.__dict__.setdefault(name, [])
 
     def reject(self, peer: PeerId, reason: str) -> None:
         """The layer above got undecodable input from `peer`: drop the link if the channel can.
