@@ -471,7 +471,6 @@ class ReliableChannel(Channel):
 
     def _send_acks(self) -> None:
         self._ack_scheduled = False
-        self._flush_scheduled = False
         if not self._closed:
             self._dispatch(self.core.take_acks())
 
