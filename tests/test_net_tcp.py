@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
 from netcluster import member_key, node_id, start_noise_members, wait_for
 
+from frostfed.net.channel import ChannelError
 from frostfed.net.noise import ACT_ONE_SIZE, Handshake
 from frostfed.net.tcp import DEFAULT_PROLOGUE, NoiseChannel
 
@@ -192,3 +194,10 @@ async def test_unauthenticated_connections_are_capped():
             w.close()
         for c in (a, b):
             await c.close()
+
+
+def test_member_ids_must_be_compressed_public_keys():
+    with pytest.raises(ChannelError, match="not a compressed"):
+        NoiseChannel(member_key(0), {b"\x02" + bytes(32): None})
+    with pytest.raises(ChannelError, match="not a compressed"):
+        NoiseChannel(member_key(0), {node_id(member_key(1))[:20]: None})

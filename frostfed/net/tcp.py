@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from coincurve import PrivateKey
+from coincurve import PrivateKey, PublicKey
 
 from .channel import Channel, ChannelError, PeerId
 from .noise import (
@@ -41,6 +41,15 @@ log = logging.getLogger("frostfed.net.tcp")
 
 def short(peer: bytes) -> str:
     return peer.hex()[:16]
+
+
+def _check_member_id(peer: bytes) -> None:
+    try:
+        ok = len(peer) == 33 and PublicKey(peer).format() == peer
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ChannelError(f"member id {peer.hex()} is not a compressed secp256k1 public key")
 
 
 def _keepalive(writer: asyncio.StreamWriter) -> None:
@@ -86,6 +95,8 @@ class NoiseChannel(Channel):
         super().__init__()
         self._private = private_key
         self.node_id: PeerId = PrivateKey(private_key).public_key.format()
+        for peer in members:
+            _check_member_id(peer)
         self._addresses: dict[PeerId, Address | None] = {
             p: a for p, a in members.items() if p != self.node_id
         }
