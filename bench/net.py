@@ -238,8 +238,7 @@ async def main(ns: list[int]) -> None:
     for n in ns:
         setup, plain, echo, cpu = await echo_round(n)
         print(
-            f"{n:>4} {setup:>11.2f} {plain * 1000:>14.1f} {echo * 1000:>9.1f} {echo / plain:>11.2f}"
-            f" {cpu * 1000:>19.1f}"
+            f"{n:>4} {setup:>11.2f} {plain * 1000:>14.1f} {echo * 1000:>9.1f} {echo / plain:>11.2f} {cpu * 1000:>19.1f}"
         )
 
 

@@ -201,3 +201,25 @@ def test_member_ids_must_be_compressed_public_keys():
         NoiseChannel(member_key(0), {b"\x02" + bytes(32): None})
     with pytest.raises(ChannelError, match="not a compressed"):
         NoiseChannel(member_key(0), {node_id(member_key(1))[:20]: None})
+
+
+async def test_a_joiner_is_admitted_and_a_leaver_is_cut_off():
+    a, b = await start_noise_members(2)
+    joiner_key = member_key(0, "joiner")
+    joiner = NoiseChannel(joiner_key, {a.node_id: a.listen_address, b.node_id: b.listen_address})
+    await joiner.start()
+    try:
+        await wait_for(lambda: any("is not a member" in r for r in a.refusals + b.refusals))
+        for ch in (a, b):
+            ch.add_member(joiner.node_id, joiner.listen_address)
+        await exchange_ok(joiner, a, b"joined")
+        await exchange_ok(b, joiner, b"welcome")
+        a.remove_member(joiner.node_id)
+        assert not a.connected(joiner.node_id)
+        assert joiner.node_id not in a.members
+        n_refused = sum("is not a member" in r for r in a.refusals)
+        await wait_for(lambda: sum("is not a member" in r for r in a.refusals) > n_refused)  # it redials
+        await exchange_ok(joiner, b, b"b still has it")
+    finally:
+        for c in (joiner, a, b):
+            await c.close()

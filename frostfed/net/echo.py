@@ -428,9 +428,7 @@ class EchoBroadcast:
                     cb(ev.session_id, ev.sender, ev.payload)
                 self._wake(ev.session_id)
             else:
-                log.warning(
-                    "echo session %s aborted: %s equivocated", ev.session_id.hex()[:16], ev.proof.sender.hex()
-                )
+                log.warning("echo session %s aborted: %s equivocated", ev.session_id.hex()[:16], ev.proof.sender.hex())
                 for cb in self._on_abort:
                     cb(ev.session_id, ev.proof)
                 self._wake(ev.session_id)

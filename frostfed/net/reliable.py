@@ -161,9 +161,7 @@ class ReliableCore:
             st = self._send[peer] = _SendState(rto=self.rto_initial)
         size = max(len(message), 1)
         if st.unacked_bytes + size > self.max_queue_bytes:
-            raise QueueFull(
-                f"queue to {peer.hex()[:16]} holds {st.unacked_bytes} bytes (bound {self.max_queue_bytes})"
-            )
+            raise QueueFull(f"queue to {peer.hex()[:16]} holds {st.unacked_bytes} bytes (bound {self.max_queue_bytes})")
         st.unacked_bytes += size
         st.staged.append(message)
         return [] if defer else self.flush(now, peer)
@@ -241,9 +239,7 @@ class ReliableCore:
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [
-            fl.deadline for st in self._send.values() for fl in st.inflight.values() if not fl.sacked
-        ]
+        deadlines = [fl.deadline for st in self._send.values() for fl in st.inflight.values() if not fl.sacked]
         return min(deadlines, default=None)
 
     def unacked(self, peer: PeerId | None = None) -> int:
@@ -486,9 +482,7 @@ class ReliableChannel(Channel):
                 box = self._outboxes.get(ev.peer)
                 if box is None:
                     box = self._outboxes[ev.peer] = asyncio.Queue()
-                    self._senders[ev.peer] = asyncio.get_running_loop().create_task(
-                        self._sender(ev.peer, box)
-                    )
+                    self._senders[ev.peer] = asyncio.get_running_loop().create_task(self._sender(ev.peer, box))
                 box.put_nowait(ev.frame)
             else:
                 try:

@@ -97,9 +97,7 @@ class NoiseChannel(Channel):
         self.node_id: PeerId = PrivateKey(private_key).public_key.format()
         for peer in members:
             _check_member_id(peer)
-        self._addresses: dict[PeerId, Address | None] = {
-            p: a for p, a in members.items() if p != self.node_id
-        }
+        self._addresses: dict[PeerId, Address | None] = {p: a for p, a in members.items() if p != self.node_id}
         self._listen_at = listen
         self._prologue = prologue
         self._handshake_timeout = handshake_timeout
@@ -134,6 +132,25 @@ class NoiseChannel(Channel):
     @property
     def members(self) -> list[PeerId]:
         return list(self._addresses)
+
+    def add_member(self, peer: PeerId, address: Address | None) -> None:
+        """Admit a new member (a joiner, once the federation has agreed to it) and dial it."""
+        _check_member_id(peer)
+        if peer == self.node_id:
+            return
+        self._addresses[peer] = address
+        if address is not None:
+            self._maybe_dial(peer)
+
+    def remove_member(self, peer: PeerId) -> None:
+        """Stop accepting and dialing `peer` (it left or was expelled) and close its link."""
+        self._addresses.pop(peer, None)
+        dialer = self._dialers.pop(peer, None)
+        if dialer is not None:
+            dialer.cancel()
+        link = self._links.get(peer)
+        if link is not None:
+            self._close_link(link, f"{short(peer)} is no longer a member")
 
     def set_address(self, peer: PeerId, address: Address) -> None:
         """Learn or change where a member listens; starts dialing it if this side dials."""
@@ -303,7 +320,7 @@ class NoiseChannel(Channel):
 
     async def _dial_loop(self, peer: PeerId) -> None:
         delay = self._reconnect_min
-        while not self._closing:
+        while not self._closing and peer in self._addresses:
             link = self._links.get(peer)
             if link is not None and not link.closed.is_set():
                 await link.closed.wait()

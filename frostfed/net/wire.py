@@ -158,9 +158,7 @@ class AckFrame:
     selective: int
 
     def encode(self) -> bytes:
-        return _header(ACK) + struct.pack(
-            ">QQQQ", self.incarnation, self.receiver, self.cumulative, self.selective
-        )
+        return _header(ACK) + struct.pack(">QQQQ", self.incarnation, self.receiver, self.cumulative, self.selective)
 
 
 def decode_reliable(data: bytes) -> DataFrame | AckFrame:

@@ -1,0 +1,296 @@
+"""The control commands, defined once for both front ends.
+
+The standalone daemon's JSON-RPC server and the Core Lightning plugin both expose exactly this table:
+each command names its parameters (so positional and keyword calls bind alike, as `lightning-cli`
+and `lightning-cli -k` send them), validates them, and calls the federation service. Every failure
+reaches the caller as an `RpcError` with a code and a human message, never as a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# JSON-RPC 2.0 codes, then frostfed's own (positive, as Core Lightning plugins use).
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+NOT_READY = 1401
+POLICY_REJECTED = 1402
+SIGNING_FAILED = 1403
+CHAIN_ERROR = 1404
+NOT_FOUND = 1405
+MEMBERSHIP_REFUSED = 1406
+
+
+class RpcError(Exception):
+    """A command failure as the caller sees it."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+class Service(Protocol):
+    """What the commands need from a running member (frostfed.federation.service implements it)."""
+
+    async def status(self) -> dict[str, Any]: ...
+    async def newaddr(self) -> dict[str, Any]: ...
+    async def descriptor(self) -> dict[str, Any]: ...
+    async def payout(self, outputs: list[dict[str, Any]], feerate: float | None) -> dict[str, Any]: ...
+    async def sign(self, psbt: str) -> dict[str, Any]: ...
+    async def members(self) -> dict[str, Any]: ...
+    async def requests(self, request_id: str | None) -> dict[str, Any]: ...
+    async def join(self, id: str, address: str, bond_sats: int | None, lock_blocks: int | None) -> dict[str, Any]: ...
+    async def leave(self) -> dict[str, Any]: ...
+    async def expel(self, member: str) -> dict[str, Any]: ...
+    async def epochs(self) -> dict[str, Any]: ...
+    async def bond_claim(self, address: str) -> dict[str, Any]: ...
+
+
+Validator = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    check: Validator
+    required: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    params: tuple[Param, ...]
+    call: Callable[..., Awaitable[Any]]
+
+    @property
+    def usage(self) -> str:
+        return " ".join(p.name if p.required else f"[{p.name}]" for p in self.params)
+
+    def bind(self, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
+        """Map positional or keyword arguments onto the parameters, validating each."""
+        if params is None:
+            params = {}
+        if isinstance(params, list):
+            if len(params) > len(self.params):
+                raise RpcError(INVALID_PARAMS, f"{self.name} takes at most {len(self.params)} parameters")
+            given = {p.name: v for p, v in zip(self.params, params, strict=False)}
+        elif isinstance(params, dict):
+            unknown = sorted(set(params) - {p.name for p in self.params})
+            if unknown:
+                raise RpcError(INVALID_PARAMS, f"{self.name}: unknown parameter {', '.join(unknown)}")
+            given = dict(params)
+        else:
+            raise RpcError(INVALID_PARAMS, "params must be a list or an object")
+        bound: dict[str, Any] = {}
+        for p in self.params:
+            value = given.get(p.name)
+            if value is None:
+                if p.required:
+                    raise RpcError(INVALID_PARAMS, f"{self.name}: missing parameter '{p.name}'")
+                bound[p.name] = None
+                continue
+            try:
+                bound[p.name] = p.check(p.name, value)
+            except ValueError as e:
+                raise RpcError(INVALID_PARAMS, f"{self.name}: {e}") from None
+        return bound
+
+
+def _psbt(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"'{name}' must be a base64 PSBT string")
+    return value
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise ValueError(f"'{name}' must be a non-empty string")
+    return value
+
+
+def _feerate(name: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"'{name}' must be a number of sat/vB") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 10_000:
+        raise ValueError(f"'{name}' must be a number of sat/vB between 1 and 10000")
+    return float(value)
+
+
+def _outputs(name: str, value: Any) -> list[dict[str, Any]]:
+    """`[{"address": ..., "sats": ...}, ...]`, also accepted as a JSON string from `lightning-cli`."""
+    import json
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError(f"'{name}' must be a JSON list of {{address, sats}}") from None
+    if not isinstance(value, list) or not value or len(value) > 1000:
+        raise ValueError(f"'{name}' must be a non-empty list of {{address, sats}}")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != {"address", "sats"}:
+            raise ValueError(f"{name}[{i}] must be an object with exactly 'address' and 'sats'")
+        addr, sats = item["address"], item["sats"]
+        if not isinstance(addr, str) or not 14 <= len(addr) <= 90:
+            raise ValueError(f"{name}[{i}].address is not an address")
+        if isinstance(sats, bool) or not isinstance(sats, int) or not 0 < sats <= 21_000_000 * 100_000_000:
+            raise ValueError(f"{name}[{i}].sats must be a positive whole number of satoshis")
+        out.append({"address": addr, "sats": sats})
+    return out
+
+
+def _member_id(name: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 66 or value[:2] not in ("02", "03"):
+        raise ValueError(f"'{name}' must be a member id (33-byte public key in hex)")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"'{name}' must be a member id (33-byte public key in hex)") from None
+    return value
+
+
+def _hostport(name: str, value: Any) -> str:
+    if not isinstance(value, str) or ":" not in value or len(value) > 255:
+        raise ValueError(f"'{name}' must be host:port")
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{name}' must be host:port with a port in 1..65535")
+    return value
+
+
+def _whole(lo: int, hi: int) -> Validator:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"'{name}' must be a whole number in {lo}..{hi}")
+        return value
+
+    return check
+
+
+def _address(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not 14 <= len(value) <= 90:
+        raise ValueError(f"'{name}' must be a Bitcoin address")
+    return value
+
+
+def _commands() -> dict[str, Command]:
+    cmds = [
+        Command(
+            "frost-status",
+            "Members, liveness, epoch, threshold and group key of this federation.",
+            (),
+            lambda s: s.status(),
+        ),
+        Command(
+            "frost-newaddr",
+            "Next Taproot address of the federation (BIP86 key path).",
+            (),
+            lambda s: s.newaddr(),
+        ),
+        Command(
+            "frost-descriptor",
+            "The federation's tr(...) descriptor, for a watch-only wallet.",
+            (),
+            lambda s: s.descriptor(),
+        ),
+        Command(
+            "frost-payout",
+            "Build a payout to [{address, sats}], have every member check it, FROST-sign and broadcast.",
+            (
+                Param("outputs", _outputs, doc="JSON list of {address, sats}"),
+                Param("feerate", _feerate, required=False, doc="sat/vB"),
+            ),
+            lambda s, outputs, feerate: s.payout(outputs, feerate),
+        ),
+        Command(
+            "frost-sign",
+            "Have the federation check and sign its inputs of a PSBT; returns the PSBT.",
+            (Param("psbt", _psbt, doc="base64 PSBT"),),
+            lambda s, psbt: s.sign(psbt),
+        ),
+        Command(
+            "frost-members",
+            "The members of the current epoch with their liveness.",
+            (),
+            lambda s: s.members(),
+        ),
+        Command(
+            "frost-requests",
+            "Signing requests with their status and outcome (one, given its id).",
+            (Param("id", _text, required=False),),
+            lambda s, id: s.requests(id),
+        ),
+        Command(
+            "frost-join",
+            "Propose a new member: a DKG among the new list, then a bond transaction signed by t members.",
+            (
+                Param("id", _member_id, doc="the joiner's member id"),
+                Param("address", _hostport, doc="the joiner's host:port"),
+                Param("bond_sats", _whole(1, 21 * 10**14), required=False),
+                Param("lock_blocks", _whole(1, 500_000), required=False),
+            ),
+            lambda s, id, address, bond_sats, lock_blocks: s.join(id, address, bond_sats, lock_blocks),
+        ),
+        Command(
+            "frost-leave",
+            "Leave the federation: a transition to the members without this one.",
+            (),
+            lambda s: s.leave(),
+        ),
+        Command(
+            "frost-expel",
+            "Propose removing a member (e.g. one long offline): a transition without it, signed by t.",
+            (Param("member", _member_id),),
+            lambda s, member: s.expel(member),
+        ),
+        Command(
+            "frost-epochs",
+            "The federation's epochs: members, threshold, key, status, transition.",
+            (),
+            lambda s: s.epochs(),
+        ),
+        Command(
+            "frost-bond-claim",
+            "Spend this member's matured fidelity bond to an address (only after its lock time).",
+            (Param("address", _address),),
+            lambda s, address: s.bond_claim(address),
+        ),
+    ]
+    return {c.name: c for c in cmds}
+
+
+COMMANDS: dict[str, Command] = _commands()
+
+
+async def dispatch(service: Any, name: str, params: list[Any] | dict[str, Any] | None) -> Any:
+    """Run one command; anything but an RpcError becomes an internal error with a plain message."""
+    command = COMMANDS.get(name)
+    if command is None:
+        raise RpcError(METHOD_NOT_FOUND, f"Unknown command '{name}'")
+    bound = command.bind(params)
+    try:
+        return await command.call(service, **bound)
+    except RpcError:
+        raise
+    except Exception as e:  # the caller gets a message, the node keeps running
+        raise RpcError(INTERNAL_ERROR, f"{name} failed: {type(e).__name__}: {e}") from e
