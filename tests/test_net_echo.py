@@ -197,3 +197,12 @@ async def test_equivocation_over_the_network_leaves_every_honest_member_with_the
     finally:
         for mux, _ in stack:
             await mux.close()
+
+
+def test_a_closed_session_drops_late_frames_and_can_start_afresh():
+    cores, ids = make(2)
+    a, b = cores
+    sent = [ev for ev in a.broadcast(SID, b"late") if isinstance(ev, Transmit)]
+    b.close_session(SID)
+    assert b.receive(ids[0], sent[0].frame) == []  # dropped, not kept as pending
+    assert b.start_session(SID, ids) == []

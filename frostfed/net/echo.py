@@ -179,10 +179,11 @@ class EchoCore:
         """Open a session; frames that arrived for it early are processed now."""
         if len(session_id) != SESSION_ID_LEN:
             raise EchoError(f"session id must be {SESSION_ID_LEN} bytes")
-        if session_id in self._sessions or session_id in self._closed:
+        if session_id in self._sessions:
             raise EchoError(f"session {session_id.hex()[:16]} already started")
         if self.node_id not in members or len(set(members)) != len(members):
             raise EchoError("members must be distinct and include this member")
+        self._closed.discard(session_id)  # a closed session may be started afresh
         self._sessions[session_id] = _Session(tuple(members), {m: _Instance() for m in members})
         early = [p for p in self._pending if p[2].session_id == session_id]
         self._pending = [p for p in self._pending if p[2].session_id != session_id]
