@@ -8,6 +8,8 @@ import random
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from netcluster import member_key, node_id, start_noise_members, wait_for
 
 from frostfed.net.faults import FaultPlan, FaultyChannel
@@ -85,6 +87,28 @@ def test_exactly_once_in_order_over_a_lossy_reordering_network(seed):
     net.run(net.now + 60)
     assert net.delivered == expected
     assert all(core.unacked() == 0 for core in cores.values())
+
+
+@given(
+    seed=st.integers(0, 2**32),
+    drop=st.floats(0, 0.5),
+    dup=st.floats(0, 0.5),
+    window=st.integers(1, 8),
+    sizes=st.lists(st.integers(0, 700), min_size=1, max_size=25),
+)
+@settings(max_examples=40, deadline=None)
+def test_exactly_once_in_order_for_any_loss_rate_and_window(seed, drop, dup, window, sizes):
+    rng = random.Random(seed)
+    cores = {p: ReliableCore(incarnation=1, max_frame=120, window=window, recv_window=window) for p in PEERS[:3]}
+    net = Network(cores, rng, drop=drop, dup=dup)
+    expected: dict[tuple[bytes, bytes], list[bytes]] = {}
+    for i, size in enumerate(sizes):
+        src, dst = rng.sample(list(cores), 2)
+        msg = i.to_bytes(2, "big") + rng.randbytes(size)
+        expected.setdefault((dst, src), []).append(msg)
+        net.send(src, dst, msg)
+    net.run(120.0, step=0.05)
+    assert net.delivered == expected
 
 
 def test_messages_queued_during_an_outage_arrive_after_it():
