@@ -90,6 +90,9 @@ class Reader:
             raise UnknownType(f"frame type {kind}")
         return kind
 
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
     def end(self) -> None:
         if self._pos != len(self._data):
             raise TrailingBytes(f"{len(self._data) - self._pos} bytes after the frame")
@@ -193,7 +196,7 @@ def encode_bundle(messages: list[bytes]) -> bytes:
 def decode_bundle(data: bytes, max_message: int) -> list[bytes]:
     r = Reader(data)
     out = []
-    while r._pos < len(r._data):
+    while r.remaining():
         out.append(r.var_bytes(max_message, "bundled message"))
     if not out:
         raise Malformed("empty bundle")
