@@ -223,3 +223,18 @@ async def test_a_joiner_is_admitted_and_a_leaver_is_cut_off():
     finally:
         for c in (joiner, a, b):
             await c.close()
+
+
+async def test_keys_rotate_across_thousands_of_messages_on_a_live_link():
+    a, b = await start_noise_members(2)
+    try:
+        got_b, got_a = collect(b), collect(a)
+        for i in range(2500):  # two rotations of each direction's key
+            await a.send(b.node_id, i.to_bytes(2, "big"))
+            await b.send(a.node_id, i.to_bytes(2, "big"))
+        await wait_for(lambda: len(got_b) == 2500 and len(got_a) == 2500)
+        assert [m for _, m in got_b] == [i.to_bytes(2, "big") for i in range(2500)]
+        assert [m for _, m in got_a] == [i.to_bytes(2, "big") for i in range(2500)]
+    finally:
+        for c in (a, b):
+            await c.close()
