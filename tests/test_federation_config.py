@@ -92,7 +92,10 @@ def test_bad_listen_address(listen: Any) -> None:
     assert "member.listen" in refused(doc)
 
 
-@pytest.mark.parametrize("address", [None, "host", "host:99999", "host:x", ":1"])
+@pytest.mark.parametrize(
+    "address",
+    [None, "host", "host:99999", "host:x", ":1", "host: 80", "host:+80", "host:8_0", "host:٨٠", "a b:1", "[]:1"],
+)
 def test_bad_member_address_names_the_entry(address: Any) -> None:
     doc = valid_doc()
     doc["federation"]["members"][2]["address"] = address
@@ -405,3 +408,21 @@ def test_an_unknown_section_is_refused() -> None:
     doc = valid_doc()
     doc["polcy"] = {"max_fee_sats": 1}
     assert "[polcy]" in refused(doc)
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [("node.example:9735", "node.example", 9735), ("[::1]:9735", "::1", 9735), ("::1:9735", "::1", 9735)],
+)
+def test_listen_addresses_with_names_and_ipv6(listen: str, host: str, port: int) -> None:
+    doc = valid_doc()
+    doc["member"]["listen"] = listen
+    cfg = parse_config(doc, Path("/"))
+    assert (cfg.listen_host, cfg.listen_port) == (host, port)
+
+
+def test_two_members_at_the_same_address_name_both_entries() -> None:
+    doc = valid_doc()
+    doc["federation"]["members"][2]["address"] = doc["federation"]["members"][0]["address"]
+    msg = refused(doc)
+    assert "federation.members[2].address" in msg and "federation.members[0].address" in msg

@@ -73,14 +73,16 @@ def default_threshold(n: int) -> int:
 
 
 def _hostport(value: Any, where: str) -> tuple[str, int]:
+    """'host:port', or '[v6 address]:port'."""
     if not isinstance(value, str) or ":" not in value:
         raise ConfigError(f"{where} must be 'host:port', got {value!r}")
     host, _, port_s = value.rpartition(":")
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(f"{where} has a port that is not a number: {value!r}") from None
-    if not host or not 0 < port < 65536:
+    if not (port_s.isascii() and port_s.isdigit()) or len(port_s) > 5:
+        raise ConfigError(f"{where} has a port that is not a number: {value!r}")
+    port = int(port_s)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(c.isspace() or c in "[]/" for c in host) or not 0 < port < 65536:
         raise ConfigError(f"{where} must be 'host:port' with a port in 1..65535, got {value!r}")
     return host, port
 
@@ -220,6 +222,13 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         if m.id in first:
             raise ConfigError(f"federation.members[{i}].id repeats federation.members[{first[m.id]}].id")
         first[m.id] = i
+    at: dict[tuple[str, int], int] = {}
+    for i, m in enumerate(members):
+        if (m.host, m.port) in at:
+            raise ConfigError(
+                f"federation.members[{i}].address repeats federation.members[{at[(m.host, m.port)]}].address"
+            )
+        at[(m.host, m.port)] = i
     n = len(members)
     t = fed.get("threshold", default_threshold(n))
     if joining:
