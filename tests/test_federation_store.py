@@ -287,6 +287,12 @@ def test_passphrase_sealer_depends_on_passphrase_and_salt() -> None:
         Sealer.from_passphrase(b"correct horse", b"\x06" * 16).open(sealed, CTX)
 
 
+@pytest.mark.parametrize(("passphrase", "salt"), [(b"", b"\x05" * 16), (b"pw", b""), (b"pw", b"\x05" * 15)])
+def test_an_empty_passphrase_or_a_short_salt_is_refused(passphrase: bytes, salt: bytes) -> None:
+    with pytest.raises(ValueError):
+        Sealer.from_passphrase(passphrase, salt)
+
+
 @pytest.mark.parametrize("length", [0, 16, 31, 33])
 def test_sealing_key_must_be_32_bytes(length: int) -> None:
     with pytest.raises(ValueError):

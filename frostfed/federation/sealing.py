@@ -32,6 +32,10 @@ class Sealer:
 
     @classmethod
     def from_passphrase(cls, passphrase: bytes, salt: bytes) -> Sealer:
+        if not passphrase:
+            raise ValueError("the passphrase is empty: it would protect nothing")
+        if len(salt) < 16:
+            raise ValueError("the passphrase salt must be at least 16 bytes")
         return cls(Scrypt(salt=salt, length=32, n=2**15, r=8, p=1).derive(passphrase))
 
     def seal(self, secret: bytes, context: bytes) -> bytes:
