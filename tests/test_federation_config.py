@@ -426,3 +426,20 @@ def test_two_members_at_the_same_address_name_both_entries() -> None:
     doc["federation"]["members"][2]["address"] = doc["federation"]["members"][0]["address"]
     msg = refused(doc)
     assert "federation.members[2].address" in msg and "federation.members[0].address" in msg
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640])
+def test_cli_run_with_an_identity_readable_by_others_exits_2(tmp_path: Path, mode: int) -> None:
+    from frostfed.federation.identity import create_identity_file
+
+    key = create_identity_file(tmp_path / "identity.key")
+    key_path = tmp_path / "identity.key"
+    key_path.chmod(mode)
+    doc = valid_doc()
+    doc["federation"]["members"][0]["id"] = key.id.hex()
+    p = tmp_path / "member.toml"
+    p.write_text(toml_of(doc))
+    r = run_cli("run", "--config", str(p))
+    assert r.returncode == 2
+    assert "chmod 600" in r.stderr and str(key_path) in r.stderr
+    assert "Traceback" not in r.stderr
