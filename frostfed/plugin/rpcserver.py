@@ -81,7 +81,7 @@ class RpcServer:
                 raise SocketInUse(f"another frostfed daemon is running on {self.path}")
         # Bound in a directory only the owner can enter, made owner-only, then moved into place: no
         # other local user can connect in between (the data directory itself may be world-readable).
-        private = Path(tempfile.mkdtemp(prefix=".rpc-", dir=self.path.parent))
+        private = Path(tempfile.mkdtemp(prefix=".r", dir=self.path.parent))  # no longer than the final name
         try:
             staged = private / "s"
             self._server = await asyncio.start_unix_server(self._client, path=str(staged), limit=MAX_LINE)
