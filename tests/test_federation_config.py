@@ -443,3 +443,55 @@ def test_cli_run_with_an_identity_readable_by_others_exits_2(tmp_path: Path, mod
     assert r.returncode == 2
     assert "chmod 600" in r.stderr and str(key_path) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("min_bond_sats", -1),
+        ("min_bond_sats", 1.5),
+        ("min_bond_blocks", 0),
+        ("min_bond_blocks", 20.5),
+        ("max_members", 1),
+        ("max_members", 10.0),
+        ("transition_confirmations", 0),
+        ("transition_confirmations", True),
+        ("max_transition_fee_sats", 10**8 + 1),
+        ("max_transition_fee_sats", "100"),
+        ("expel_after_seconds", -1),
+        ("change_timeout_seconds", 0),
+    ],
+)
+def test_membership_values_out_of_range_or_not_whole(key: str, value: Any) -> None:
+    doc = valid_doc()
+    doc["membership"] = {key: value}
+    assert f"membership.{key}" in refused(doc)
+
+
+def test_membership_settings_are_read() -> None:
+    doc = valid_doc()
+    doc["membership"] = {"min_bond_sats": 50_000, "min_bond_blocks": 20, "expel_after_seconds": 4.0}
+    m = parse_config(doc, Path("/")).membership
+    assert (m.min_bond_sats, m.min_bond_blocks, m.expel_after_seconds) == (50_000, 20, 4.0)
+    assert isinstance(m.min_bond_sats, int)
+
+
+def test_more_members_than_max_members_is_refused() -> None:
+    doc = valid_doc(4)
+    doc["membership"] = {"max_members": 3}
+    msg = refused(doc)
+    assert "membership.max_members" in msg and "federation.members" in msg
+
+
+@pytest.mark.parametrize("joining", ["yes", 1, None])
+def test_joining_must_be_a_boolean(joining: Any) -> None:
+    doc = valid_doc()
+    doc["member"]["joining"] = joining
+    assert "member.joining" in refused(doc)
+
+
+def test_a_joining_member_may_list_one_member_and_defaults_to_threshold_one() -> None:
+    doc = valid_doc(1)
+    doc["member"]["joining"] = True
+    cfg = parse_config(doc, Path("/"))
+    assert cfg.joining and cfg.threshold == 1 and len(cfg.members) == 1
