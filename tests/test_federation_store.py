@@ -234,7 +234,7 @@ def sealer() -> Sealer:
 @pytest.mark.parametrize("secret", [b"", b"\x00", os.urandom(32), os.urandom(5000)])
 def test_seal_and_open_round_trip(sealer: Sealer, secret: bytes) -> None:
     sealed = sealer.seal(secret, CTX)
-    assert secret not in sealed or not secret
+    assert len(secret) < 16 or secret not in sealed  # (a short secret may occur in random bytes by chance)
     assert len(sealed) == 1 + 12 + len(secret) + 16
     assert sealer.open(sealed, CTX) == secret
     assert Sealer.from_seed(b"\x11" * 32).open(sealed, CTX) == secret  # the key is derived, not random
