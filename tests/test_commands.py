@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from coincurve import PrivateKey
 
 from frostfed.federation import commands
 from frostfed.federation.commands import COMMANDS, RpcError, dispatch
@@ -92,7 +93,7 @@ class ScriptedService:
 
 
 NO_PARAMS = ["frost-status", "frost-newaddr", "frost-descriptor", "frost-members", "frost-leave", "frost-epochs"]
-MEMBER = "02" + "11" * 32
+MEMBER = PrivateKey(b"\x07" * 32).public_key.format().hex()
 
 
 def test_every_command_is_covered_here() -> None:
@@ -112,6 +113,7 @@ def test_every_command_is_covered_here() -> None:
         ("frost-expel", [MEMBER], ("expel", (MEMBER,))),
         ("frost-expel", {"member": MEMBER}, ("expel", (MEMBER,))),
         ("frost-bond-claim", [ADDR], ("bond_claim", (ADDR,))),
+        ("frost-expel", [MEMBER.upper()], ("expel", (MEMBER,))),  # ids are compared in lowercase
     ],
 )
 async def test_membership_commands_bind(name: str, params: Any, call: tuple[str, tuple[Any, ...]]) -> None:
@@ -223,6 +225,19 @@ BAD_ARGS = [
     ("frost-join", [MEMBER, "h:70000"], "address"),
     ("frost-join", [MEMBER, "h:1", 0], "bond_sats"),
     ("frost-join", [MEMBER, "h:1", 1000, -1], "lock_blocks"),
+    ("frost-join", ["02" + "11" * 32, "h:1"], "id"),  # x not on the curve
+    ("frost-join", [MEMBER[:-2] + " 1", "h:1"], "id"),
+    ("frost-join", [MEMBER, "h:٨٠"], "address"),
+    ("frost-join", [MEMBER, "a b:80"], "address"),
+    ("frost-join", [MEMBER, "h: 80"], "address"),
+    ("frost-join", [MEMBER, "h:1", "²"], "bond_sats"),
+    ("frost-join", [MEMBER, "h:1", "9" * 5000], "bond_sats"),
+    ("frost-join", [MEMBER, "h:1", 1.5], "bond_sats"),
+    ("frost-join", [MEMBER, "h:1", 1000, True], "lock_blocks"),
+    ("frost-join", {"id": MEMBER, "address": "h:1", "bond": 5}, "bond"),
+    ("frost-bond-claim", [], "address"),
+    ("frost-bond-claim", ["short"], "address"),
+    ("frost-bond-claim", [5], "address"),
     ("frost-expel", [], "member"),
     ("frost-expel", ["abc"], "member"),
     ("frost-bond-claim", [], "address"),

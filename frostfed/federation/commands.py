@@ -158,27 +158,35 @@ def _outputs(name: str, value: Any) -> list[dict[str, Any]]:
 
 
 def _member_id(name: str, value: Any) -> str:
-    if not isinstance(value, str) or len(value) != 66 or value[:2] not in ("02", "03"):
-        raise ValueError(f"'{name}' must be a member id (33-byte public key in hex)")
+    """A compressed public key on the curve, returned in lowercase hex (the form member lists use)."""
+    from frostfed.frost import secp
+
     try:
-        bytes.fromhex(value)
+        if not isinstance(value, str) or len(value) != 66 or not value.isascii() or not value.isalnum():
+            raise ValueError
+        secp.cpoint(bytes.fromhex(value))
     except ValueError:
-        raise ValueError(f"'{name}' must be a member id (33-byte public key in hex)") from None
-    return value
+        raise ValueError(f"'{name}' must be a member id (33-byte compressed public key in hex)") from None
+    return value.lower()
 
 
 def _hostport(name: str, value: Any) -> str:
     if not isinstance(value, str) or ":" not in value or len(value) > 255:
         raise ValueError(f"'{name}' must be host:port")
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if (
+        not host
+        or any(c.isspace() for c in host)
+        or not (port.isascii() and port.isdigit() and len(port) <= 5)
+        or not 0 < int(port) < 65536
+    ):
         raise ValueError(f"'{name}' must be host:port with a port in 1..65535")
     return value
 
 
 def _whole(lo: int, hi: int) -> Validator:
     def check(name: str, value: Any) -> int:
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ValueError(f"'{name}' must be a whole number in {lo}..{hi}")
