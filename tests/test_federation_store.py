@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import stat
@@ -387,3 +388,51 @@ def test_a_directory_in_place_of_the_database_is_a_store_error(tmp_path: Path) -
     (tmp_path / "frostfed.sqlite").mkdir()
     with pytest.raises(StoreError):
         Store(tmp_path / "frostfed.sqlite")
+
+
+OLD_EPOCHS = """CREATE TABLE epochs (
+    epoch INTEGER PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('active', 'pending', 'retired')),
+    members TEXT NOT NULL, threshold INTEGER NOT NULL, group_key BLOB NOT NULL, chain_code BLOB NOT NULL,
+    pubshares TEXT NOT NULL, recovery BLOB NOT NULL, sealed_share BLOB, created REAL NOT NULL
+)"""
+
+
+def test_a_database_from_before_activation_txids_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "frostfed.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(OLD_EPOCHS)
+    conn.execute(
+        "INSERT INTO epochs VALUES(0, 'active', '[]', 2, x'02', x'00', '[]', x'01', NULL, 0)",
+    )
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    try:
+        (old,) = store.epochs()
+        assert (old.epoch, old.status, old.activation_txid) == (0, "active", None)
+        rec = dataclasses.replace(epoch_record(1, "pending"), activation_txid="ab" * 32)
+        store.save_epoch(rec)
+        assert store.epoch(1) == rec
+    finally:
+        store.close()
+
+
+def test_epoch_lookup_delete_and_activation_txid(store: Store) -> None:
+    rec = dataclasses.replace(epoch_record(4, "pending"), activation_txid="cd" * 32)
+    store.save_epoch(rec)
+    assert store.epoch(4) == rec
+    assert store.epoch(5) is None
+    store.delete_epoch(4)
+    assert store.epoch(4) is None and store.epochs() == []
+
+
+def test_member_directory_round_trips(store: Store, db: Path) -> None:
+    assert store.directory() == {}
+    d = {PrivateKey().public_key.format(): "10.0.0.1:9735", PrivateKey().public_key.format(): "[::1]:1"}
+    store.save_directory(d)
+    other = Store(db)
+    try:
+        assert other.directory() == d
+    finally:
+        other.close()

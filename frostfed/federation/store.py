@@ -95,9 +95,16 @@ class Store:
                 raise StoreError(f"the member database {path} cannot use a write-ahead log (mode {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.Error as e:
             self._db.close()
             raise StoreError(f"cannot open the member database {path}: {e}") from None
+
+    def _migrate(self) -> None:
+        """Columns added since the first release, for databases made before them."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(epochs)")}
+        if "activation_txid" not in columns:
+            self._db.execute("ALTER TABLE epochs ADD COLUMN activation_txid TEXT")
 
     def close(self) -> None:
         with self._lock:
