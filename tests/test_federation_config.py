@@ -495,3 +495,19 @@ def test_a_joining_member_may_list_one_member_and_defaults_to_threshold_one() ->
     doc["member"]["joining"] = True
     cfg = parse_config(doc, Path("/"))
     assert cfg.joining and cfg.threshold == 1 and len(cfg.members) == 1
+
+
+def test_cli_run_with_an_identity_outside_the_member_list_exits_2(tmp_path: Path) -> None:
+    from frostfed.federation.identity import create_identity_file
+
+    doc = valid_doc()
+    key = tmp_path / "other.key"
+    create_identity_file(key)
+    doc["member"]["identity_key_file"] = str(key)
+    doc["member"]["data_dir"] = str(tmp_path / "data")
+    p = tmp_path / "member.toml"
+    p.write_text(toml_of(doc))
+    r = run_cli("run", "--config", str(p))
+    assert r.returncode == 2
+    assert "not in the member list" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -173,6 +173,7 @@ class Member:
         self._coordinating: dict[str, _Coordination] = {}
         self._signing: dict[str, _Signing] = {}
         self._judged: dict[str, list[SigningTask]] = {}
+        self._judging: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._dkg_plan_members: list[PeerId] = list(self.members)
@@ -266,12 +267,16 @@ class Member:
                 self._spawn(self._guard(peer, msg.kind, result))
         except MessageError as e:
             log.warning("malformed message from %s: %s", peer.hex()[:16], e)
+        except Exception:  # a handler's bug must not take the transport down
+            log.exception("message from %s could not be handled", peer.hex()[:16])
 
     async def _guard(self, peer: PeerId, kind: str, coro: Any) -> None:
         try:
             await coro
         except MessageError as e:
             log.warning("malformed %s from %s: %s", kind, peer.hex()[:16], e)
+        except Exception:
+            log.exception("%s from %s could not be handled", kind, peer.hex()[:16])
 
     def _on_heartbeat(self, peer: PeerId, msg: Message) -> None:
         return None
@@ -630,8 +635,15 @@ class Member:
 
     async def _on_sign_request(self, peer: PeerId, msg: Message) -> None:
         req = SigningRequest.from_message(msg)
-        if req.id in self._signing or (peer != self.me and self.store.requests(req.id)):
+        if req.id in self._signing or req.id in self._judging or (peer != self.me and self.store.requests(req.id)):
             return  # a repeated request: answered once only
+        self._judging.add(req.id)  # before the first await: a duplicate arriving meanwhile is dropped
+        try:
+            await self._answer_request(peer, req)
+        finally:
+            self._judging.discard(req.id)
+
+    async def _answer_request(self, peer: PeerId, req: SigningRequest) -> None:
         reason = await self._check_request(req)
         if reason is not None:
             log.info("request %s from %s refused: %s", req.id, peer.hex()[:16], reason)

@@ -73,12 +73,15 @@ class Proposal:
         raw_addr = msg.get("addresses", dict)
         addresses = {}
         for k, v in raw_addr.items():
-            if not isinstance(v, str) or len(v) > 300:
-                raise MessageError("tprop: bad address")
+            host, _, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
+            if not host or len(v) > 300 or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+                raise MessageError("tprop: an address is not host:port")
             try:
                 key = bytes.fromhex(k)
             except ValueError:
                 raise MessageError("tprop: bad address key") from None
+            if len(key) != 33 or key[0] not in (2, 3):
+                raise MessageError("tprop: an address key is not a member id")
             addresses[key] = v
         return cls(
             epoch=msg.integer("epoch", 1, 2**31),

@@ -82,12 +82,18 @@ def main(argv: list[str] | None = None) -> None:
         opts = sub.parse_args(ns.args)
         from frostfed.federation.config import ConfigError
         from frostfed.federation.identity import IdentityError
+        from frostfed.federation.sealing import SealError
+        from frostfed.federation.store import StoreError
         from frostfed.plugin.daemon import main_run
+        from frostfed.plugin.rpcserver import SocketInUse
 
         try:
             main_run(opts.config)
-        except (ConfigError, IdentityError) as e:
+        except (ConfigError, IdentityError, StoreError, SocketInUse, SealError, ValueError) as e:
             print(f"frostfed: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as e:  # e.g. the listen port is taken
+            print(f"frostfed: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
             sys.exit(2)
         return
     if ns.command == "keygen":

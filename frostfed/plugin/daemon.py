@@ -57,8 +57,19 @@ def sealer_for(config: Config, seal_seed: bytes) -> Sealer:
         return Sealer.from_seed(seal_seed)
     salt_file = config.data_dir / "seal.salt"
     if not salt_file.exists():
-        salt_file.write_bytes(os.urandom(16))
-    return Sealer.from_passphrase(config.passphrase_file.read_bytes().strip(), salt_file.read_bytes())
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = salt_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(16))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, salt_file)
+    try:
+        passphrase = config.passphrase_file.read_bytes().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read passphrase file {config.passphrase_file}: {e.strerror}") from None
+    return Sealer.from_passphrase(passphrase, salt_file.read_bytes())
 
 
 def setup_logging(data_dir: Path, level: int = logging.INFO) -> None:
