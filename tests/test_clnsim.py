@@ -205,7 +205,7 @@ async def test_setconfig_reaches_the_plugin_as_text(pair):
     a, _ = pair
     out = await a.cli("setconfig", "cap-int", 9)
     assert out["config"]["value_int"] == 9
-    sent = [m for m in a.sent if m.get("method") == "setconfig"][0]
+    sent = next(m for m in a.sent if m.get("method") == "setconfig")
     assert sent["params"] == recorded("from_lightningd", "setconfig")[0]["params"]
     with pytest.raises(CliError):
         await a.cli("setconfig", "cap-example", "x")  # not dynamic
