@@ -9,12 +9,14 @@ the layers above retransmit.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable
 
 PeerId = bytes
 """A member identity: a 33-byte compressed secp256k1 public key (in Core Lightning, the node id)."""
 
 Receiver = Callable[[PeerId, bytes], None]
+PeerEvent = Callable[[PeerId], None]
 
 
 class ChannelError(Exception):
@@ -29,6 +31,8 @@ class Channel(abc.ABC):
 
     def __init__(self) -> None:
         self._receiver: Receiver | None = None
+        self._connected: list[PeerEvent] = []
+        self._disconnected: list[PeerEvent] = []
 
     def on_receive(self, receiver: Receiver) -> None:
         """Register the callback that gets `(peer_id, payload)` for every authenticated message."""
@@ -38,6 +42,31 @@ class Channel(abc.ABC):
         """Called by the implementation for each message received from an authenticated peer."""
         if self._receiver is not None:
             self._receiver(peer, payload)
+
+    def on_peer_connected(self, callback: PeerEvent) -> None:
+        """Register a callback run when a link to `peer` comes up (a good moment to retransmit)."""
+        self._connected.append(callback)
+
+    def on_peer_disconnected(self, callback: PeerEvent) -> None:
+        self._disconnected.append(callback)
+
+    def peer_connected(self, peer: PeerId) -> None:
+        """Called by the implementation when a link to `peer` is established."""
+        for cb in list(self._connected):
+            cb(peer)
+
+    def peer_disconnected(self, peer: PeerId) -> None:
+        """Called by the implementation when the link to `peer` is lost."""
+        for cb in list(self._disconnected):
+            cb(peer)
+
+    def reject(self, peer: PeerId, reason: str) -> None:
+        """The layer above got undecodable input from `peer`: drop the link if the channel can.
+
+        Implementations that own their links (Noise over TCP) close the connection and log `reason`;
+        the default only logs, as a channel that cannot drop a link just keeps running.
+        """
+        logging.getLogger("frostfed.net").warning("rejected input from %s: %s", peer.hex()[:16], reason)
 
     @abc.abstractmethod
     async def send(self, peer: PeerId, payload: bytes) -> None:

@@ -1,0 +1,399 @@
+"""Reliable, ordered, exactly-once delivery of messages up to 4 MiB over any `Channel`.
+
+The channels below lose messages whenever a link drops; FROST and ChillDKG need every message to
+arrive once and in order. `ReliableCore` is the protocol as a state machine (sans-I/O): it takes
+messages to send, received frames and the current time, and returns frames to transmit and messages
+to deliver. `ReliableChannel` runs it on asyncio over a lower channel and is itself a `Channel`, so
+the echo broadcast and the federation run on it unchanged.
+
+Protocol, per ordered pair of members: each message is cut into chunks that fit the lower channel;
+chunks carry consecutive sequence numbers, the last one flagged. The receiver acknowledges every data
+frame with its cumulative position plus a 64-bit selective bitmap, buffers out-of-order chunks inside
+a window, drops duplicates, and delivers whole messages in order. The sender keeps at most `window`
+chunks in flight, retransmits each on its own timer with exponential backoff (and at once when the
+link comes back), and keeps everything else queued, up to a bound. A sender's `incarnation` (a
+number that grows across restarts) tells the receiver when to start over; `base` in each data frame
+tells a receiver that lost its state where the oldest unacknowledged message starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .channel import Channel, ChannelError, PeerId
+from .wire import DATA_HEADER_LEN, AckFrame, DataFrame, Oversized, decode_reliable
+
+MAX_MESSAGE = 4 * 1024 * 1024
+SACK_BITS = 64
+
+log = logging.getLogger("frostfed.net.reliable")
+
+
+class QueueFull(ChannelError):
+    """The queue towards a peer is at its bound: the peer is not acknowledging; try again later."""
+
+
+class MessageTooLarge(ChannelError):
+    pass
+
+
+@dataclass(frozen=True)
+class Transmit:
+    peer: PeerId
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Delivered:
+    peer: PeerId
+    message: bytes
+
+
+Event = Transmit | Delivered
+
+
+@dataclass
+class _InFlight:
+    last: bool
+    chunk: bytes
+    deadline: float
+    rto: float
+    sacked: bool = False
+
+
+@dataclass
+class _SendState:
+    next_seq: int = 0
+    queue: deque[tuple[int, bool, bytes]] = field(default_factory=deque)
+    inflight: dict[int, _InFlight] = field(default_factory=dict)
+    message_starts: deque[int] = field(default_factory=deque)
+    unacked_bytes: int = 0
+    receiver: int | None = None
+
+    def lowest_unacked(self) -> int:
+        if self.inflight:
+            return min(self.inflight)
+        if self.queue:
+            return self.queue[0][0]
+        return self.next_seq
+
+    def base(self) -> int:
+        low = self.lowest_unacked()
+        while len(self.message_starts) > 1 and self.message_starts[1] <= low:
+            self.message_starts.popleft()
+        if self.message_starts and self.message_starts[0] <= low:
+            return self.message_starts[0]
+        return low
+
+
+@dataclass
+class _RecvState:
+    incarnation: int
+    expected: int
+    buffer: dict[int, tuple[bool, bytes]] = field(default_factory=dict)
+    partial: list[bytes] = field(default_factory=list)
+    partial_bytes: int = 0
+
+
+class ReliableCore:
+    """The delivery protocol for one member towards all its peers; no I/O, no clock of its own."""
+
+    def __init__(
+        self,
+        *,
+        incarnation: int,
+        max_frame: int = 65535,
+        max_message: int = MAX_MESSAGE,
+        window: int = 64,
+        recv_window: int = 128,
+        max_queue_bytes: int = 64 * 1024 * 1024,
+        rto_initial: float = 0.2,
+        rto_max: float = 2.0,
+    ) -> None:
+        if max_frame <= DATA_HEADER_LEN:
+            raise ValueError(f"frames of {max_frame} bytes cannot carry data")
+        self.incarnation = incarnation
+        self.chunk_size = min(max_frame - DATA_HEADER_LEN, 65535)
+        self.max_message = max_message
+        self.window = window
+        self.recv_window = recv_window
+        self.max_queue_bytes = max_queue_bytes
+        self.rto_initial = rto_initial
+        self.rto_max = rto_max
+        self._send: dict[PeerId, _SendState] = {}
+        self._recv: dict[PeerId, _RecvState] = {}
+        self._sizes: dict[tuple[PeerId, int], int] = {}
+        """Bytes each queued message counts against the bound, keyed by the seq of its last chunk."""
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(self, peer: PeerId, message: bytes, now: float) -> list[Event]:
+        """Queue `message` for `peer`; raises QueueFull or MessageTooLarge (nothing is queued then)."""
+        if len(message) > self.max_message:
+            raise MessageTooLarge(f"message of {len(message)} bytes exceeds {self.max_message}")
+        st = self._send.setdefault(peer, _SendState())
+        size = max(len(message), 1)
+        if st.unacked_bytes + size > self.max_queue_bytes:
+            raise QueueFull(
+                f"queue to {peer.hex()[:16]} holds {st.unacked_bytes} bytes (bound {self.max_queue_bytes})"
+            )
+        chunks = [message[i : i + self.chunk_size] for i in range(0, len(message), self.chunk_size)] or [b""]
+        st.unacked_bytes += size
+        st.message_starts.append(st.next_seq)
+        self._sizes[(peer, st.next_seq + len(chunks) - 1)] = size
+        for i, chunk in enumerate(chunks):
+            st.queue.append((st.next_seq, i == len(chunks) - 1, chunk))
+            st.next_seq += 1
+        return self._fill_window(peer, st, now)
+
+    def _fill_window(self, peer: PeerId, st: _SendState, now: float) -> list[Event]:
+        out: list[Event] = []
+        while st.queue and len(st.inflight) < self.window:
+            seq, last, chunk = st.queue.popleft()
+            st.inflight[seq] = _InFlight(last, chunk, now + self.rto_initial, self.rto_initial)
+            out.append(self._transmit(peer, st, seq))
+        return out
+
+    def _transmit(self, peer: PeerId, st: _SendState, seq: int) -> Transmit:
+        # Encoded at each (re)transmission so that `base` is current.
+        fl = st.inflight[seq]
+        return Transmit(peer, DataFrame(self.incarnation, st.base(), seq, fl.last, fl.chunk).encode())
+
+    def tick(self, now: float) -> list[Event]:
+        """Retransmit every frame whose timer ran out, doubling its timeout."""
+        out: list[Event] = []
+        for peer, st in self._send.items():
+            for seq, fl in st.inflight.items():
+                if fl.deadline <= now and not fl.sacked:
+                    fl.rto = min(self.rto_max, fl.rto * 2)
+                    fl.deadline = now + fl.rto
+                    out.append(self._transmit(peer, st, seq))
+        return out
+
+    def peer_connected(self, peer: PeerId, now: float) -> list[Event]:
+        """A link came (back) up: resend everything in flight now and restart the backoff."""
+        st = self._send.get(peer)
+        if st is None:
+            return []
+        out: list[Event] = []
+        for seq in sorted(st.inflight):
+            fl = st.inflight[seq]
+            if fl.sacked:
+                continue
+            fl.rto = self.rto_initial
+            fl.deadline = now + fl.rto
+            out.append(self._transmit(peer, st, seq))
+        return out
+
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            fl.deadline for st in self._send.values() for fl in st.inflight.values() if not fl.sacked
+        ]
+        return min(deadlines, default=None)
+
+    def unacked(self, peer: PeerId | None = None) -> int:
+        """Chunks queued or in flight (towards `peer`, or all peers)."""
+        states = [self._send[peer]] if peer is not None and peer in self._send else []
+        if peer is None:
+            states = list(self._send.values())
+        return sum(len(st.queue) + len(st.inflight) for st in states)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def receive(self, peer: PeerId, data: bytes, now: float) -> list[Event]:
+        """Process a frame from `peer`; raises a WireError for undecodable or impossible input."""
+        frame = decode_reliable(data)
+        if isinstance(frame, AckFrame):
+            return self._on_ack(peer, frame, now)
+        return self._on_data(peer, frame)
+
+    def _on_ack(self, peer: PeerId, ack: AckFrame, now: float) -> list[Event]:
+        st = self._send.get(peer)
+        if ack.incarnation != self.incarnation or st is None:
+            return []  # acknowledges frames of an earlier run of this member
+        out: list[Event] = []
+        if st.receiver is not None and ack.receiver != st.receiver:
+            # The receiver restarted: what it held only selectively is gone; send it again.
+            for seq, fl in st.inflight.items():
+                if fl.sacked:
+                    fl.sacked = False
+                    fl.deadline = now + fl.rto
+                    out.append(self._transmit(peer, st, seq))
+        st.receiver = ack.receiver
+        for seq in [s for s in st.inflight if s < ack.cumulative]:
+            fl = st.inflight.pop(seq)
+            if fl.last:
+                st.unacked_bytes -= self._sizes.pop((peer, seq))
+        bits = ack.selective
+        while bits:
+            low = bits & -bits
+            seq = ack.cumulative + low.bit_length()
+            if seq in st.inflight:
+                st.inflight[seq].sacked = True
+            bits ^= low
+        return out + self._fill_window(peer, st, now)
+
+    def _on_data(self, peer: PeerId, frame: DataFrame) -> list[Event]:
+        rs = self._recv.get(peer)
+        if rs is None or frame.incarnation > rs.incarnation:
+            rs = self._recv[peer] = _RecvState(frame.incarnation, frame.base)
+        elif frame.incarnation < rs.incarnation:
+            return []  # a frame from before the peer restarted
+        out: list[Event] = []
+        if rs.expected <= frame.seq < rs.expected + self.recv_window:
+            rs.buffer.setdefault(frame.seq, (frame.last, frame.chunk))
+            while rs.expected in rs.buffer:
+                last, chunk = rs.buffer.pop(rs.expected)
+                rs.expected += 1
+                rs.partial.append(chunk)
+                rs.partial_bytes += len(chunk)
+                if rs.partial_bytes > self.max_message:
+                    raise Oversized(f"message from {peer.hex()[:16]} exceeds {self.max_message} bytes")
+                if last:
+                    out.append(Delivered(peer, b"".join(rs.partial)))
+                    rs.partial.clear()
+                    rs.partial_bytes = 0
+        selective = 0
+        for seq in rs.buffer:
+            bit = seq - rs.expected - 1
+            if 0 <= bit < SACK_BITS:
+                selective |= 1 << bit
+        ack = AckFrame(frame.incarnation, self.incarnation, rs.expected, selective)
+        out.append(Transmit(peer, ack.encode()))
+        return out
+
+
+class ReliableChannel(Channel):
+    """Runs `ReliableCore` over `channel`; `send` queues and returns, delivery is exactly once, in order.
+
+    Owns the lower channel: `close()` closes it too.
+    """
+
+    max_payload = MAX_MESSAGE
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        incarnation: int | None = None,
+        window: int = 64,
+        max_queue_bytes: int = 64 * 1024 * 1024,
+        rto_initial: float = 0.2,
+        rto_max: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.inner = channel
+        self.core = ReliableCore(
+            incarnation=incarnation if incarnation is not None else time.time_ns(),
+            max_frame=channel.max_payload,
+            window=window,
+            max_queue_bytes=max_queue_bytes,
+            rto_initial=rto_initial,
+            rto_max=rto_max,
+        )
+        self._outboxes: dict[PeerId, asyncio.Queue[bytes]] = {}
+        self._senders: dict[PeerId, asyncio.Task[None]] = {}
+        self._timer: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._closed = False
+        channel.on_receive(self._on_frame)
+        channel.on_peer_connected(self._on_connected)
+        channel.on_peer_disconnected(self.peer_disconnected)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def _ensure_timer(self) -> None:
+        if self._timer is None and not self._closed:
+            self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
+
+    async def send(self, peer: PeerId, payload: bytes) -> None:
+        if self._closed:
+            raise ChannelError("channel closed")
+        self._ensure_timer()
+        self._dispatch(self.core.send(peer, payload, self._now()))
+        self._wakeup.set()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued message has been acknowledged."""
+        async with asyncio.timeout(timeout):
+            while self.core.unacked():
+                self._progress.clear()
+                await self._progress.wait()
+
+    def unacked(self, peer: PeerId | None = None) -> int:
+        return self.core.unacked(peer)
+
+    def reject(self, peer: PeerId, reason: str) -> None:
+        self.inner.reject(peer, reason)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [t for t in [self._timer, *self._senders.values()] if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.inner.close()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _on_frame(self, peer: PeerId, data: bytes) -> None:
+        if self._closed:
+            return
+        self._ensure_timer()
+        try:
+            events = self.core.receive(peer, data, self._now())
+        except ValueError as exc:  # WireError and its subclasses
+            self.inner.reject(peer, f"reliable layer: {exc}")
+            return
+        self._dispatch(events)
+        self._progress.set()
+
+    def _on_connected(self, peer: PeerId) -> None:
+        if not self._closed:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing in flight yet
+                self._dispatch(self.core.peer_connected(peer, self._now()))
+        self.peer_connected(peer)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, Transmit):
+                box = self._outboxes.get(ev.peer)
+                if box is None:
+                    box = self._outboxes[ev.peer] = asyncio.Queue()
+                    self._senders[ev.peer] = asyncio.get_running_loop().create_task(
+                        self._sender(ev.peer, box)
+                    )
+                box.put_nowait(ev.frame)
+            else:
+                try:
+                    self.deliver(ev.peer, ev.message)
+                except Exception:
+                    log.exception("receiver failed on a message from %s", ev.peer.hex()[:16])
+
+    async def _sender(self, peer: PeerId, box: asyncio.Queue[bytes]) -> None:
+        while True:
+            frame = await box.get()
+            try:
+                await self.inner.send(peer, frame)
+            except ChannelError:
+                pass  # the link is down; the frame stays in flight and is retransmitted
+
+    async def _timer_loop(self) -> None:
+        while not self._closed:
+            deadline = self.core.next_deadline()
+            delay = 0.5 if deadline is None else max(0.0, deadline - self._now())
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
+            self._dispatch(self.core.tick(self._now()))
