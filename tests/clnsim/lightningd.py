@@ -260,6 +260,9 @@ class SimNode:
             if other is not None:
                 await self.net.disconnect(self, other)
         if self.proc is not None and self.proc.returncode is None:
+            if self.manifest is not None and "shutdown" in self.manifest.subscriptions:
+                with contextlib.suppress(Exception):
+                    await self._notify("shutdown", {"shutdown": {}})
             with contextlib.suppress(Exception):
                 self.proc.stdin.close()  # type: ignore[union-attr]
             try:
