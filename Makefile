@@ -13,7 +13,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# bitcoind for the regtest tests: from PATH or BITCOIND/BITCOIN_CLI, else unpacked into .cache/bitcoin/.
 setup: $(VENV)/.installed
+	@sh regtest/install-bitcoind.sh >/dev/null
 
 test: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,336 @@
+"""ROAST (Ruffing et al., CCS 2022) over BIP 445: robust asynchronous threshold signing.
+
+A plain FROST session stalls if one of its t signers crashes and aborts if one cheats. ROAST wraps
+it: the coordinator keeps a `ready` set of signers holding an unused presignature (a pubnonce made
+ahead with `nonce_gen_preprocess`) and a `malicious` set. As soon as t signers are ready it starts a
+session with them; every reply carries the partial signature(s) and the signer's next presignature,
+which makes the signer ready again. A partial signature that fails BIP 445 verification marks its
+sender malicious forever. With at most n - t faulty signers (crashed, slow or malicious) this ends
+with a valid signature after at most n - t + 1 sessions, without any timeout.
+
+One run signs several messages at once (all inputs of a transaction): every presignature and reply
+holds one pubnonce / partial signature per `SigningTask`, each task with its own tweaks.
+
+Both sides are sans-I/O state machines: they take messages and return messages; the federation layer
+moves them over the network and decides when to give up (`RoastCoordinator.give_up`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from frostfed.frost import secp
+from frostfed.frost.errors import InvalidContributionError
+from frostfed.frost.signing import (
+    SessionContext,
+    SignersContext,
+    nonce_agg,
+    nonce_gen_preprocess,
+    partial_sig_agg,
+    partial_sig_verify,
+    pubshare_from_secshare,
+    session_xonly_pk,
+    sign,
+)
+
+
+class ThresholdKey(NamedTuple):
+    """The public key material of a t-of-n federation: `pubshares[id]` for ids 0..n-1."""
+
+    n: int
+    t: int
+    thresh_pk: bytes
+    pubshares: tuple[bytes, ...]
+
+    def signers_ctx(self, ids: Sequence[int]) -> SignersContext:
+        return SignersContext(self.n, self.t, list(ids), [self.pubshares[i] for i in ids], self.thresh_pk)
+
+
+@dataclass(frozen=True)
+class SigningTask:
+    """One message to sign and the BIP 445 tweaks that take the threshold key to its signing key."""
+
+    msg: bytes
+    tweaks: tuple[bytes, ...] = ()
+    is_xonly: tuple[bool, ...] = ()
+
+    def xonly_pk(self, key: ThresholdKey) -> bytes:
+        return session_xonly_pk(key.thresh_pk, self.tweaks, self.is_xonly)
+
+
+@dataclass(frozen=True)
+class Presignature:
+    """A signer's first message: one pubnonce per task, for the first session it will join."""
+
+    signer_id: int
+    pubnonces: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """Coordinator -> each signer of session `sid`: who signs, and everyone's pubnonce per task.
+
+    `pubnonces[k][j]` is the pubnonce of `signer_ids[k]` for task j.
+    """
+
+    sid: int
+    signer_ids: tuple[int, ...]
+    pubnonces: tuple[tuple[bytes, ...], ...]
+
+
+@dataclass(frozen=True)
+class SignerReply:
+    """Signer -> coordinator: a partial signature per task and the next presignature."""
+
+    sid: int
+    signer_id: int
+    psigs: tuple[bytes, ...]
+    next_pubnonces: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Send:
+    to: int
+    request: SessionRequest
+
+
+@dataclass(frozen=True)
+class RoastResult:
+    """The end of a run: `signatures` (one per task) on success, else None with the reason."""
+
+    signatures: tuple[bytes, ...] | None
+    malicious: frozenset[int]
+    sessions_started: int
+    signer_ids: tuple[int, ...] = ()
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.signatures is not None
+
+
+@dataclass
+class _Session:
+    signer_ids: tuple[int, ...]
+    pubnonces: dict[int, tuple[bytes, ...]]
+    psigs: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+
+
+def _valid_pubnonce(pubnonce: object) -> bool:
+    if not isinstance(pubnonce, bytes) or len(pubnonce) != 66:
+        return False
+    try:
+        secp.cpoint(pubnonce[:33])
+        secp.cpoint(pubnonce[33:])
+    except ValueError:
+        return False
+    return True
+
+
+class RoastCoordinator:
+    """The ROAST coordinator: feed it presignatures and replies, send what it returns.
+
+    `ready` holds the signers with an unused presignature, in arrival order; `malicious` those whose
+    contribution failed verification (they are ignored from then on). `result` is set once, by
+    success, by `malicious` growing past n - t (no honest quorum can remain), or by `give_up`.
+    """
+
+    def __init__(self, key: ThresholdKey, tasks: Sequence[SigningTask]) -> None:
+        if not tasks:
+            raise ValueError("at least one signing task is needed")
+        if len(key.pubshares) != key.n or not 1 <= key.t <= key.n:
+            raise ValueError("the threshold key must have n public shares and 1 <= t <= n")
+        key.signers_ctx(range(key.n))  # shape check; validity is checked per session by BIP 445
+        self.key = key
+        self.tasks = tuple(tasks)
+        for task in self.tasks:
+            task.xonly_pk(key)  # refuse bad tweaks now, not in the middle of a run
+        self.ready: dict[int, None] = {}  # ordered set
+        self.malicious: set[int] = set()
+        self.result: RoastResult | None = None
+        self.sessions_started = 0
+        self._presig: dict[int, tuple[bytes, ...]] = {}
+        self._session_of: dict[int, int] = {}
+        self._sessions: dict[int, _Session] = {}
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def receive_presignature(self, pre: Presignature) -> list[Send]:
+        """A signer's first presignature. Duplicates and unknown senders are ignored."""
+        i = pre.signer_id
+        if self.result is not None or not self._known(i) or i in self.malicious:
+            return []
+        if i in self._presig or i in self._session_of:
+            return []  # already holding one, or already signing: a repeated first message
+        if not self._valid_pubnonces(pre.pubnonces):
+            return self._mark_malicious(i)
+        self._presig[i] = tuple(pre.pubnonces)
+        self.ready[i] = None
+        return self._maybe_start_session()
+
+    def receive_reply(self, reply: SignerReply) -> list[Send]:
+        """A signer's reply to session `reply.sid`; stale or repeated replies are ignored."""
+        i = reply.signer_id
+        if self.result is not None or not self._known(i) or i in self.malicious:
+            return []
+        if self._session_of.get(i) != reply.sid:
+            return []
+        session = self._sessions[reply.sid]
+        del self._session_of[i]
+        if not self._reply_is_valid(session, i, reply):
+            return self._mark_malicious(i)
+        session.psigs[i] = tuple(reply.psigs)
+        self._presig[i] = tuple(reply.next_pubnonces)
+        self.ready[i] = None
+        if len(session.psigs) == len(session.signer_ids):
+            self._finish(reply.sid, session)
+            return []
+        return self._maybe_start_session()
+
+    def give_up(self, reason: str = "timed out") -> RoastResult:
+        """End the run without a signature (the caller's deadline passed)."""
+        if self.result is None:
+            self.result = RoastResult(None, frozenset(self.malicious), self.sessions_started, reason=reason)
+        return self.result
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _known(self, i: object) -> bool:
+        return type(i) is int and 0 <= i < self.key.n
+
+    def _valid_pubnonces(self, pubnonces: object) -> bool:
+        return (
+            isinstance(pubnonces, tuple | list)
+            and len(pubnonces) == len(self.tasks)
+            and all(_valid_pubnonce(p) for p in pubnonces)
+        )
+
+    def _reply_is_valid(self, session: _Session, i: int, reply: SignerReply) -> bool:
+        if not self._valid_pubnonces(reply.next_pubnonces):
+            return False
+        if not isinstance(reply.psigs, tuple | list) or len(reply.psigs) != len(self.tasks):
+            return False
+        ids = session.signer_ids
+        ctx = self.key.signers_ctx(ids)
+        k = ids.index(i)
+        for j, task in enumerate(self.tasks):
+            nonces = [session.pubnonces[s][j] for s in ids]
+            try:
+                if not partial_sig_verify(
+                    reply.psigs[j], nonces, ctx, task.tweaks, task.is_xonly, task.msg, k
+                ):
+                    return False
+            except InvalidContributionError:  # cannot happen: nonces were checked on arrival
+                return False
+        return True
+
+    def _mark_malicious(self, i: int) -> list[Send]:
+        self.malicious.add(i)
+        self.ready.pop(i, None)
+        self._presig.pop(i, None)
+        if len(self.malicious) > self.key.n - self.key.t:
+            self.result = RoastResult(
+                None,
+                frozenset(self.malicious),
+                self.sessions_started,
+                reason="more than n - t signers are malicious",
+            )
+            return []
+        return self._maybe_start_session()
+
+    def _maybe_start_session(self) -> list[Send]:
+        if self.result is not None or len(self.ready) < self.key.t:
+            return []
+        chosen = list(self.ready)[: self.key.t]
+        for i in chosen:
+            del self.ready[i]
+        sid = self.sessions_started
+        self.sessions_started += 1
+        signer_ids = tuple(chosen)
+        pubnonces = {i: self._presig.pop(i) for i in signer_ids}
+        self._sessions[sid] = _Session(signer_ids, pubnonces)
+        for i in signer_ids:
+            self._session_of[i] = sid
+        request = SessionRequest(sid, signer_ids, tuple(pubnonces[i] for i in signer_ids))
+        return [Send(i, request) for i in signer_ids]
+
+    def _finish(self, sid: int, session: _Session) -> None:
+        ids = session.signer_ids
+        ctx = self.key.signers_ctx(ids)
+        sigs = []
+        for j, task in enumerate(self.tasks):
+            nonces = [session.pubnonces[s][j] for s in ids]
+            sctx = SessionContext(ctx, nonce_agg(nonces, ids), task.tweaks, task.is_xonly, task.msg)
+            sig = partial_sig_agg([session.psigs[s][j] for s in ids], ids, sctx)
+            if not secp.schnorr_verify(task.msg, task.xonly_pk(self.key), sig):
+                # Unreachable when every partial signature verified; never hand out a bad signature.
+                self.result = RoastResult(
+                    None, frozenset(self.malicious), self.sessions_started, ids, "aggregate signature invalid"
+                )
+                return
+            sigs.append(sig)
+        self.result = RoastResult(tuple(sigs), frozenset(self.malicious), self.sessions_started, ids)
+
+
+class RoastSigner:
+    """One signer's side of ROAST: it keeps exactly one unused presignature and signs with it once.
+
+    The secret nonces never leave this object; each is erased by `sign` when used, and a request
+    that does not carry this signer's current presignature is refused, so a nonce is never reused.
+    """
+
+    def __init__(self, key: ThresholdKey, my_id: int, secshare: bytes, tasks: Sequence[SigningTask]) -> None:
+        if not 0 <= my_id < key.n:
+            raise ValueError("my_id is not a participant of this key")
+        if pubshare_from_secshare(secshare) != key.pubshares[my_id]:
+            raise ValueError("the secret share does not match this participant's public share")
+        self.key = key
+        self.my_id = my_id
+        self._secshare = secshare
+        self.tasks = tuple(tasks)
+        self._secnonces: list[bytearray] | None = None
+        self._pubnonces: tuple[bytes, ...] = ()
+        self._counter = 0
+        self._signed_sids: set[int] = set()
+
+    def _new_presignature(self) -> tuple[bytes, ...]:
+        secnonces, pubnonces = [], []
+        for j in range(len(self.tasks)):
+            self._counter += 1
+            extra = b"roast" + self._counter.to_bytes(8, "big") + j.to_bytes(4, "big")
+            sec, pub = nonce_gen_preprocess(self._secshare, self.key.pubshares[self.my_id], None, extra)
+            secnonces.append(sec)
+            pubnonces.append(pub)
+        self._secnonces = secnonces
+        self._pubnonces = tuple(pubnonces)
+        return self._pubnonces
+
+    def presign(self) -> Presignature:
+        """The first presignature (call once per run)."""
+        if self._secnonces is not None:
+            raise ValueError("this signer already has an outstanding presignature")
+        return Presignature(self.my_id, self._new_presignature())
+
+    def on_session(self, request: SessionRequest) -> SignerReply:
+        """Sign every task with the current presignature and hand out the next one."""
+        if request.sid in self._signed_sids:
+            raise ValueError(f"session {request.sid} was already signed")
+        if self.my_id not in request.signer_ids or len(request.pubnonces) != len(request.signer_ids):
+            raise ValueError("this signer is not part of the session")
+        k = request.signer_ids.index(self.my_id)
+        if self._secnonces is None or tuple(request.pubnonces[k]) != self._pubnonces:
+            raise ValueError("the session does not carry this signer's current presignature")
+        if any(len(p) != len(self.tasks) for p in request.pubnonces):
+            raise ValueError("the session must carry one pubnonce per task for each signer")
+        ids = list(request.signer_ids)
+        ctx = self.key.signers_ctx(ids)
+        secnonces, self._secnonces = self._secnonces, None  # spent, whatever happens next
+        psigs = []
+        for j, task in enumerate(self.tasks):
+            aggnonce = nonce_agg([p[j] for p in request.pubnonces], ids)
+            session = SessionContext(ctx, aggnonce, task.tweaks, task.is_xonly, task.msg)
+            psigs.append(sign(secnonces[j], self._secshare, self.my_id, session))
+        self._signed_sids.add(request.sid)
+        return SignerReply(request.sid, self.my_id, tuple(psigs), self._new_presignature())

@@ -1,0 +1,208 @@
+"""ROAST with simulated signers: crashed, malicious and slow ones, over a random-delay network.
+
+For every number f <= n - t of faulty signers the run ends with valid BIP340 signatures (checked by
+libsecp256k1), names exactly the malicious signers whose bad replies it saw, and starts at most
+n - t + 1 sessions. With more than n - t faulty signers it ends in failure, never with a signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from dataclasses import dataclass, field
+
+import pytest
+from coincurve import PublicKeyXOnly
+from dealer import trusted_dealer
+
+from frostfed.frost import secp
+from frostfed.frost.derivation import group_xpub, signing_tweaks
+from frostfed.frost.roast import (
+    Presignature,
+    RoastCoordinator,
+    RoastResult,
+    RoastSigner,
+    SessionRequest,
+    SignerReply,
+    SigningTask,
+    ThresholdKey,
+)
+
+
+def make_key(t: int, n: int, seed: int) -> tuple[ThresholdKey, list[bytes]]:
+    keys = trusted_dealer(t, n, seed=seed)
+    return ThresholdKey(n, t, keys.thresh_pk, tuple(keys.pubshares)), keys.secshares
+
+
+def make_tasks(key: ThresholdKey, count: int = 3) -> list[SigningTask]:
+    """Sighashes of a transaction's inputs, each input on its own derived address."""
+    root = group_xpub(key.thresh_pk, hashlib.sha256(b"cc").digest())
+    tasks = [SigningTask(hashlib.sha256(b"no tweak").digest())]
+    for k in range(count - 1):
+        tweaks, modes, _ = signing_tweaks(root, [0, k])
+        tasks.append(SigningTask(hashlib.sha256(bytes([k])).digest(), tuple(tweaks), tuple(modes)))
+    return tasks
+
+
+@dataclass
+class Network:
+    """Delivers messages after random delays; `slow` signers' messages take far longer."""
+
+    rng: random.Random
+    slow: set[int]
+    queue: list = field(default_factory=list)  # type: ignore[type-arg]
+    now: float = 0.0
+    seq: int = 0
+
+    def send(self, signer: int, kind: str, payload: object) -> None:
+        delay = self.rng.uniform(1, 10) * (50 if signer in self.slow else 1)
+        self.seq += 1
+        heapq.heappush(self.queue, (self.now + delay, self.seq, kind, signer, payload))
+
+
+def simulate(
+    t: int, n: int, crashed: set[int], malicious: set[int], slow: set[int], seed: int
+) -> tuple[RoastResult, set[int], list[SigningTask], ThresholdKey]:
+    key, secshares = make_key(t, n, seed)
+    tasks = make_tasks(key)
+    rng = random.Random(seed)
+    coordinator = RoastCoordinator(key, tasks)
+    signers = {i: RoastSigner(key, i, secshares[i], tasks) for i in range(n)}
+    net = Network(rng, slow)
+    seen_bad: set[int] = set()  # malicious replies that reached the coordinator before the end
+    for i in range(n):
+        net.send(i, "to_coordinator", signers[i].presign())
+    while net.queue and coordinator.result is None:
+        net.now, _, kind, signer, payload = heapq.heappop(net.queue)
+        if kind == "to_coordinator":
+            if isinstance(payload, Presignature):
+                out = coordinator.receive_presignature(payload)
+            else:
+                if signer in malicious:
+                    seen_bad.add(signer)
+                out = coordinator.receive_reply(payload)
+            for send in out:
+                net.send(send.to, "to_signer", send.request)
+        else:
+            assert isinstance(payload, SessionRequest)
+            if signer in crashed:
+                continue  # never answers
+            reply = signers[signer].on_session(payload)
+            if signer in malicious:
+                bad = secp.bytes_from_int((secp.int_from_bytes(reply.psigs[-1]) + 1) % secp.N)
+                reply = SignerReply(reply.sid, signer, (*reply.psigs[:-1], bad), reply.next_pubnonces)
+            net.send(signer, "to_coordinator", reply)
+    result = coordinator.result or coordinator.give_up("no message left to deliver")
+    return result, seen_bad, tasks, key
+
+
+def check_success(result: RoastResult, tasks: list[SigningTask], key: ThresholdKey, t: int, n: int) -> None:
+    assert result.ok, result.reason
+    assert result.signatures is not None and len(result.signatures) == len(tasks)
+    for task, sig in zip(tasks, result.signatures, strict=True):
+        assert PublicKeyXOnly(task.xonly_pk(key)).verify(sig, task.msg)
+    assert result.sessions_started <= n - t + 1
+    assert len(result.signer_ids) == t
+
+
+SETUPS = [(2, 3), (3, 5), (4, 7), (7, 10)]
+
+
+@pytest.mark.parametrize("kind", ["crashed", "malicious", "slow", "mixed"])
+@pytest.mark.parametrize(("t", "n"), SETUPS)
+def test_roast_succeeds_with_up_to_n_minus_t_faulty_signers(t: int, n: int, kind: str) -> None:
+    for f in range(n - t + 1):
+        for seed in range(3):
+            rng = random.Random(f"{t}-{n}-{kind}-{f}-{seed}")
+            faulty = set(rng.sample(range(n), f))
+            crashed = malicious = slow = set()
+            if kind == "crashed":
+                crashed = faulty
+            elif kind == "malicious":
+                malicious = faulty
+            elif kind == "slow":
+                slow = faulty
+            else:
+                order = sorted(faulty)
+                crashed, malicious, slow = set(order[0::3]), set(order[1::3]), set(order[2::3])
+            result, seen_bad, tasks, key = simulate(t, n, crashed, malicious, slow, rng.randrange(2**32))
+            check_success(result, tasks, key, t, n)
+            assert result.malicious == seen_bad  # exactly the cheaters it saw, nobody honest
+            assert not set(result.signer_ids) & (crashed | malicious)
+
+
+@pytest.mark.parametrize(("t", "n"), SETUPS)
+@pytest.mark.parametrize("kind", ["crashed", "malicious", "mixed"])
+def test_roast_fails_cleanly_with_more_than_n_minus_t_faulty_signers(t: int, n: int, kind: str) -> None:
+    for seed in range(3):
+        rng = random.Random(f"fail-{t}-{n}-{kind}-{seed}")
+        faulty = set(rng.sample(range(n), n - t + 1))
+        if kind == "crashed":
+            crashed, malicious = faulty, set()
+        elif kind == "malicious":
+            crashed, malicious = set(), faulty
+        else:
+            order = sorted(faulty)
+            crashed, malicious = set(order[0::2]), set(order[1::2])
+        result, seen_bad, _, _ = simulate(t, n, crashed, malicious, set(), rng.randrange(2**32))
+        assert not result.ok
+        assert result.signatures is None
+        assert result.malicious == seen_bad
+        assert result.malicious <= malicious
+        if kind == "malicious":
+            assert result.reason == "more than n - t signers are malicious"
+
+
+def test_coordinator_ignores_stale_duplicate_and_unknown_messages() -> None:
+    key, secshares = make_key(2, 3, seed=11)
+    tasks = make_tasks(key, 2)
+    coordinator = RoastCoordinator(key, tasks)
+    signers = [RoastSigner(key, i, secshares[i], tasks) for i in range(3)]
+    presigs = [s.presign() for s in signers]
+    assert coordinator.receive_presignature(presigs[0]) == []
+    assert coordinator.receive_presignature(presigs[0]) == []  # duplicate
+    assert coordinator.receive_presignature(Presignature(7, presigs[1].pubnonces)) == []  # unknown id
+    sends = coordinator.receive_presignature(presigs[1])
+    assert {s.to for s in sends} == {0, 1} and coordinator.sessions_started == 1
+    request = sends[0].request
+    reply0 = signers[0].on_session(request)
+    assert (
+        coordinator.receive_reply(SignerReply(5, 0, reply0.psigs, reply0.next_pubnonces)) == []
+    )  # wrong sid
+    assert coordinator.receive_reply(reply0) == []
+    assert coordinator.receive_reply(reply0) == []  # repeated
+    assert coordinator.result is None and list(coordinator.ready) == [0]
+    coordinator.receive_reply(signers[1].on_session(request))
+    assert coordinator.result is not None and coordinator.result.ok
+    assert coordinator.malicious == set()
+
+
+def test_malformed_presignature_marks_the_sender_malicious() -> None:
+    key, secshares = make_key(2, 3, seed=12)
+    tasks = make_tasks(key, 2)
+    coordinator = RoastCoordinator(key, tasks)
+    good = RoastSigner(key, 0, secshares[0], tasks).presign()
+    coordinator.receive_presignature(Presignature(1, good.pubnonces[:1]))  # one pubnonce short
+    coordinator.receive_presignature(Presignature(2, (b"\x02" + b"\xff" * 65, good.pubnonces[1])))
+    assert coordinator.malicious == {1, 2}
+    assert coordinator.result is not None and not coordinator.result.ok
+
+
+def test_signer_never_signs_twice_with_one_presignature() -> None:
+    key, secshares = make_key(2, 3, seed=13)
+    tasks = make_tasks(key, 2)
+    signers = [RoastSigner(key, i, secshares[i], tasks) for i in range(3)]
+    p = [s.presign() for s in signers]
+    request = SessionRequest(0, (0, 1), (p[0].pubnonces, p[1].pubnonces))
+    signers[0].on_session(request)
+    with pytest.raises(ValueError):
+        signers[0].on_session(request)  # same session again
+    with pytest.raises(ValueError):
+        signers[0].on_session(SessionRequest(1, (0, 1), (p[0].pubnonces, p[1].pubnonces)))  # old nonce
+    with pytest.raises(ValueError):
+        signers[2].on_session(SessionRequest(2, (0, 1), (p[0].pubnonces, p[1].pubnonces)))  # not a member
+    with pytest.raises(ValueError):
+        signers[1].presign()  # already holds one
+    with pytest.raises(ValueError):
+        RoastSigner(key, 0, secshares[1], tasks)  # share of somebody else
