@@ -1,12 +1,9 @@
 """A stand-in for Core Lightning's lightningd that drives real plugin processes (see lightningd.py)."""
 
-from .bitcoind import BitcoindError, BitcoindRpc
 from .lightningd import CliError, FaultCounts, Faults, PluginDied, SimNetwork, SimNode
 from .manifest import ManifestError
 
 __all__ = [
-    "BitcoindError",
-    "BitcoindRpc",
     "CliError",
     "FaultCounts",
     "Faults",

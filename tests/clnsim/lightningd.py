@@ -28,8 +28,9 @@ from typing import Any
 
 from coincurve import PrivateKey
 
+from frostfed.bitcoin.chain import BitcoindRpc, ChainError, ChainRpcError
+
 from . import signmessage, wire
-from .bitcoind import BitcoindError, BitcoindRpc
 from .manifest import Manifest, ManifestError, parse_manifest
 
 VERSION = "v26.06.6"
@@ -638,8 +639,8 @@ class SimNode:
             b = self.net.bitcoind
             out["bitcoin-rpcconnect"] = {"value_str": b.host, "source": "cmdline"}
             out["bitcoin-rpcport"] = {"value_int": b.port, "source": "cmdline"}
-            if b.cookie is not None:
-                out["bitcoin-datadir"] = {"value_str": str(b.cookie.parent.parent), "source": "cmdline"}
+            if b.cookie_file is not None:
+                out["bitcoin-datadir"] = {"value_str": str(b.cookie_file.parent.parent), "source": "cmdline"}
             else:
                 out["bitcoin-rpcuser"] = {"value_str": b.user, "source": "cmdline"}
                 out["bitcoin-rpcpassword"] = {"value_str": b.password, "source": "cmdline"}
@@ -662,7 +663,12 @@ class SimNode:
     async def _bitcoind(self, method: str, *args: Any) -> Any:
         if self.net.bitcoind is None:
             raise CliError(-32603, "this harness has no bitcoind attached")
-        return await asyncio.to_thread(self.net.bitcoind.call, method, *args)
+        try:
+            return await asyncio.to_thread(self.net.bitcoind.call, method, *args)
+        except ChainRpcError:
+            raise
+        except ChainError as e:  # what bcli reports when bitcoind is unreachable
+            raise CliError(-32603, f"bitcoind unavailable: {e}") from e
 
     async def _rpc_getchaininfo(self, params: Any) -> Any:
         _bind("getchaininfo", params, ("last_height",), ())
@@ -686,7 +692,7 @@ class SimNode:
         p = _bind("getrawblockbyheight", params, ("height",), ("height",))
         try:
             blockhash = await self._bitcoind("getblockhash", int(p["height"]))
-        except BitcoindError:
+        except ChainRpcError:
             return {"blockhash": None, "block": None}
         return {"blockhash": blockhash, "block": await self._bitcoind("getblock", blockhash, 0)}
 
@@ -697,7 +703,7 @@ class SimNode:
             args.append(0)
         try:
             await self._bitcoind("sendrawtransaction", *args)
-        except BitcoindError as e:
+        except ChainRpcError as e:
             return {"success": False, "errmsg": f"error code: {e.code}\nerror message:\n{e.message}\n"}
         return {"success": True, "errmsg": ""}
 
