@@ -169,9 +169,7 @@ def test_tweak_error(g: dict, case: dict) -> None:
 def _check_sign_error(g: dict, case: dict) -> None:
     signers = _signers(g, case)
     tweaks, is_xonly = _tweaks(g, case)
-    ctx = SessionContext(
-        signers, bytes.fromhex(case["aggnonce"]), tweaks, is_xonly, bytes.fromhex(case["msg"])
-    )
+    ctx = SessionContext(signers, bytes.fromhex(case["aggnonce"]), tweaks, is_xonly, bytes.fromhex(case["msg"]))
     secnonce = bytearray.fromhex(g["secnonces"][case["secnonce_index"]])
     secshare = bytes.fromhex(g["secshares"][case["secshare_index"]])
     _expect_error(case, lambda: sign(secnonce, secshare, case["my_id"], ctx), case["ids"])
@@ -217,10 +215,7 @@ def test_deterministic_sign(g: dict, case: dict) -> None:
         return
     pubnonce, psig = run()
     assert [pubnonce.hex().upper(), psig.hex().upper()] == case["expected"]
-    if aggothernonce is None:
-        aggnonce = pubnonce
-    else:
-        aggnonce = nonce_agg([pubnonce, aggothernonce], [case["my_id"], None])
+    aggnonce = pubnonce if aggothernonce is None else nonce_agg([pubnonce, aggothernonce], [case["my_id"], None])
     ctx = SessionContext(signers, aggnonce, tweaks, is_xonly, msg)
     i = case["ids"].index(case["my_id"])
     assert partial_sig_verify_internal(psig, case["my_id"], pubnonce, signers.pubshares[i], ctx)

@@ -62,9 +62,7 @@ def test_spent_in_mempool_counts_as_spent_and_broadcast_test_accept(regtest, cha
     again = chain.test_accept(tx)
     assert not again.allowed and again.reason  # already in the mempool
     with pytest.raises(ChainRpcError, match="sendrawtransaction") as err:
-        chain.broadcast(
-            CTransaction(tx.vin, tx.vout[:1] * 2, tx.nLockTime, tx.nVersion)
-        )  # unsigned, conflicting
+        chain.broadcast(CTransaction(tx.vin, tx.vout[:1] * 2, tx.nLockTime, tx.nVersion))  # unsigned, conflicting
     assert err.value.code != 0
 
 

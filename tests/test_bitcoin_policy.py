@@ -72,9 +72,7 @@ def miners(regtest) -> list[bytes]:
     from frostfed.bitcoin.taproot import script_from_address
 
     kinds = ["bech32", "bech32m", "legacy"]
-    return [
-        script_from_address(regtest.rpc("getnewaddress", "", k, wallet="miner"), "regtest") for k in kinds
-    ]
+    return [script_from_address(regtest.rpc("getnewaddress", "", k, wallet="miner"), "regtest") for k in kinds]
 
 
 BOUNDS = FeeBounds(min_sat_per_vb=1, max_sat_per_vb=50)
@@ -129,9 +127,7 @@ def test_payout_to_three_miners_is_signed_accepted_mined_and_recorded(regtest, c
 
     # The same debts requested again, from fresh federation coins: this member has paid them.
     fed.calls.clear()
-    again = build_payout_tx(
-        [fund(regtest, chain, fed, 2, 70_000_000)], [(miners[1], 20_000_000)], fed.scripts[3], 2
-    )
+    again = build_payout_tx([fund(regtest, chain, fed, 2, 70_000_000)], [(miners[1], 20_000_000)], fed.scripts[3], 2)
     assert_refused(policy, again, fed, ledger, "already_paid", "owed nothing more")
 
 
@@ -140,9 +136,7 @@ def test_every_output_must_be_owed_or_change(regtest, chain, fed, ledger, miners
     ledger.credit(miners[0], 5_000_000)
     policy = make_policy(chain, fed, ledger)
     unknown = build_payout_tx([utxo], [(miners[0], 5_000_000), (miners[1], 1_000_000)], fed.scripts[1], 2)
-    assert_refused(
-        policy, unknown, fed, ledger, "unknown_output", "neither a federation key nor in the ledger"
-    )
+    assert_refused(policy, unknown, fed, ledger, "unknown_output", "neither a federation key nor in the ledger")
     over = build_payout_tx([utxo], [(miners[0], 5_000_001)], fed.scripts[1], 2)
     assert_refused(policy, over, fed, ledger, "overpayment", "owed 5000000")
     # Two outputs to the same miner count together.
@@ -161,9 +155,7 @@ def test_fee_bounds(regtest, chain, fed, ledger, miners):
     assert_refused(policy, all_fee, fed, ledger, "fee_too_high", "sat/vB")
     low = build_payout_tx([utxo], [(miners[0], 5_000_000)], fed.scripts[1], fee_rate=0.5)
     assert_refused(policy, low, fed, ledger, "fee_too_low", "below the minimum 1")
-    capped = PayoutPolicy(
-        ChainChecks(chain, fed.scripts, FeeBounds(max_fee_sats=100)), [LedgerPolicy(ledger)]
-    )
+    capped = PayoutPolicy(ChainChecks(chain, fed.scripts, FeeBounds(max_fee_sats=100)), [LedgerPolicy(ledger)])
     ok_rate = build_payout_tx([utxo], [(miners[0], 5_000_000)], fed.scripts[1], fee_rate=2)
     assert_refused(capped, ok_rate, fed, ledger, "fee_too_high", "above the limit 100 sats")
     negative = CTransaction(high.vin, [CTxOut(30_000_001, CScript(fed.scripts[1]))], 0, 2)
@@ -298,9 +290,7 @@ def test_malformed_requests_and_bad_ledger_updates(regtest, chain, fed, ledger, 
     assert_refused(
         policy, CTransaction([], [CTxOut(1, CScript(miners[0]))], 0, 2), fed, ledger, "malformed", "no inputs"
     )
-    signed_in = CTransaction(
-        [CTxIn(vin[0].prevout, CScript(b"\x51"))], [CTxOut(1000, CScript(miners[0]))], 0, 2
-    )
+    signed_in = CTransaction([CTxIn(vin[0].prevout, CScript(b"\x51"))], [CTxOut(1000, CScript(miners[0]))], 0, 2)
     assert_refused(policy, signed_in, fed, ledger, "malformed", "already carries signatures")
     with pytest.raises(LedgerError):
         ledger.credit(miners[0], 0)

@@ -82,10 +82,7 @@ KEYPATH = VECTORS["keyPathSpending"]
 
 def _keypath_tx(case):
     tx = CTransaction.deserialize(bytes.fromhex(case["given"]["rawUnsignedTx"]))
-    spent = [
-        CTxOut(u["amountSats"], CScript(bytes.fromhex(u["scriptPubKey"])))
-        for u in case["given"]["utxosSpent"]
-    ]
+    spent = [CTxOut(u["amountSats"], CScript(bytes.fromhex(u["scriptPubKey"]))) for u in case["given"]["utxosSpent"]]
     return tx, spent
 
 
@@ -135,8 +132,7 @@ def test_keypath_fully_signed_transaction(case):
     tx, _ = _keypath_tx(case)
     signed = CTransaction.deserialize(bytes.fromhex(case["auxiliary"]["fullySignedTx"]))
     stacks = {
-        s["given"]["txinIndex"]: [bytes.fromhex(w) for w in s["expected"]["witness"]]
-        for s in case["inputSpending"]
+        s["given"]["txinIndex"]: [bytes.fromhex(w) for w in s["expected"]["witness"]] for s in case["inputSpending"]
     }
     # The non-Taproot inputs of the vector keep the published witnesses and scriptSigs.
     rebuilt = with_keypath_witnesses(signed, stacks)
@@ -200,11 +196,7 @@ def test_default_and_all_differ_but_both_commit_to_outputs():
 )
 def test_bip350_and_base58_addresses(network, address, script):
     assert script_from_address(address, network).hex() == script
-    assert (
-        address_from_script(bytes.fromhex(script), network) == address.lower()
-        if address[0] in "Bb"
-        else address
-    )
+    assert address_from_script(bytes.fromhex(script), network) == address.lower() if address[0] in "Bb" else address
 
 
 @pytest.mark.parametrize(

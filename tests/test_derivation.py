@@ -62,11 +62,7 @@ def test_children_and_xpub_match_the_bip32_package(parity: int, network: str) ->
 
 
 def test_taproot_output_key_matches_bip341_vectors() -> None:
-    cases = [
-        c
-        for c in load_json("bip341/wallet-test-vectors.json")["scriptPubKey"]
-        if not c["given"]["scriptTree"]
-    ]
+    cases = [c for c in load_json("bip341/wallet-test-vectors.json")["scriptPubKey"] if not c["given"]["scriptTree"]]
     assert cases
     for case in cases:
         out, _, tweak = taproot_output_key(bytes.fromhex(case["given"]["internalPubkey"]))

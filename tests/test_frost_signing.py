@@ -94,9 +94,7 @@ def test_preprocessed_nonces_sign_a_later_message() -> None:
     """ROAST's presignatures: nonces made before the message is known."""
     keys = trusted_dealer(3, 5, seed=7)
     ids = [4, 1, 3]
-    pre = [
-        nonce_gen_preprocess(keys.secshares[i], keys.pubshares[i], None, b"counter" + bytes([i])) for i in ids
-    ]
+    pre = [nonce_gen_preprocess(keys.secshares[i], keys.pubshares[i], None, b"counter" + bytes([i])) for i in ids]
     msg = b"message chosen later"
     ctx = SignersContext(5, 3, ids, [keys.pubshares[i] for i in ids], keys.thresh_pk)
     session = SessionContext(ctx, nonce_agg([p for _, p in pre], ids), [], [], msg)
@@ -200,22 +198,17 @@ setups = st.integers(min_value=1, max_value=6).flatmap(
 
 @settings(max_examples=40, deadline=None)
 @given(setups, st.randoms(use_true_random=False), st.integers(min_value=1, max_value=secp.N - 1))
-def test_lagrange_interpolation_recovers_the_secret(
-    tn: tuple[int, int], rnd: random.Random, secret: int
-) -> None:
+def test_lagrange_interpolation_recovers_the_secret(tn: tuple[int, int], rnd: random.Random, secret: int) -> None:
     t, n = tn
     keys = trusted_dealer(t, n, seed=rnd.randrange(2**32), secret=secret)
     subset = rnd.sample(keys.ids, rnd.randint(t, n))
     recovered = (
-        sum(derive_interpolating_value(subset, i) * secp.int_from_bytes(keys.secshares[i]) for i in subset)
-        % secp.N
+        sum(derive_interpolating_value(subset, i) * secp.int_from_bytes(keys.secshares[i]) for i in subset) % secp.N
     )
     assert recovered == secret
     if t >= 2:  # fewer than t shares interpolate to something else
         short = subset[: t - 1]
-        guess = sum(
-            derive_interpolating_value(short, i) * secp.int_from_bytes(keys.secshares[i]) for i in short
-        )
+        guess = sum(derive_interpolating_value(short, i) * secp.int_from_bytes(keys.secshares[i]) for i in short)
         assert guess % secp.N != secret
 
 

@@ -167,9 +167,7 @@ def test_coordinator_ignores_stale_duplicate_and_unknown_messages() -> None:
     assert {s.to for s in sends} == {0, 1} and coordinator.sessions_started == 1
     request = sends[0].request
     reply0 = signers[0].on_session(request)
-    assert (
-        coordinator.receive_reply(SignerReply(5, 0, reply0.psigs, reply0.next_pubnonces)) == []
-    )  # wrong sid
+    assert coordinator.receive_reply(SignerReply(5, 0, reply0.psigs, reply0.next_pubnonces)) == []  # wrong sid
     assert coordinator.receive_reply(reply0) == []
     assert coordinator.receive_reply(reply0) == []  # repeated
     assert coordinator.result is None and list(coordinator.ready) == [0]

@@ -155,9 +155,7 @@ class BitcoindRpc:
             try:
                 token = self.cookie_file.read_text().strip()
             except OSError as e:
-                raise ChainUnavailable(
-                    f"cannot read bitcoind's cookie file {self.cookie_file}: {e}"
-                ) from None
+                raise ChainUnavailable(f"cannot read bitcoind's cookie file {self.cookie_file}: {e}") from None
         else:
             token = f"{self.user}:{self.password}"
         return "Basic " + base64.b64encode(token.encode()).decode()
@@ -174,9 +172,7 @@ class BitcoindRpc:
         where = f"bitcoind at {self.host}:{self.port}"
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            conn.request(
-                "POST", path, body, {"Authorization": self._auth(), "Content-Type": "application/json"}
-            )
+            conn.request("POST", path, body, {"Authorization": self._auth(), "Content-Type": "application/json"})
             resp = conn.getresponse()
             raw = resp.read()
         except TimeoutError:

@@ -105,18 +105,13 @@ class Ledger:
 
     def knows(self, script: bytes) -> bool:
         with self._lock:
-            return (
-                self._db.execute("SELECT 1 FROM debt WHERE script = ?", (bytes(script),)).fetchone()
-                is not None
-            )
+            return self._db.execute("SELECT 1 FROM debt WHERE script = ?", (bytes(script),)).fetchone() is not None
 
     def status(self, script: bytes, replacing: Iterable[Outpoint] = ()) -> DebtStatus:
         """Debt of `script`; reserved payouts spending any of `replacing` are left out (replaced)."""
         spent = set(replacing)
         with self._lock:
-            row = self._db.execute(
-                "SELECT credited, paid FROM debt WHERE script = ?", (bytes(script),)
-            ).fetchone()
+            row = self._db.execute("SELECT credited, paid FROM debt WHERE script = ?", (bytes(script),)).fetchone()
             if row is None:
                 return DebtStatus(0, 0, 0)
             rows = self._db.execute(
@@ -131,9 +126,7 @@ class Ledger:
                     reserved += sats
         return DebtStatus(row[0], row[1], reserved)
 
-    def reserve(
-        self, txid: str, inputs: Iterable[Outpoint], outputs: Mapping[bytes, int], height: int
-    ) -> None:
+    def reserve(self, txid: str, inputs: Iterable[Outpoint], outputs: Mapping[bytes, int], height: int) -> None:
         """Count an approved payout against the debts until it confirms or is replaced.
 
         `height` is the chain tip when it was approved; the payout cannot confirm at or below it.
@@ -168,9 +161,7 @@ class Ledger:
         with self._lock:
             return [
                 (t, h, bytes(s), n)
-                for t, h, s, n in self._db.execute(
-                    "SELECT txid, height, script, sats FROM payout ORDER BY rowid"
-                )
+                for t, h, s, n in self._db.execute("SELECT txid, height, script, sats FROM payout ORDER BY rowid")
             ]
 
     def reconcile(self, chain: ChainSource, min_confirmations: int = 1) -> list[str]:
@@ -212,9 +203,7 @@ class Ledger:
     def _apply_block_tx(self, height: int, tx: CTransaction) -> list[str]:
         txid = b2lx(tx.GetTxid())
         if self._db.execute("SELECT 1 FROM reserved WHERE txid = ?", (txid,)).fetchone():
-            outputs = self._db.execute(
-                "SELECT script, sats FROM reserved_output WHERE txid = ?", (txid,)
-            ).fetchall()
+            outputs = self._db.execute("SELECT script, sats FROM reserved_output WHERE txid = ?", (txid,)).fetchall()
             for script, sats in outputs:
                 self._db.execute("UPDATE debt SET paid = paid + ? WHERE script = ?", (sats, script))
                 self._db.execute(

@@ -58,15 +58,11 @@ def build_payout_tx(
         return CTransaction(vin, [*vout, CTxOut(change, CScript(change_script))], locktime, 2)
     without = CTransaction(vin, vout, locktime, 2)
     if total_in - total_out < keypath_vsize(without) * fee_rate:
-        raise PayoutBuildError(
-            f"inputs hold {total_in} sats, not enough for {total_out} sats of payouts and the fee"
-        )
+        raise PayoutBuildError(f"inputs hold {total_in} sats, not enough for {total_out} sats of payouts and the fee")
     return without
 
 
-def sign_payout(
-    tx: CTransaction, policy: PayoutPolicy, sign_input: InputSigner
-) -> tuple[CTransaction, CheckedPayout]:
+def sign_payout(tx: CTransaction, policy: PayoutPolicy, sign_input: InputSigner) -> tuple[CTransaction, CheckedPayout]:
     """Approve `tx` with the policy, then sign every input by key path (SIGHASH_DEFAULT).
 
     Raises PolicyRejection or ChainError before any signature is asked for.
@@ -96,8 +92,7 @@ def _psbt_matches_chain(psbt: Psbt) -> Callable[[CheckedPayout], None]:
             if m.sighash_type not in (None, SIGHASH_DEFAULT, SIGHASH_ALL):
                 raise PolicyRejection(
                     "unsupported_sighash",
-                    f"input {i} asks for sighash type 0x{m.sighash_type:02x}; "
-                    "only DEFAULT and ALL are signed",
+                    f"input {i} asks for sighash type 0x{m.sighash_type:02x}; only DEFAULT and ALL are signed",
                 )
 
     return check

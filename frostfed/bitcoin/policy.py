@@ -184,9 +184,7 @@ class ChainChecks:
                 f"{paying}, above the limit {bounds.max_sat_per_vb}",
             )
         if bounds.max_fee_sats is not None and fee > bounds.max_fee_sats:
-            raise PolicyRejection(
-                "fee_too_high", f"fee {fee} sats is above the limit {bounds.max_fee_sats} sats"
-            )
+            raise PolicyRejection("fee_too_high", f"fee {fee} sats is above the limit {bounds.max_fee_sats} sats")
         if rate < bounds.min_sat_per_vb:
             raise PolicyRejection(
                 "fee_too_low",
@@ -309,9 +307,7 @@ class CommandPolicy:
                 timeout=self.timeout,
             )
         except subprocess.TimeoutExpired:
-            raise PolicyRejection(
-                "check_command_failed", f"{what} gave no answer within {self.timeout} s"
-            ) from None
+            raise PolicyRejection("check_command_failed", f"{what} gave no answer within {self.timeout} s") from None
         except OSError as e:
             raise PolicyRejection("check_command_failed", f"{what} could not run: {e}") from None
         if proc.returncode != 0:
@@ -347,9 +343,7 @@ class PayoutPolicy:
             policy.check(payout)
         return payout
 
-    def approve(
-        self, tx: CTransaction, also_check: Callable[[CheckedPayout], None] | None = None
-    ) -> CheckedPayout:
+    def approve(self, tx: CTransaction, also_check: Callable[[CheckedPayout], None] | None = None) -> CheckedPayout:
         """Check (with `also_check` last, e.g. a PSBT's claims against the chain), then record the
         approval with every policy. Sign only what this returns."""
         payout = self.check(tx)

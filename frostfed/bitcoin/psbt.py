@@ -170,10 +170,7 @@ class PsbtMap:
         return out
 
     def serialize(self) -> bytes:
-        return (
-            b"".join(_ser_compact(len(k)) + k + _ser_compact(len(v)) + v for k, v in self.pairs.items())
-            + b"\x00"
-        )
+        return b"".join(_ser_compact(len(k)) + k + _ser_compact(len(v)) + v for k, v in self.pairs.items()) + b"\x00"
 
     @classmethod
     def read(cls, f: io.BytesIO, where: str) -> PsbtMap:
@@ -279,8 +276,7 @@ class PsbtInput(PsbtMap):
             return None
         f = io.BytesIO(raw)
         items = [
-            _read_exact(f, _read_compact(f, "witness item"), "witness item")
-            for _ in range(_read_compact(f, "witness"))
+            _read_exact(f, _read_compact(f, "witness item"), "witness item") for _ in range(_read_compact(f, "witness"))
         ]
         if f.read():
             raise PsbtError("final script witness has trailing bytes")
@@ -331,9 +327,7 @@ class PsbtOutput(PsbtMap):
 
 
 class Psbt:
-    def __init__(
-        self, tx: CTransaction, global_map: PsbtMap, inputs: list[PsbtInput], outputs: list[PsbtOutput]
-    ):
+    def __init__(self, tx: CTransaction, global_map: PsbtMap, inputs: list[PsbtInput], outputs: list[PsbtOutput]):
         self.tx = tx
         self.global_map = global_map
         self.inputs = inputs
@@ -429,11 +423,7 @@ class Psbt:
             if sig is None:
                 raise PsbtError(f"input {i} has no Taproot key signature to finalize")
             stack = [sig]
-            m.pairs = {
-                k: v
-                for k, v in m.pairs.items()
-                if _split_key(k)[0] not in signing or _split_key(k)[0] in keep
-            }
+            m.pairs = {k: v for k, v in m.pairs.items() if _split_key(k)[0] not in signing or _split_key(k)[0] in keep}
             m.final_scriptwitness = stack
 
     def extract(self) -> CTransaction:

@@ -109,17 +109,13 @@ class RegtestBitcoind:
     def start(self, timeout: float = 60.0) -> None:
         self._write_config()
         log = open(self.datadir / "bitcoind.out", "ab")  # noqa: SIM115 - handed to the process
-        self.proc = subprocess.Popen(
-            [self.bitcoind, f"-datadir={self.datadir}"], stdout=log, stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen([self.bitcoind, f"-datadir={self.datadir}"], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BitcoindStartError(
-                    f"bitcoind exited with {self.proc.returncode} at start-up: {self._log_tail()}"
-                )
+                raise BitcoindStartError(f"bitcoind exited with {self.proc.returncode} at start-up: {self._log_tail()}")
             try:
                 self.rpc_client.call("getblockcount")
                 return
@@ -127,9 +123,7 @@ class RegtestBitcoind:
                 last = e
                 time.sleep(0.1)
         self.stop()
-        raise BitcoindStartError(
-            f"bitcoind did not answer RPC within {timeout} s ({last}): {self._log_tail()}"
-        )
+        raise BitcoindStartError(f"bitcoind did not answer RPC within {timeout} s ({last}): {self._log_tail()}")
 
     def _log_tail(self) -> str:
         for name in ("regtest/debug.log", "bitcoind.out"):
@@ -158,9 +152,7 @@ class RegtestBitcoind:
     def mine(self, blocks: int = 1, wallet: str = "miner") -> list[str]:
         return self.rpc("generatetoaddress", blocks, self.rpc("getnewaddress", wallet=wallet))
 
-    def send_to(
-        self, address: str, sats: int, confirm: bool = True, wallet: str = "miner"
-    ) -> tuple[str, int]:
+    def send_to(self, address: str, sats: int, confirm: bool = True, wallet: str = "miner") -> tuple[str, int]:
         """Pay `sats` to `address` from `wallet`; returns the new outpoint (mined in a block if `confirm`)."""
         txid = self.rpc("sendtoaddress", address, Decimal(sats) / SATS_PER_BTC, wallet=wallet)
         tx = self.rpc("getrawtransaction", txid, True)

@@ -268,9 +268,7 @@ def _ser_compact_size(n: int) -> bytes:
 
 
 def tapleaf_hash(leaf: TapLeaf) -> bytes:
-    return tagged_hash(
-        "TapLeaf", bytes([leaf.leaf_version]) + _ser_compact_size(len(leaf.script)) + leaf.script
-    )
+    return tagged_hash("TapLeaf", bytes([leaf.leaf_version]) + _ser_compact_size(len(leaf.script)) + leaf.script)
 
 
 def tapbranch_hash(a: bytes, b: bytes) -> bytes:
@@ -283,9 +281,7 @@ def taptree_commitments(tree: TapTree) -> tuple[list[tuple[TapLeaf, bytes]], byt
         return [(tree, b"")], tapleaf_hash(tree)
     left, left_hash = taptree_commitments(tree[0])
     right, right_hash = taptree_commitments(tree[1])
-    paths = [(leaf, path + right_hash) for leaf, path in left] + [
-        (leaf, path + left_hash) for leaf, path in right
-    ]
+    paths = [(leaf, path + right_hash) for leaf, path in left] + [(leaf, path + left_hash) for leaf, path in right]
     return paths, tapbranch_hash(left_hash, right_hash)
 
 

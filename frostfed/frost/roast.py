@@ -218,9 +218,7 @@ class RoastCoordinator:
         for j, task in enumerate(self.tasks):
             nonces = [session.pubnonces[s][j] for s in ids]
             try:
-                if not partial_sig_verify(
-                    reply.psigs[j], nonces, ctx, task.tweaks, task.is_xonly, task.msg, k
-                ):
+                if not partial_sig_verify(reply.psigs[j], nonces, ctx, task.tweaks, task.is_xonly, task.msg, k):
                     return False
             except InvalidContributionError:  # cannot happen: nonces were checked on arrival
                 return False

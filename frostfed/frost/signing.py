@@ -203,9 +203,7 @@ def _secshare_scalar(secshare: bytes) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _nonce_hash(
-    rand: bytes, pubshare: bytes, thresh_pk: bytes, msg_prefixed: bytes, extra_in: bytes, i: int
-) -> bytes:
+def _nonce_hash(rand: bytes, pubshare: bytes, thresh_pk: bytes, msg_prefixed: bytes, extra_in: bytes, i: int) -> bytes:
     buf = (
         rand
         + len(pubshare).to_bytes(1, "big")
@@ -359,9 +357,7 @@ def _session(session_ctx: SessionContext) -> tuple[SessionValues, _SignerSet]:
     if not _is_bytes(aggnonce) or len(aggnonce) != 66:
         raise InvalidContributionError(COORDINATOR_ID, "aggnonce")
     aggnonce = bytes(aggnonce)
-    b = secp.int_from_bytes(
-        secp.tagged_hash("BIP0445/noncecoef", ss.ser_ids + aggnonce + secp.xbytes(Q) + msg)
-    )
+    b = secp.int_from_bytes(secp.tagged_hash("BIP0445/noncecoef", ss.ser_ids + aggnonce + secp.xbytes(Q) + msg))
     b %= secp.N
     if b == 0:  # probability ~2^-128
         raise ValueError("The nonce coefficient is zero.")

@@ -71,9 +71,7 @@ def apply_tweaks(thresh_pk: bytes, tweaks: Sequence[bytes], is_xonly: Sequence[b
 
 
 @lru_cache(maxsize=1024)
-def _apply_tweaks_cached(
-    thresh_pk: bytes, tweaks: tuple[bytes, ...], is_xonly: tuple[bool, ...]
-) -> TweakContext:
+def _apply_tweaks_cached(thresh_pk: bytes, tweaks: tuple[bytes, ...], is_xonly: tuple[bool, ...]) -> TweakContext:
     ctx = tweak_ctx_init(thresh_pk)
     for tweak, x in zip(tweaks, is_xonly, strict=True):
         ctx = apply_tweak(ctx, tweak, x)

@@ -53,9 +53,7 @@ class FaultyChannel(Channel):
         for _ in range(copies):
             if rng.random() < plan.delay:
                 self.stats["delayed"] += 1
-                task = asyncio.get_running_loop().create_task(
-                    self._later(peer, payload, rng.random() * plan.max_delay)
-                )
+                task = asyncio.get_running_loop().create_task(self._later(peer, payload, rng.random() * plan.max_delay))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             else:

@@ -139,9 +139,7 @@ class ReliableCore:
         st = self._send.setdefault(peer, _SendState())
         size = max(len(message), 1)
         if st.unacked_bytes + size > self.max_queue_bytes:
-            raise QueueFull(
-                f"queue to {peer.hex()[:16]} holds {st.unacked_bytes} bytes (bound {self.max_queue_bytes})"
-            )
+            raise QueueFull(f"queue to {peer.hex()[:16]} holds {st.unacked_bytes} bytes (bound {self.max_queue_bytes})")
         chunks = [message[i : i + self.chunk_size] for i in range(0, len(message), self.chunk_size)] or [b""]
         st.unacked_bytes += size
         st.message_starts.append(st.next_seq)
@@ -191,9 +189,7 @@ class ReliableCore:
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [
-            fl.deadline for st in self._send.values() for fl in st.inflight.values() if not fl.sacked
-        ]
+        deadlines = [fl.deadline for st in self._send.values() for fl in st.inflight.values() if not fl.sacked]
         return min(deadlines, default=None)
 
     def unacked(self, peer: PeerId | None = None) -> int:
@@ -370,9 +366,7 @@ class ReliableChannel(Channel):
                 box = self._outboxes.get(ev.peer)
                 if box is None:
                     box = self._outboxes[ev.peer] = asyncio.Queue()
-                    self._senders[ev.peer] = asyncio.get_running_loop().create_task(
-                        self._sender(ev.peer, box)
-                    )
+                    self._senders[ev.peer] = asyncio.get_running_loop().create_task(self._sender(ev.peer, box))
                 box.put_nowait(ev.frame)
             else:
                 try:
@@ -383,10 +377,9 @@ class ReliableChannel(Channel):
     async def _sender(self, peer: PeerId, box: asyncio.Queue[bytes]) -> None:
         while True:
             frame = await box.get()
-            try:
+            # A link that is down loses the frame; it stays in flight and is retransmitted.
+            with contextlib.suppress(ChannelError):
                 await self.inner.send(peer, frame)
-            except ChannelError:
-                pass  # the link is down; the frame stays in flight and is retransmitted
 
     async def _timer_loop(self) -> None:
         while not self._closed:

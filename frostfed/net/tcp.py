@@ -71,9 +71,7 @@ class NoiseChannel(Channel):
         super().__init__()
         self._private = private_key
         self.node_id: PeerId = PrivateKey(private_key).public_key.format()
-        self._addresses: dict[PeerId, Address | None] = {
-            p: a for p, a in members.items() if p != self.node_id
-        }
+        self._addresses: dict[PeerId, Address | None] = {p: a for p, a in members.items() if p != self.node_id}
         self._listen_at = listen
         self._prologue = prologue
         self._handshake_timeout = handshake_timeout

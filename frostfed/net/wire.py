@@ -158,9 +158,7 @@ class AckFrame:
     selective: int
 
     def encode(self) -> bytes:
-        return _header(ACK) + struct.pack(
-            ">QQQQ", self.incarnation, self.receiver, self.cumulative, self.selective
-        )
+        return _header(ACK) + struct.pack(">QQQQ", self.incarnation, self.receiver, self.cumulative, self.selective)
 
 
 def decode_reliable(data: bytes) -> DataFrame | AckFrame:
@@ -228,6 +226,10 @@ class EchoSend:
     statement: Statement
     payload: bytes
 
+    @property
+    def session_id(self) -> bytes:
+        return self.statement.session_id
+
     def encode(self) -> bytes:
         if len(self.payload) > MAX_ECHO_PAYLOAD:
             raise Oversized(f"payload of {len(self.payload)} bytes")
@@ -241,6 +243,10 @@ class EchoEcho:
     sender_statement: Statement
     echo_statement: Statement
 
+    @property
+    def session_id(self) -> bytes:
+        return self.sender_statement.session_id
+
     def encode(self) -> bytes:
         return _header(ECHO) + self.sender_statement.encode_body() + self.echo_statement.encode_body()
 
@@ -251,6 +257,10 @@ class EchoAbort:
 
     first: Statement
     second: Statement
+
+    @property
+    def session_id(self) -> bytes:
+        return self.first.session_id
 
     def encode(self) -> bytes:
         return _header(ABORT) + self.first.encode_body() + self.second.encode_body()

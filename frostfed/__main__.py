@@ -1,0 +1,3 @@
+from frostfed.plugin.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""Finding the federation's coins and choosing which to spend.
+
+The coordinator of a payout looks its coins up in the UTXO set (`scantxoutset` over the scripts of
+every address handed out so far plus a look-ahead), then keeps only what the policy will accept
+anyway: confirmed, and for coinbase outputs mature. Each member re-checks all of it on its own
+chain data before signing; this is only the proposal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from frostfed.bitcoin.chain import BitcoindRpc, ChainSource, Utxo, btc_to_sats
+from frostfed.bitcoin.policy import COINBASE_MATURITY
+from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys
+
+LOOKAHEAD = 20
+
+
+@dataclass(frozen=True)
+class Coin:
+    utxo: Utxo
+    path: tuple[int, int]
+
+
+class CoinError(Exception):
+    pass
+
+
+def find_coins(
+    rpc: BitcoindRpc,
+    chain: ChainSource,
+    keys: EpochKeys,
+    receive_count: int,
+    change_count: int,
+    min_confirmations: int,
+) -> list[Coin]:
+    paths = [(RECEIVE, i) for i in range(receive_count + LOOKAHEAD)]
+    paths += [(CHANGE, i) for i in range(change_count + LOOKAHEAD)]
+    by_script = {keys.script(p): p for p in paths}
+    scan = rpc.call("scantxoutset", "start", [f"raw({s.hex()})" for s in by_script])
+    if not scan or not scan.get("success", False):
+        raise CoinError("the UTXO scan did not complete")
+    coins = []
+    for u in scan.get("unspents", []):
+        script = bytes.fromhex(u["scriptPubKey"])
+        path = by_script.get(script)
+        if path is None:
+            continue
+        utxo = chain.get_utxo(u["txid"], u["vout"])
+        if utxo is None or utxo.amount_sats != btc_to_sats(u["amount"]):
+            continue
+        need = COINBASE_MATURITY if utxo.coinbase else min_confirmations
+        if utxo.confirmations >= need:
+            coins.append(Coin(utxo, path))
+    return coins
+
+
+def select_coins(coins: list[Coin], target_sats: int, fee_per_input: int) -> list[Coin]:
+    """Largest first until the payouts and the fee of the inputs taken so far are covered."""
+    chosen: list[Coin] = []
+    total = 0
+    for coin in sorted(coins, key=lambda c: (-c.utxo.amount_sats, c.utxo.txid, c.utxo.vout)):
+        chosen.append(coin)
+        total += coin.utxo.amount_sats
+        if total >= target_sats + fee_per_input * len(chosen):
+            return chosen
+    have = sum(c.utxo.amount_sats for c in coins)
+    raise CoinError(f"the federation holds {have} spendable sats, not enough for {target_sats} sats and fees")

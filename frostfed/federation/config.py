@@ -1,0 +1,190 @@
+"""A member's configuration file (TOML), validated at start so that mistakes surface as one clear
+message instead of a failure deep inside a signing session."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class MemberEntry:
+    id: bytes  # 33-byte compressed public key
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class BitcoindSettings:
+    rpc_url: str
+    cookie_file: str | None = None
+    user: str | None = None
+    password: str | None = None
+    wallet: str = "frostfed"
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    min_feerate: float = 1.0
+    max_feerate: float = 200.0
+    max_fee_sats: int = 200_000
+    min_confirmations: int = 1
+    payout_check_command: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    identity_key_file: Path
+    listen_host: str
+    listen_port: int
+    data_dir: Path
+    members: tuple[MemberEntry, ...]
+    threshold: int
+    bitcoind: BitcoindSettings | None
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    passphrase_file: Path | None = None
+    heartbeat_seconds: float = 2.0
+    offline_after_seconds: float = 10.0
+
+
+def default_threshold(n: int) -> int:
+    """Braidpool's "66% + 1": floor(2n/3) + 1."""
+    return (2 * n) // 3 + 1
+
+
+def _hostport(value: Any, where: str) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{where} must be 'host:port', got {value!r}")
+    host, _, port_s = value.rpartition(":")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"{where} has a port that is not a number: {value!r}") from None
+    if not host or not 0 < port < 65536:
+        raise ConfigError(f"{where} must be 'host:port' with a port in 1..65535, got {value!r}")
+    return host, port
+
+
+def _pubkey(value: Any, where: str) -> bytes:
+    from frostfed.frost import secp
+
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+        secp.cpoint(raw)
+    except ValueError:
+        raise ConfigError(f"{where} must be a 33-byte compressed public key in hex, got {value!r}") from None
+    return raw
+
+
+def _section(doc: dict[str, Any], name: str, required: bool) -> dict[str, Any]:
+    sec = doc.get(name)
+    if sec is None:
+        if required:
+            raise ConfigError(f"missing section [{name}]")
+        return {}
+    if not isinstance(sec, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return sec
+
+
+def _number(sec: dict[str, Any], key: str, default: float, lo: float, hi: float, where: str) -> float:
+    v = sec.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+        raise ConfigError(f"{where}.{key} must be a number in {lo}..{hi}, got {v!r}")
+    return v
+
+
+def parse_config(doc: dict[str, Any], base: Path) -> Config:
+    member = _section(doc, "member", True)
+    fed = _section(doc, "federation", True)
+    btc = _section(doc, "bitcoind", False)
+    pol = _section(doc, "policy", False)
+
+    def path(v: Any, where: str) -> Path:
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"{where} must be a path")
+        p = Path(v)
+        return p if p.is_absolute() else base / p
+
+    key_file = path(member.get("identity_key_file"), "member.identity_key_file")
+    host, port = _hostport(member.get("listen"), "member.listen")
+    data_dir = path(member.get("data_dir", "."), "member.data_dir")
+    passphrase_file = path(member["passphrase_file"], "member.passphrase_file") if "passphrase_file" in member else None
+
+    raw_members = fed.get("members")
+    if not isinstance(raw_members, list) or len(raw_members) < 2:
+        raise ConfigError("federation.members must list at least 2 members ([[federation.members]])")
+    members = []
+    for i, m in enumerate(raw_members):
+        where = f"federation.members[{i}]"
+        if not isinstance(m, dict):
+            raise ConfigError(f"{where} must be a table with 'id' and 'address'")
+        h, p = _hostport(m.get("address"), f"{where}.address")
+        members.append(MemberEntry(_pubkey(m.get("id"), f"{where}.id"), h, p))
+    ids = [m.id for m in members]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("federation.members lists the same id twice")
+    n = len(members)
+    t = fed.get("threshold", default_threshold(n))
+    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= n:
+        raise ConfigError(f"federation.threshold must be a whole number in 1..{n}, got {t!r}")
+
+    bitcoind = None
+    if btc:
+        url = btc.get("rpc_url")
+        if not isinstance(url, str) or not url.startswith("http"):
+            raise ConfigError("bitcoind.rpc_url must be an http:// URL")
+        cookie = btc.get("cookie_file")
+        user, password = btc.get("user"), btc.get("password")
+        if cookie is None and (user is None or password is None):
+            raise ConfigError("[bitcoind] needs cookie_file, or user and password")
+        bitcoind = BitcoindSettings(
+            url,
+            str(path(cookie, "bitcoind.cookie_file")) if cookie else None,
+            user,
+            password,
+            str(btc.get("wallet", "frostfed")),
+        )
+
+    cmd = pol.get("payout_check_command")
+    if cmd is not None and (not isinstance(cmd, str) or not cmd.strip()):
+        raise ConfigError("policy.payout_check_command must be a command line")
+    policy = PolicySettings(
+        min_feerate=_number(pol, "min_feerate", 1.0, 0.1, 10_000, "policy"),
+        max_feerate=_number(pol, "max_feerate", 200.0, 0.1, 10_000, "policy"),
+        max_fee_sats=int(_number(pol, "max_fee_sats", 200_000, 0, 10**8, "policy")),
+        min_confirmations=int(_number(pol, "min_confirmations", 1, 1, 1000, "policy")),
+        payout_check_command=cmd,
+    )
+    if policy.min_feerate > policy.max_feerate:
+        raise ConfigError("policy.min_feerate is above policy.max_feerate")
+    return Config(
+        identity_key_file=key_file,
+        listen_host=host,
+        listen_port=port,
+        data_dir=data_dir,
+        members=tuple(members),
+        threshold=t,
+        bitcoind=bitcoind,
+        policy=policy,
+        passphrase_file=passphrase_file,
+        heartbeat_seconds=_number(member, "heartbeat_seconds", 2.0, 0.05, 3600, "member"),
+        offline_after_seconds=_number(member, "offline_after_seconds", 10.0, 0.1, 86400, "member"),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration {p}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"configuration {p} is not valid TOML: {e}") from None
+    return parse_config(doc, p.parent)

@@ -1,0 +1,120 @@
+"""An epoch's key material as signing needs it: the ROAST threshold key, this member's share and
+id, and the BIP32/BIP86 derivation that turns one DKG into any number of Taproot addresses.
+
+Paths are `[0, i]` for receive addresses and `[1, i]` for change, as in a BIP86 account; every
+member derives the same script for the same path, so a request only names paths and each member
+recomputes (never trusts) the keys behind them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from frostfed.frost import derivation
+from frostfed.frost.roast import SigningTask, ThresholdKey
+
+RECEIVE = 0
+CHANGE = 1
+MAX_INDEX = 2**31 - 1
+
+
+class PathError(ValueError):
+    pass
+
+
+def check_path(path: Sequence[int]) -> tuple[int, int]:
+    if (
+        len(path) != 2
+        or path[0] not in (RECEIVE, CHANGE)
+        or not isinstance(path[1], int)
+        or isinstance(path[1], bool)
+        or not 0 <= path[1] <= MAX_INDEX
+    ):
+        raise PathError(f"derivation path {list(path)!r} is not [0|1, index]")
+    return path[0], path[1]
+
+
+def _descsum_polymod(symbols: list[int]) -> int:
+    gens = (0xF5DEE51989, 0xA9FDCA3312, 0x1BAB10E32D, 0x3706B1677A, 0x644D626FFD)
+    chk = 1
+    for value in symbols:
+        top = chk >> 35
+        chk = (chk & 0x7FFFFFFFF) << 5 ^ value
+        for i in range(5):
+            chk ^= gens[i] if ((top >> i) & 1) else 0
+    return chk
+
+
+def descriptor_checksum(desc: str) -> str:
+    """The BIP 380 descriptor checksum, so descriptors import without asking a node to add it."""
+    charset = "0123456789()[],'/*abcdefgh@:$%{}IJKLMNOPQRSTUVWXYZ&+-.;<=>?!^_|~ijklmnopqrstuvwxyzABCDEFGH`#\"\\ "
+    checksum_charset = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+    symbols: list[int] = []
+    groups: list[int] = []
+    for ch in desc:
+        v = charset.find(ch)
+        if v < 0:
+            raise ValueError(f"character {ch!r} cannot appear in a descriptor")
+        symbols.append(v & 31)
+        groups.append(v >> 5)
+        if len(groups) == 3:
+            symbols.append(groups[0] * 9 + groups[1] * 3 + groups[2])
+            groups = []
+    if len(groups) == 1:
+        symbols.append(groups[0])
+    elif len(groups) == 2:
+        symbols.append(groups[0] * 3 + groups[1])
+    symbols += [0] * 8
+    checksum = _descsum_polymod(symbols) ^ 1
+    return "".join(checksum_charset[(checksum >> (5 * (7 - i))) & 31] for i in range(8))
+
+
+@dataclass
+class EpochKeys:
+    epoch: int
+    members: list[bytes]
+    threshold: int
+    group_key: bytes
+    chain_code: bytes
+    pubshares: list[bytes]
+    network: str = "regtest"
+    _root: derivation.ExtendedPubKey = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._root = derivation.group_xpub(self.group_key, self.chain_code)
+        self._tweaks = lru_cache(maxsize=4096)(self._tweaks_uncached)
+
+    @property
+    def roast_key(self) -> ThresholdKey:
+        return ThresholdKey(len(self.members), self.threshold, self.group_key, tuple(self.pubshares))
+
+    def member_index(self, member: bytes) -> int | None:
+        try:
+            return self.members.index(member)
+        except ValueError:
+            return None
+
+    def _tweaks_uncached(self, chain: int, index: int) -> tuple[tuple[bytes, ...], tuple[bool, ...], bytes]:
+        tweaks, modes, out = derivation.signing_tweaks(self._root, [chain, index])
+        return tuple(tweaks), tuple(modes), out
+
+    def output_key(self, path: Sequence[int]) -> bytes:
+        return self._tweaks(*check_path(path))[2]
+
+    def script(self, path: Sequence[int]) -> bytes:
+        return b"\x51\x20" + self.output_key(path)
+
+    def task(self, path: Sequence[int], sighash: bytes) -> SigningTask:
+        tweaks, modes, _ = self._tweaks(*check_path(path))
+        return SigningTask(sighash, tweaks, modes)
+
+    def fingerprint(self) -> bytes:
+        return self._root.fingerprint()
+
+    def xpub(self) -> str:
+        return self._root.to_string("main" if self.network == "main" else "test")
+
+    def descriptor(self, chain: int = RECEIVE) -> str:
+        desc = f"tr({self.xpub()}/{chain}/*)"
+        return f"{desc}#{descriptor_checksum(desc)}"

@@ -1,0 +1,65 @@
+"""A standalone member's identity: one secp256k1 key in a file readable by the owner only.
+
+Its public key is the member id used by Noise and in the member list; the ChillDKG host seed and
+the sealing key are derived from it, so the one file is all a member must back up (with the
+public DKG recovery data, which every member holds)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from coincurve import PrivateKey
+
+from frostfed.frost.secp import tagged_hash
+
+
+class IdentityError(Exception):
+    pass
+
+
+class Identity:
+    def __init__(self, secret: bytes) -> None:
+        self._key = PrivateKey(secret)
+        self.id: bytes = self._key.public_key.format()
+
+    @property
+    def private_key(self) -> PrivateKey:
+        return self._key
+
+    def host_seed(self) -> bytes:
+        """ChillDKG host seed: a hash of the identity secret under a tag of its own."""
+        return tagged_hash("frostfed/chilldkg-hostseed", self._key.secret)
+
+    def seal_seed(self) -> bytes:
+        return tagged_hash("frostfed/seal-seed", self._key.secret)
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Identity({self.id.hex()})"
+
+
+def create_identity_file(path: Path) -> Identity:
+    secret = PrivateKey().secret
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex() + "\n")
+    return Identity(secret)
+
+
+def load_identity_file(path: Path) -> Identity:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except OSError as e:
+        raise IdentityError(f"cannot read identity key file {path}: {e.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise IdentityError(f"identity key file {path} is readable by others; chmod 600 it")
+    try:
+        secret = bytes.fromhex(text)
+        if len(secret) != 32:
+            raise ValueError
+        return Identity(secret)
+    except ValueError:
+        raise IdentityError(f"identity key file {path} must hold a 32-byte secret key in hex") from None

@@ -1,0 +1,698 @@
+"""A federation member: the epoch's DKG, ROAST signing as coordinator and as signer, heartbeats.
+
+The member sits on any `Channel` (Noise over TCP standalone, custom messages inside Core
+Lightning): a reliable layer on top, multiplexed into the echo broadcast (DKG rounds) and the
+member's own point-to-point messages. Crypto and policy are the sans-I/O pieces of `frost/` and
+`bitcoin/`; this module only moves their messages, keeps the durable record, and enforces the two
+rules that must hold whatever the network does:
+  - a member signs only what its own policy accepted, on its own chain data;
+  - a nonce is journalled as used before a partial signature made with it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bitcoin.core import b2lx
+
+from frostfed.bitcoin.chain import ChainError, ChainSource
+from frostfed.bitcoin.ledger import Ledger
+from frostfed.bitcoin.policy import (
+    ChainChecks,
+    CommandPolicy,
+    FeeBounds,
+    LedgerPolicy,
+    PayoutPolicy,
+    Policy,
+    PolicyRejection,
+)
+from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
+from frostfed.federation.config import PolicySettings
+from frostfed.federation.dkg_run import DkgFailed, DkgResult, DkgRun
+from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.messages import Message, MessageError, decode, encode
+from frostfed.federation.sealing import Sealer
+from frostfed.federation.signing_request import SigningRequest, federation_scripts, judge, signing_tasks
+from frostfed.federation.store import EpochRecord, NonceReuseError, Store
+from frostfed.frost import chilldkg
+from frostfed.frost.roast import (
+    Presignature,
+    RoastCoordinator,
+    RoastSigner,
+    SessionRequest,
+    SignerReply,
+    SigningTask,
+)
+from frostfed.frost.secp import schnorr_verify
+from frostfed.net.channel import Channel, PeerId
+from frostfed.net.echo import EchoBroadcast
+from frostfed.net.mux import ECHO_PORT, Mux
+from frostfed.net.reliable import ReliableChannel
+
+log = logging.getLogger(__name__)
+
+FEDERATION_PORT = 16
+
+
+class SigningError(Exception):
+    """A request ended without a signature; `outcome` says why, member by member."""
+
+    def __init__(self, message: str, outcome: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+@dataclass
+class _Coordination:
+    """A request this member coordinates."""
+
+    request: SigningRequest
+    roast: RoastCoordinator
+    tasks: list[SigningTask]
+    done: asyncio.Future[dict[str, Any]]
+    rejections: dict[str, str] = field(default_factory=dict)
+    answered: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Signing:
+    """A request this member agreed to sign."""
+
+    request: SigningRequest
+    signer: RoastSigner
+    coordinator: PeerId
+    pubnonce_key: bytes  # journal key of the outstanding presignature
+
+
+def _echo_sid(session: str) -> bytes:
+    """Echo-broadcast session ids are 32 bytes: the hash of the readable DKG session name."""
+    return hashlib.sha256(session.encode()).digest()
+
+
+def _journal_key(pubnonces: tuple[bytes, ...]) -> bytes:
+    return b"".join(pubnonces)
+
+
+class Member:
+    def __init__(
+        self,
+        *,
+        me: PeerId,
+        echo_secret: bytes,
+        host_seckey: bytes,
+        sealer: Sealer,
+        store: Store,
+        channel: Channel,
+        members: list[PeerId],
+        threshold: int,
+        chain: ChainSource | None,
+        ledger: Ledger | None,
+        policy: PolicySettings,
+        network: str = "regtest",
+        heartbeat_seconds: float = 2.0,
+        offline_after_seconds: float = 10.0,
+        request_timeout: float = 60.0,
+        dkg_timeout: float = 120.0,
+        faults: frozenset[str] = frozenset(),
+        extra_policies: list[Policy] | None = None,
+    ) -> None:
+        if me not in members:
+            raise ValueError("this member's id is not in the member list")
+        self.me = me
+        self.members = list(members)
+        self.threshold = threshold
+        self.store = store
+        self.sealer = sealer
+        self.chain = chain
+        self.ledger = ledger
+        self.policy_settings = policy
+        self.network = network
+        self.heartbeat_seconds = heartbeat_seconds
+        self.offline_after_seconds = offline_after_seconds
+        self.request_timeout = request_timeout
+        self.dkg_timeout = dkg_timeout
+        self.faults = faults
+        self.extra_policies = extra_policies or []
+        self._host_seckey = host_seckey
+        self._echo_secret = echo_secret
+        self.channel = channel
+        self.reliable = ReliableChannel(channel)
+        self.mux = Mux(self.reliable)
+        self.port = self.mux.port(FEDERATION_PORT)
+        self.echo = EchoBroadcast(self.mux.port(ECHO_PORT), echo_secret)
+        self.port.on_receive(self._on_message)
+        self.echo.on_deliver(self._on_broadcast)
+        self.echo.on_abort(self._on_broadcast_abort)
+        self.last_seen: dict[PeerId, float] = {}
+        self.started = time.time()
+        self.keys: EpochKeys | None = None
+        self._secshare: bytes | None = None
+        self._dkg: DkgRun | None = None
+        self._dkg_attempt = 0
+        self._dkg_sessions: dict[bytes, str] = {}
+        self._dkg_progress = 0.0
+        self.dkg_error: str | None = None
+        self.epoch_ready = asyncio.Event()
+        self._coordinating: dict[str, _Coordination] = {}
+        self._signing: dict[str, _Signing] = {}
+        self._judged: dict[str, list[SigningTask]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        discarded = self.store.discard_issued_nonces()
+        if discarded:
+            log.info("discarded %d nonces left from before a restart", discarded)
+        rec = self.store.active_epoch()
+        if rec is not None:
+            self._activate(rec)
+        else:
+            attempt = int(self.store.get_meta("dkg_attempt") or "0") + 1
+            self._start_dkg(attempt)
+        self._spawn(self._heartbeat_loop())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+        for c in self._coordinating.values():
+            if not c.done.done():
+                c.done.cancel()
+        await self.mux.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed: %r", task.exception())
+
+    async def _send(self, peer: PeerId, kind: str, body: dict[str, Any]) -> None:
+        data = encode(kind, body)
+        if peer == self.me:
+            self._on_message(self.me, data)
+            return
+        try:
+            await self.port.send(peer, data)
+        except Exception as e:  # a full queue or a closed channel: the peer simply misses it
+            log.warning("cannot send %s to %s: %s", kind, peer.hex()[:16], e)
+
+    async def _send_all(self, kind: str, body: dict[str, Any]) -> None:
+        await asyncio.gather(*(self._send(m, kind, body) for m in self.members))
+
+    # -- incoming --------------------------------------------------------------------------------
+
+    def _on_message(self, peer: PeerId, data: bytes) -> None:
+        if peer not in self.members:
+            log.warning("message from non-member %s ignored", peer.hex()[:16])
+            return
+        self.last_seen[peer] = time.time()
+        try:
+            msg = decode(data)
+            handler: Callable[[PeerId, Message], Any] | None = {
+                "hb": self._on_heartbeat,
+                "dkg_hello": self._on_dkg_hello,
+                "epoch_recovery": self._on_epoch_recovery,
+                "sreq": self._on_sign_request,
+                "sready": self._on_sign_ready,
+                "srej": self._on_sign_reject,
+                "ssess": self._on_sign_session,
+                "sshare": self._on_sign_share,
+                "sdone": self._on_sign_done,
+            }.get(msg.kind)
+            if handler is None:
+                raise MessageError(f"unknown message type {msg.kind!r}")
+            result = handler(peer, msg)
+            if asyncio.iscoroutine(result):
+                self._spawn(self._guard(peer, msg.kind, result))
+        except MessageError as e:
+            log.warning("malformed message from %s: %s", peer.hex()[:16], e)
+
+    async def _guard(self, peer: PeerId, kind: str, coro: Any) -> None:
+        try:
+            await coro
+        except MessageError as e:
+            log.warning("malformed %s from %s: %s", kind, peer.hex()[:16], e)
+
+    def _on_heartbeat(self, peer: PeerId, msg: Message) -> None:
+        return None
+
+    async def _heartbeat_loop(self) -> None:
+        reconcile_every = max(1, int(5 / self.heartbeat_seconds))
+        beat = 0
+        while not self._stopping:
+            await self._send_all_others("hb", {"t": int(time.time())})
+            beat += 1
+            if self.ledger is not None and self.chain is not None and beat % reconcile_every == 0:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations)
+            if self._dkg is not None and time.time() - self._dkg_progress > self.dkg_timeout:
+                log.warning("DKG attempt %d made no progress; starting the next", self._dkg.attempt)
+                self._start_dkg(self._dkg.attempt + 1)
+            await asyncio.sleep(self.heartbeat_seconds)
+
+    async def _send_all_others(self, kind: str, body: dict[str, Any]) -> None:
+        await asyncio.gather(*(self._send(m, kind, body) for m in self.members if m != self.me))
+
+    def online(self, peer: PeerId) -> bool:
+        if peer == self.me:
+            return True
+        seen = self.last_seen.get(peer)
+        return seen is not None and time.time() - seen < self.offline_after_seconds
+
+    # -- DKG -------------------------------------------------------------------------------------
+
+    def _start_dkg(self, attempt: int) -> None:
+        """Start (or move to) DKG attempt `attempt` for epoch 0; every member joins the highest."""
+        if self._dkg is not None:
+            for rnd in ("hostkey", "r1", "r2"):
+                self.echo.close_session(_echo_sid(self._dkg.session(rnd)))
+        self._dkg_attempt = attempt
+        self.store.set_meta("dkg_attempt", str(attempt))
+        self._dkg = DkgRun(0, attempt, self.members, self.threshold, self.me, self._host_seckey)
+        self._dkg_progress = time.time()
+        self._dkg_sessions = {}
+        for rnd in ("hostkey", "r1", "r2"):
+            name = self._dkg.session(rnd)
+            self._dkg_sessions[_echo_sid(name)] = name
+            self.echo.start_session(_echo_sid(name), self.members)
+        self._spawn(self._send_all_others("dkg_hello", {"epoch": 0, "attempt": attempt}))
+        for session, payload in self._dkg.start():
+            self._spawn(self.echo.broadcast(_echo_sid(session), payload))
+
+    def _on_dkg_hello(self, peer: PeerId, msg: Message) -> None:
+        attempt = msg.integer("attempt", 1, 2**31)
+        if self.keys is not None:
+            rec = self.store.active_epoch()
+            if rec is not None:
+                self._spawn(self._send(peer, "epoch_recovery", {"epoch": rec.epoch, "recovery": rec.recovery.hex()}))
+            return
+        if attempt > self._dkg_attempt:
+            self._start_dkg(attempt)
+
+    def _on_broadcast(self, session_id: bytes, sender: PeerId, payload: bytes) -> None:
+        run = self._dkg
+        session = self._dkg_sessions.get(session_id)
+        if run is None or session is None:
+            return
+        self._dkg_progress = time.time()
+        try:
+            out = run.on_delivered(session, sender, payload)
+        except DkgFailed as e:
+            self._dkg_failed(run, e)
+            return
+        for s, p in out:
+            self._spawn(self.echo.broadcast(_echo_sid(s), p))
+        if run.result is not None:
+            self._dkg_done(run.result)
+
+    def _on_broadcast_abort(self, session_id: bytes, proof: Any) -> None:
+        run = self._dkg
+        if run is not None and session_id in self._dkg_sessions:
+            self._dkg_failed(run, DkgFailed("equivocation in an echo broadcast", proof.sender))
+
+    def _dkg_failed(self, run: DkgRun, e: DkgFailed) -> None:
+        blame = f" (blames {e.blame.hex()})" if e.blame else ""
+        self.dkg_error = f"DKG attempt {run.attempt} failed: {e.reason}{blame}"
+        log.error(self.dkg_error)
+        if self._dkg is run:
+            self._start_dkg(run.attempt + 1)
+
+    def _dkg_done(self, result: DkgResult) -> None:
+        context = self._seal_context(0)
+        rec = EpochRecord(
+            epoch=0,
+            status="active",
+            members=result.members,
+            threshold=result.threshold,
+            group_key=result.group_key,
+            chain_code=result.chain_code,
+            pubshares=result.pubshares,
+            recovery=result.recovery,
+            sealed_share=self.sealer.seal(result.secshare, context),
+        )
+        self.store.save_epoch(rec)
+        self._dkg = None
+        self.dkg_error = None
+        log.info("epoch 0 established: group key %s", result.group_key.hex())
+        self._activate(rec)
+
+    def _on_epoch_recovery(self, peer: PeerId, msg: Message) -> None:
+        """A member that finished the DKG shares its (public) recovery data with one that did not."""
+        if self.keys is not None:
+            return
+        recovery = msg.hexbytes("recovery", max_len=1 << 20)
+        try:
+            out, params = chilldkg.participant_recover(self._host_seckey, recovery)
+        except Exception as e:
+            log.warning("recovery data from %s refused: %s", peer.hex()[:16], e)
+            return
+        if params.t != self.threshold or out.secshare is None:
+            log.warning("recovery data from %s is for another federation", peer.hex()[:16])
+            return
+        result = DkgResult(
+            threshold=self.threshold,
+            members=list(self.members),
+            hostpubkeys=list(params.hostpubkeys),
+            group_key=bytes(out.thresh_pk),
+            pubshares=[bytes(p) for p in out.pubshares],
+            secshare=bytes(out.secshare),
+            recovery=recovery,
+        )
+        log.info("recovered epoch 0 from the recovery data of %s", peer.hex()[:16])
+        self._dkg_done(result)
+
+    def _seal_context(self, epoch: int) -> bytes:
+        return b"frostfed/share/" + epoch.to_bytes(4, "big") + self.me
+
+    def _activate(self, rec: EpochRecord) -> None:
+        self._secshare = self.sealer.open(rec.sealed_share or b"", self._seal_context(rec.epoch))
+        self.keys = EpochKeys(
+            rec.epoch, rec.members, rec.threshold, rec.group_key, rec.chain_code, rec.pubshares, self.network
+        )
+        self.epoch_ready.set()
+
+    # -- policy ----------------------------------------------------------------------------------
+
+    def build_policy(self, req: SigningRequest) -> PayoutPolicy:
+        if self.chain is None:
+            raise ChainError("this member has no chain source")
+        assert self.keys is not None
+        s = self.policy_settings
+        checks = ChainChecks(
+            self.chain,
+            federation_scripts(self.keys, req),
+            FeeBounds(s.min_feerate, s.max_feerate, s.max_fee_sats),
+            s.min_confirmations,
+        )
+        policies: list[Policy] = []
+        if self.ledger is not None:
+            policies.append(LedgerPolicy(self.ledger, self.network))
+        if s.payout_check_command:
+            policies.append(CommandPolicy(s.payout_check_command, self.network))
+        policies += self.extra_policies
+        return PayoutPolicy(checks, policies)
+
+    # -- signing: coordinator --------------------------------------------------------------------
+
+    async def request_signatures(self, req: SigningRequest) -> dict[str, Any]:
+        """Coordinate ROAST for `req` among the members; returns the outcome with the signed tx."""
+        if self.keys is None:
+            raise SigningError("no active epoch yet", {"status": "failed"})
+        keys = self.keys
+        # The coordinator needs the sighashes, which only the chain's view of the inputs gives.
+        try:
+            chain_checks = self.build_policy(req).chain_checks
+            payout = await asyncio.to_thread(chain_checks.check, req.tx)
+            tasks = signing_tasks(keys, req, payout)
+        except PolicyRejection as e:
+            outcome = {"status": "rejected", "rejections": {self.me.hex(): f"{e.code}: {e.message}"}}
+            self.store.save_request(req.id, req.kind, self.me, "rejected", req.to_body(), outcome)
+            raise SigningError(f"this member refuses the request: {e.message}", outcome) from None
+        loop = asyncio.get_running_loop()
+        coord = _Coordination(req, RoastCoordinator(keys.roast_key, tasks), tasks, loop.create_future())
+        self._coordinating[req.id] = coord
+        self.store.save_request(req.id, req.kind, self.me, "signing", req.to_body())
+        await self._send_all("sreq", req.to_body())
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(coord.done), self.request_timeout)
+        except TimeoutError:
+            result = coord.roast.give_up("timed out waiting for enough members")
+            outcome = self._failure_outcome(coord, result.reason)
+        finally:
+            self._coordinating.pop(req.id, None)
+        self.store.update_request(req.id, outcome["status"], outcome)
+        await self._send_all_others(
+            "sdone", {"id": req.id, "status": outcome["status"], "txid": outcome.get("txid", "")}
+        )
+        if outcome["status"] not in ("signed", "broadcast"):
+            raise SigningError(outcome.get("reason", "signing failed"), outcome)
+        return outcome
+
+    def _failure_outcome(self, coord: _Coordination, reason: str) -> dict[str, Any]:
+        keys = self.keys
+        assert keys is not None
+        malicious = sorted(keys.members[i].hex() for i in coord.roast.malicious)
+        return {
+            "status": "rejected" if coord.rejections else "failed",
+            "reason": reason,
+            "rejections": dict(coord.rejections),
+            "malicious": malicious,
+            "sessions": coord.roast.sessions_started,
+        }
+
+    def _coordination_for(self, peer: PeerId, msg: Message) -> tuple[_Coordination, int] | None:
+        rid = msg.text("id", 64)
+        coord = self._coordinating.get(rid)
+        if coord is None or self.keys is None:
+            return None
+        idx = self.keys.member_index(peer)
+        if idx is None:
+            return None
+        return coord, idx
+
+    def _on_sign_ready(self, peer: PeerId, msg: Message) -> None:
+        found = self._coordination_for(peer, msg)
+        if found is None:
+            return
+        coord, idx = found
+        pubnonces = tuple(msg.hexlist("pubnonces", 66, max_items=len(coord.tasks)))
+        coord.answered.add(idx)
+        self._roast_outputs(coord, coord.roast.receive_presignature(Presignature(idx, pubnonces)))
+
+    def _on_sign_reject(self, peer: PeerId, msg: Message) -> None:
+        found = self._coordination_for(peer, msg)
+        if found is None:
+            return
+        coord, idx = found
+        coord.answered.add(idx)
+        coord.rejections[peer.hex()] = msg.text("reason", 1000)
+        keys = self.keys
+        assert keys is not None
+        if len(coord.rejections) > keys.roast_key.n - keys.threshold and not coord.done.done():
+            n_rej = len(coord.rejections)
+            coord.roast.give_up("rejected by the policy")
+            coord.done.set_result(
+                self._failure_outcome(
+                    coord,
+                    f"{n_rej} of {keys.roast_key.n} members refuse; {keys.threshold} signatures are needed",
+                )
+            )
+
+    def _on_sign_share(self, peer: PeerId, msg: Message) -> None:
+        found = self._coordination_for(peer, msg)
+        if found is None:
+            return
+        coord, idx = found
+        reply = SignerReply(
+            msg.integer("sid"),
+            idx,
+            tuple(msg.hexlist("psigs", 32, max_items=len(coord.tasks))),
+            tuple(msg.hexlist("next", 66, max_items=len(coord.tasks))),
+        )
+        self._roast_outputs(coord, coord.roast.receive_reply(reply))
+
+    def _roast_outputs(self, coord: _Coordination, sends: list[Any]) -> None:
+        keys = self.keys
+        assert keys is not None
+        for send in sends:
+            r: SessionRequest = send.request
+            body = {
+                "id": coord.request.id,
+                "sid": r.sid,
+                "signers": list(r.signer_ids),
+                "pubnonces": [[p.hex() for p in ps] for ps in r.pubnonces],
+            }
+            self._spawn(self._send(keys.members[send.to], "ssess", body))
+        result = coord.roast.result
+        if result is None or coord.done.done():
+            return
+        if not result.ok:
+            coord.done.set_result(self._failure_outcome(coord, result.reason or "too many faulty signers"))
+            return
+        self._spawn(self._finish(coord))
+
+    async def _finish(self, coord: _Coordination) -> None:
+        keys = self.keys
+        assert keys is not None
+        result = coord.roast.result
+        assert result is not None and result.signatures is not None
+        req = coord.request
+        stacks = {}
+        for i, (task, sig) in enumerate(zip(coord.tasks, result.signatures, strict=True)):
+            if not schnorr_verify(task.msg, keys.output_key(req.input_paths[i]), sig):
+                coord.done.set_result(self._failure_outcome(coord, f"aggregate signature {i} does not verify"))
+                return
+            stacks[i] = keypath_witness_stack(sig, SIGHASH_DEFAULT)
+        signed = with_keypath_witnesses(req.tx, stacks)
+        outcome: dict[str, Any] = {
+            "status": "signed",
+            "txid": b2lx(signed.GetTxid()),
+            "tx": signed.serialize().hex(),
+            "signatures": [s.hex() for s in result.signatures],
+            "signers": [keys.members[i].hex() for i in result.signer_ids],
+            "malicious": sorted(keys.members[i].hex() for i in result.malicious),
+            "sessions": result.sessions_started,
+            "rejections": dict(coord.rejections),
+        }
+        if req.kind == "payout" and self.chain is not None:
+            try:
+                await asyncio.to_thread(self.chain.broadcast, signed)
+                outcome["status"] = "broadcast"
+            except ChainError as e:
+                outcome["status"] = "failed"
+                outcome["reason"] = f"signed, but the broadcast failed: {e}"
+        if not coord.done.done():
+            coord.done.set_result(outcome)
+
+    # -- signing: signer -------------------------------------------------------------------------
+
+    async def _on_sign_request(self, peer: PeerId, msg: Message) -> None:
+        req = SigningRequest.from_message(msg)
+        if req.id in self._signing or (peer != self.me and self.store.requests(req.id)):
+            return  # a repeated request: answered once only
+        reason = await self._check_request(req)
+        if reason is not None:
+            log.info("request %s from %s refused: %s", req.id, peer.hex()[:16], reason)
+            if peer != self.me:
+                self.store.save_request(req.id, req.kind, peer, "refused", req.to_body(), {"reason": reason})
+            await self._send(peer, "srej", {"id": req.id, "reason": reason})
+            return
+        tasks = self._judged.pop(req.id)
+        assert self.keys is not None and self._secshare is not None
+        my_id = self.keys.member_index(self.me)
+        assert my_id is not None
+        signer = RoastSigner(self.keys.roast_key, my_id, self._secshare, tasks)
+        pre = signer.presign()
+        key = _journal_key(pre.pubnonces)
+        self.store.issue_nonce(key, req.id)
+        self._signing[req.id] = _Signing(req, signer, peer, key)
+        if peer != self.me:
+            self.store.save_request(req.id, req.kind, peer, "accepted", req.to_body())
+        await self._send(peer, "sready", {"id": req.id, "pubnonces": [p.hex() for p in pre.pubnonces]})
+
+    async def _check_request(self, req: SigningRequest) -> str | None:
+        """None if this member will sign `req`, else the reason it refuses."""
+        if self.keys is None or self._secshare is None:
+            return "no active epoch"
+        if req.epoch != self.keys.epoch:
+            return f"request is for epoch {req.epoch}, this member is in epoch {self.keys.epoch}"
+        try:
+            policy = self.build_policy(req)
+            self._judged[req.id] = await asyncio.to_thread(judge, self.keys, req, policy)
+        except PolicyRejection as e:
+            return f"{e.code}: {e.message}"
+        except ChainError as e:
+            return f"chain_unavailable: {e}"
+        except Exception as e:  # a check that breaks is a refusal, never a signature
+            log.exception("policy check failed")
+            return f"check_failed: {type(e).__name__}: {e}"
+        return None
+
+    async def _on_sign_session(self, peer: PeerId, msg: Message) -> None:
+        rid = msg.text("id", 64)
+        state = self._signing.get(rid)
+        if state is None or peer != state.coordinator:
+            return
+        ntasks = len(state.signer.tasks)
+        signers = msg.get("signers", list)
+        raw = msg.get("pubnonces", list)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in signers) or len(raw) != len(signers):
+            raise MessageError("ssess: malformed signer list")
+        pubnonces = []
+        for ps in raw:
+            if not isinstance(ps, list) or len(ps) != ntasks:
+                raise MessageError("ssess: malformed pubnonces")
+            pubnonces.append(tuple(Message("ssess", {"p": ps}).hexlist("p", 66)))
+        request = SessionRequest(msg.integer("sid"), tuple(signers), tuple(pubnonces))
+        me = state.signer.my_id
+        if (
+            me not in request.signer_ids
+            or _journal_key(request.pubnonces[request.signer_ids.index(me)]) != state.pubnonce_key
+        ):
+            log.warning("session %s/%d does not carry this member's presignature", rid, request.sid)
+            return
+        try:
+            self.store.use_nonce(state.pubnonce_key)  # durable before any partial signature exists
+        except NonceReuseError as e:
+            log.error("refusing to sign %s/%d: %s", rid, request.sid, e)
+            return
+        try:
+            reply = state.signer.on_session(request)
+        except ValueError as e:
+            log.warning("cannot sign %s/%d: %s", rid, request.sid, e)
+            return
+        next_key = _journal_key(reply.next_pubnonces)
+        self.store.issue_nonce(next_key, rid)
+        state.pubnonce_key = next_key
+        psigs = list(reply.psigs)
+        if "delay-psig" in self.faults:  # test fault: a member that stalls mid-signing
+            await asyncio.sleep(3)
+        if "bad-psig" in self.faults:
+            psigs = [os.urandom(32) for _ in psigs]
+        await self._send(
+            peer,
+            "sshare",
+            {
+                "id": rid,
+                "sid": reply.sid,
+                "psigs": [p.hex() for p in psigs],
+                "next": [p.hex() for p in reply.next_pubnonces],
+            },
+        )
+
+    def _on_sign_done(self, peer: PeerId, msg: Message) -> None:
+        rid = msg.text("id", 64)
+        state = self._signing.pop(rid, None)
+        if state is None or peer != state.coordinator:
+            return
+        self.store.discard_nonce(state.pubnonce_key)
+        status = msg.text("status", 32)
+        self.store.update_request(rid, status, {"txid": msg.text("txid", 64)})
+
+    # -- what the commands read ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        keys = self.keys
+        now = time.time()
+        return {
+            "id": self.me.hex(),
+            "epoch": keys.epoch if keys else None,
+            "state": "active" if keys else ("dkg" if self._dkg else "starting"),
+            "dkg_attempt": self._dkg_attempt if not keys else None,
+            "dkg_error": self.dkg_error,
+            "threshold": self.threshold,
+            "n": len(self.members),
+            "group_key": keys.group_key.hex() if keys else None,
+            "members": [
+                {
+                    "id": m.hex(),
+                    "self": m == self.me,
+                    "online": self.online(m),
+                    "last_seen": None if m == self.me else self.last_seen.get(m),
+                    "seconds_ago": None
+                    if m == self.me or m not in self.last_seen
+                    else round(now - self.last_seen[m], 1),
+                }
+                for m in self.members
+            ],
+            "online": sum(1 for m in self.members if self.online(m)),
+            "nonces": self.store.nonce_counts(),
+        }

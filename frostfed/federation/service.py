@@ -1,0 +1,184 @@
+"""The federation service behind the commands: what `frost-*` does, for the daemon and the plugin.
+
+It turns a user's intent (an address, a payout table, a PSBT) into a signing request for the
+member's ROAST run and the result into JSON; the member node does the protocol work."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from frostfed.bitcoin.chain import BitcoindRpc, ChainError
+from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx
+from frostfed.bitcoin.policy import keypath_vsize
+from frostfed.bitcoin.psbt import Psbt, PsbtError
+from frostfed.bitcoin.taproot import AddressError, p2tr_address, script_from_address
+from frostfed.federation import commands
+from frostfed.federation.coins import CoinError, find_coins, select_coins
+from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys, PathError, check_path
+from frostfed.federation.node import Member, SigningError
+from frostfed.federation.signing_request import SigningRequest
+
+RpcError = commands.RpcError
+
+
+class FederationService:
+    def __init__(self, member: Member, rpc: BitcoindRpc | None) -> None:
+        self.member = member
+        self.rpc = rpc
+        self._payout_lock = asyncio.Lock()
+
+    def _keys(self) -> EpochKeys:
+        keys = self.member.keys
+        if keys is None:
+            state = self.member.status()
+            detail = f" ({state['dkg_error']})" if state.get("dkg_error") else ""
+            raise RpcError(
+                commands.NOT_READY,
+                f"the federation has no key yet: the DKG is running and needs all {len(self.member.members)} "
+                f"members online ({state['online']} are){detail}",
+            )
+        return keys
+
+    async def status(self) -> dict[str, Any]:
+        st = self.member.status()
+        keys = self.member.keys
+        if keys is not None:
+            st["addresses_issued"] = self.member.store.address_count(keys.epoch)
+            st["descriptor"] = keys.descriptor(RECEIVE)
+        return st
+
+    async def newaddr(self) -> dict[str, Any]:
+        keys = self._keys()
+        store = self.member.store
+        idx = store.next_address_index(keys.epoch)
+        address = p2tr_address(keys.output_key((RECEIVE, idx)), keys.network)
+        store.record_address(keys.epoch, idx, address)
+        return {"address": address, "index": idx, "path": f"m/{RECEIVE}/{idx}", "epoch": keys.epoch}
+
+    async def descriptor(self) -> dict[str, Any]:
+        keys = self._keys()
+        return {
+            "descriptor": keys.descriptor(RECEIVE),
+            "change_descriptor": keys.descriptor(CHANGE),
+            "xpub": keys.xpub(),
+            "group_key": keys.group_key.hex(),
+            "epoch": keys.epoch,
+        }
+
+    async def members(self) -> dict[str, Any]:
+        st = self.member.status()
+        return {"epoch": st["epoch"], "threshold": st["threshold"], "members": st["members"]}
+
+    async def requests(self, request_id: str | None) -> dict[str, Any]:
+        rows = self.member.store.requests(request_id)
+        if request_id is not None and not rows:
+            raise RpcError(commands.NOT_FOUND, f"no request with id {request_id}")
+        return {"requests": rows}
+
+    def _next_change_index(self, keys: EpochKeys) -> int:
+        store = self.member.store
+        name = f"change_index:{keys.epoch}"
+        idx = int(store.get_meta(name) or "0")
+        store.set_meta(name, str(idx + 1))
+        return idx
+
+    async def payout(self, outputs: list[dict[str, Any]], feerate: float | None) -> dict[str, Any]:
+        keys = self._keys()
+        member = self.member
+        if self.rpc is None or member.chain is None:
+            raise RpcError(commands.CHAIN_ERROR, "this member has no bitcoind to find the federation's coins")
+        payouts = []
+        for i, o in enumerate(outputs):
+            try:
+                payouts.append((script_from_address(o["address"], keys.network), o["sats"]))
+            except AddressError as e:
+                raise RpcError(commands.INVALID_PARAMS, f"outputs[{i}]: {e}") from None
+        s = member.policy_settings
+        rate = feerate if feerate is not None else max(s.min_feerate, min(2.0, s.max_feerate))
+        async with self._payout_lock:  # two payouts at once would pick the same coins
+            receive_count = member.store.next_address_index(keys.epoch)
+            change_count = int(member.store.get_meta(f"change_index:{keys.epoch}") or "0")
+            try:
+                coins = await asyncio.to_thread(
+                    find_coins, self.rpc, member.chain, keys, receive_count, change_count, s.min_confirmations
+                )
+                total = sum(sats for _, sats in payouts)
+                chosen = select_coins(coins, total, int(70 * rate) + 1)
+                change_path = (CHANGE, self._next_change_index(keys))
+                tx = build_payout_tx([c.utxo for c in chosen], payouts, keys.script(change_path), rate)
+            except (CoinError, PayoutBuildError) as e:
+                raise RpcError(commands.SIGNING_FAILED, str(e)) from None
+            except ChainError as e:
+                raise RpcError(commands.CHAIN_ERROR, f"bitcoind: {e}") from None
+            change = {
+                i: change_path for i, o in enumerate(tx.vout) if bytes(o.scriptPubKey) == keys.script(change_path)
+            }
+            req = SigningRequest(secrets.token_hex(8), keys.epoch, "payout", tx, tuple(c.path for c in chosen), change)
+            outcome = await self._sign(req)
+        return {
+            "id": req.id,
+            "txid": outcome["txid"],
+            "status": outcome["status"],
+            "fee_sats": sum(c.utxo.amount_sats for c in chosen) - sum(o.nValue for o in tx.vout),
+            "vsize": keypath_vsize(tx),
+            "inputs": len(chosen),
+            "signers": outcome["signers"],
+            "malicious": outcome["malicious"],
+            "sessions": outcome["sessions"],
+            "rejections": outcome["rejections"],
+            "tx": outcome["tx"],
+        }
+
+    async def _sign(self, req: SigningRequest) -> dict[str, Any]:
+        try:
+            return await self.member.request_signatures(req)
+        except SigningError as e:
+            code = commands.POLICY_REJECTED if e.outcome.get("status") == "rejected" else commands.SIGNING_FAILED
+            raise RpcError(code, str(e), e.outcome) from None
+
+    async def sign(self, psbt: str) -> dict[str, Any]:
+        keys = self._keys()
+        try:
+            p = Psbt.from_base64(psbt)
+        except (PsbtError, ValueError) as e:
+            raise RpcError(commands.INVALID_PARAMS, f"not a valid PSBT: {e}") from None
+        fingerprint = keys.fingerprint()
+        input_paths = []
+        for i, inp in enumerate(p.inputs):
+            path = _our_path(inp.tap_bip32_derivations, fingerprint)
+            if path is None:
+                raise RpcError(
+                    commands.INVALID_PARAMS,
+                    f"input {i} has no Taproot BIP32 derivation from this federation's key "
+                    f"(fingerprint {fingerprint.hex()})",
+                )
+            input_paths.append(path)
+        change = {}
+        for i, out in enumerate(p.outputs):
+            path = _our_path(out.tap_bip32_derivations, fingerprint)
+            if path is not None:
+                change[i] = path
+        req = SigningRequest(secrets.token_hex(8), keys.epoch, "psbt", p.tx, tuple(input_paths), change)
+        outcome = await self._sign(req)
+        for inp, sig in zip(p.inputs, outcome["signatures"], strict=True):
+            inp.tap_key_sig = bytes.fromhex(sig)
+        return {
+            "id": req.id,
+            "psbt": p.to_base64(),
+            "txid": outcome["txid"],
+            "signers": outcome["signers"],
+            "malicious": outcome["malicious"],
+            "rejections": outcome["rejections"],
+        }
+
+
+def _our_path(derivations: dict[bytes, Any], fingerprint: bytes) -> tuple[int, int] | None:
+    for d in derivations.values():
+        if d.origin.fingerprint == fingerprint and not d.leaf_hashes:
+            try:
+                return check_path(d.origin.path)
+            except PathError:
+                return None
+    return None

@@ -1,0 +1,237 @@
+"""A member's durable state in SQLite (WAL): epochs with their sealed key shares, the nonce journal,
+signing requests and the address index.
+
+The nonce journal is what makes nonce reuse impossible: a nonce's state moves only forward,
+issued -> used or issued -> discarded, by a conditional UPDATE committed before a partial signature
+made with it leaves the process. Secret nonces themselves are never written; after a restart every
+nonce still `issued` is discarded, since it can no longer be known whether a signature used it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch INTEGER PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('active', 'pending', 'retired')),
+    members TEXT NOT NULL,
+    threshold INTEGER NOT NULL,
+    group_key BLOB NOT NULL,
+    chain_code BLOB NOT NULL,
+    pubshares TEXT NOT NULL,
+    recovery BLOB NOT NULL,
+    sealed_share BLOB,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    pubnonce BLOB PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('issued', 'used', 'discarded')),
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    coordinator TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    outcome TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS addresses (
+    epoch INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (epoch, idx)
+);
+"""
+
+
+class NonceReuseError(Exception):
+    """A nonce was asked for a second time: the signature is refused."""
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    status: str
+    members: list[bytes]
+    threshold: int
+    group_key: bytes
+    chain_code: bytes
+    pubshares: list[bytes]
+    recovery: bytes
+    sealed_share: bytes | None
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    # meta
+    def get_meta(self, key: str) -> str | None:
+        row = self._exec("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._exec(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    # epochs
+    def save_epoch(self, rec: EpochRecord) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO epochs VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (
+                rec.epoch,
+                rec.status,
+                json.dumps([m.hex() for m in rec.members]),
+                rec.threshold,
+                rec.group_key,
+                rec.chain_code,
+                json.dumps([p.hex() for p in rec.pubshares]),
+                rec.recovery,
+                rec.sealed_share,
+                time.time(),
+            ),
+        )
+
+    def epochs(self) -> list[EpochRecord]:
+        rows = self._exec(
+            "SELECT epoch, status, members, threshold, group_key, chain_code, pubshares, "
+            "recovery, sealed_share FROM epochs ORDER BY epoch"
+        ).fetchall()
+        return [
+            EpochRecord(
+                r[0],
+                r[1],
+                [bytes.fromhex(m) for m in json.loads(r[2])],
+                r[3],
+                r[4],
+                r[5],
+                [bytes.fromhex(p) for p in json.loads(r[6])],
+                r[7],
+                r[8],
+            )
+            for r in rows
+        ]
+
+    def active_epoch(self) -> EpochRecord | None:
+        act = [e for e in self.epochs() if e.status == "active"]
+        return act[-1] if act else None
+
+    # nonce journal
+    def issue_nonce(self, pubnonce: bytes, request_id: str) -> None:
+        now = time.time()
+        try:
+            self._exec("INSERT INTO nonces VALUES(?,?,'issued',?,?)", (pubnonce, request_id, now, now))
+        except sqlite3.IntegrityError:
+            raise NonceReuseError("nonce already in the journal") from None
+
+    def use_nonce(self, pubnonce: bytes) -> None:
+        """Commit the nonce as used; raises unless it was issued and never used or discarded."""
+        cur = self._exec(
+            "UPDATE nonces SET status='used', updated=? WHERE pubnonce=? AND status='issued'",
+            (time.time(), pubnonce),
+        )
+        if cur.rowcount != 1:
+            raise NonceReuseError("nonce is not available for signing (used, discarded or unknown)")
+
+    def discard_issued_nonces(self) -> int:
+        cur = self._exec("UPDATE nonces SET status='discarded', updated=? WHERE status='issued'", (time.time(),))
+        return cur.rowcount
+
+    def discard_nonce(self, pubnonce: bytes) -> None:
+        self._exec(
+            "UPDATE nonces SET status='discarded', updated=? WHERE pubnonce=? AND status='issued'",
+            (time.time(), pubnonce),
+        )
+
+    def nonce_counts(self) -> dict[str, int]:
+        rows = self._exec("SELECT status, count(*) FROM nonces GROUP BY status").fetchall()
+        return {s: c for s, c in rows}
+
+    # requests
+    def save_request(
+        self,
+        rid: str,
+        kind: str,
+        coordinator: bytes,
+        status: str,
+        payload: dict[str, Any],
+        outcome: dict[str, Any] | None = None,
+    ) -> None:
+        now = time.time()
+        self._exec(
+            "INSERT INTO requests VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+            " status=excluded.status, outcome=excluded.outcome, updated=excluded.updated",
+            (
+                rid,
+                kind,
+                coordinator.hex(),
+                status,
+                json.dumps(payload),
+                json.dumps(outcome) if outcome else None,
+                now,
+                now,
+            ),
+        )
+
+    def update_request(self, rid: str, status: str, outcome: dict[str, Any] | None) -> None:
+        self._exec(
+            "UPDATE requests SET status=?, outcome=?, updated=? WHERE id=?",
+            (status, json.dumps(outcome) if outcome is not None else None, time.time(), rid),
+        )
+
+    def requests(self, rid: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, kind, coordinator, status, payload, outcome, created, updated FROM requests"
+        rows = (self._exec(sql + " WHERE id=?", (rid,)) if rid else self._exec(sql + " ORDER BY created")).fetchall()
+        return [
+            {
+                "id": r[0],
+                "kind": r[1],
+                "coordinator": r[2],
+                "status": r[3],
+                "request": json.loads(r[4]),
+                "outcome": json.loads(r[5]) if r[5] else None,
+                "created": r[6],
+                "updated": r[7],
+            }
+            for r in rows
+        ]
+
+    # addresses
+    def next_address_index(self, epoch: int) -> int:
+        row = self._exec("SELECT max(idx) FROM addresses WHERE epoch=?", (epoch,)).fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def record_address(self, epoch: int, idx: int, address: str) -> None:
+        self._exec("INSERT OR IGNORE INTO addresses VALUES(?,?,?,?)", (epoch, idx, address, time.time()))
+
+    def address_count(self, epoch: int) -> int:
+        return self._exec("SELECT count(*) FROM addresses WHERE epoch=?", (epoch,)).fetchone()[0]

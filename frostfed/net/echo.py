@@ -1,0 +1,440 @@
+"""Echo broadcast with equivocation proofs, over a reliable channel.
+
+ChillDKG's first round needs every honest member to end with the same message from each sender, or
+to abort. Protocol for one session (a 32-byte id and a member list), for each sender S:
+
+1. S signs the statement "in session sid, S broadcast the message with hash d" and sends the message
+   with that statement to every member.
+2. A member that receives it checks the statement, then signs the same kind of statement as its own
+   echo and sends every member the echo together with S's statement.
+3. A member delivers S's message once it holds the message and, for every member of the session, a
+   valid statement over that same (sid, S, d); S's own statement counts as S's echo.
+
+Two statements signed by S over the same (sid, S) with different hashes are an equivocation proof
+that anyone can check with S's public key alone (`verify_equivocation_proof`). The member that finds
+one aborts the session and sends the proof to every member, who check it and abort too.
+
+Statements are BIP340 signatures by the member's identity key (x-only form of its 33-byte id) over
+tagged_hash("frostfed/echo/statement", sid || S || d). `EchoCore` is the protocol without I/O;
+`EchoBroadcast` runs it over a `Channel` (normally a `ReliableChannel` or one port of a `Mux`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from coincurve import PrivateKey, PublicKeyXOnly
+
+from ..frost.secp import tagged_hash
+from .channel import Channel, PeerId
+from .wire import SESSION_ID_LEN, EchoAbort, EchoEcho, EchoSend, Statement, WireError, decode_echo
+
+STATEMENT_TAG = "frostfed/echo/statement"
+MESSAGE_TAG = "frostfed/echo/message"
+
+log = logging.getLogger("frostfed.net.echo")
+
+
+class EchoError(Exception):
+    pass
+
+
+class InvalidProof(EchoError):
+    pass
+
+
+class EchoViolation(EchoError):
+    """A member sent a well-formed frame the protocol forbids (bad signature, wrong signer...)."""
+
+    def __init__(self, peer: PeerId, reason: str) -> None:
+        super().__init__(f"{peer.hex()[:16]}: {reason}")
+        self.peer = peer
+        self.reason = reason
+
+
+class EquivocationDetected(EchoError):
+    """The session aborted: `proof` shows that `proof.sender` broadcast two different messages."""
+
+    def __init__(self, session_id: bytes, proof: EquivocationProof) -> None:
+        super().__init__(f"session {session_id.hex()[:16]}: {proof.sender.hex()} equivocated")
+        self.session_id = session_id
+        self.proof = proof
+
+
+def message_digest(payload: bytes) -> bytes:
+    return tagged_hash(MESSAGE_TAG, payload)
+
+
+def statement_hash(session_id: bytes, sender: PeerId, digest: bytes) -> bytes:
+    return tagged_hash(STATEMENT_TAG, session_id + sender + digest)
+
+
+def sign_statement(secret_key: bytes, session_id: bytes, sender: PeerId, digest: bytes) -> Statement:
+    key = PrivateKey(secret_key)
+    sig = key.sign_schnorr(statement_hash(session_id, sender, digest), os.urandom(32))
+    return Statement(session_id, sender, digest, key.public_key.format(), sig)
+
+
+def verify_statement(st: Statement) -> bool:
+    try:
+        xonly = PublicKeyXOnly(st.signer[1:])
+    except ValueError:
+        return False
+    return xonly.verify(st.signature, statement_hash(st.session_id, st.sender, st.digest))
+
+
+@dataclass(frozen=True)
+class EquivocationProof:
+    first: Statement
+    second: Statement
+
+    @property
+    def sender(self) -> PeerId:
+        return self.first.sender
+
+    @property
+    def session_id(self) -> bytes:
+        return self.first.session_id
+
+    def encode(self) -> bytes:
+        return EchoAbort(self.first, self.second).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> EquivocationProof:
+        frame = decode_echo(data)
+        if not isinstance(frame, EchoAbort):
+            raise InvalidProof("not an equivocation proof")
+        return cls(frame.first, frame.second)
+
+
+def verify_equivocation_proof(proof: EquivocationProof) -> PeerId:
+    """Check the proof and return the id of the member it convicts; raises InvalidProof."""
+    a, b = proof.first, proof.second
+    if a.session_id != b.session_id or a.sender != b.sender:
+        raise InvalidProof("statements are about different broadcasts")
+    if a.signer != a.sender or b.signer != b.sender:
+        raise InvalidProof("statements are not signed by the sender")
+    if a.digest == b.digest:
+        raise InvalidProof("statements agree")
+    if not (verify_statement(a) and verify_statement(b)):
+        raise InvalidProof("invalid signature")
+    return a.sender
+
+
+@dataclass(frozen=True)
+class Transmit:
+    peer: PeerId
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Delivered:
+    session_id: bytes
+    sender: PeerId
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Aborted:
+    session_id: bytes
+    proof: EquivocationProof
+
+
+Event = Transmit | Delivered | Aborted
+
+
+@dataclass
+class _Instance:
+    """One sender's broadcast within a session, as seen here."""
+
+    sender_statement: Statement | None = None
+    payload: bytes | None = None
+    echoes: dict[PeerId, Statement] = field(default_factory=dict)
+    delivered: bool = False
+
+
+@dataclass
+class _Session:
+    members: tuple[PeerId, ...]
+    instances: dict[PeerId, _Instance]
+    proof: EquivocationProof | None = None
+
+
+class EchoCore:
+    """Echo broadcast for one member across any number of sessions; no I/O."""
+
+    def __init__(self, secret_key: bytes, *, max_pending: int = 4096) -> None:
+        self._secret = secret_key
+        self.node_id: PeerId = PrivateKey(secret_key).public_key.format()
+        self._sessions: dict[bytes, _Session] = {}
+        self._pending: list[tuple[PeerId, bytes, EchoSend | EchoEcho | EchoAbort]] = []
+        self._max_pending = max_pending
+
+    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> list[Event]:
+        """Open a session; frames that arrived for it early are processed now."""
+        if len(session_id) != SESSION_ID_LEN:
+            raise EchoError(f"session id must be {SESSION_ID_LEN} bytes")
+        if session_id in self._sessions:
+            raise EchoError(f"session {session_id.hex()[:16]} already started")
+        if self.node_id not in members or len(set(members)) != len(members):
+            raise EchoError("members must be distinct and include this member")
+        self._sessions[session_id] = _Session(tuple(members), {m: _Instance() for m in members})
+        early = [p for p in self._pending if p[2].session_id == session_id]
+        self._pending = [p for p in self._pending if p[2].session_id != session_id]
+        out: list[Event] = []
+        for peer, _, frame in early:
+            try:
+                out += self._handle(peer, frame)
+            except EchoViolation as exc:
+                log.warning("echo: %s", exc)
+        return out
+
+    def close_session(self, session_id: bytes) -> None:
+        self._sessions.pop(session_id, None)
+
+    def proof(self, session_id: bytes) -> EquivocationProof | None:
+        s = self._sessions.get(session_id)
+        return s.proof if s is not None else None
+
+    def broadcast(self, session_id: bytes, payload: bytes) -> list[Event]:
+        session = self._session(session_id)
+        if session.proof is not None:
+            raise EquivocationDetected(session_id, session.proof)
+        inst = session.instances[self.node_id]
+        if inst.sender_statement is not None:
+            raise EchoError("this member already broadcast in this session")
+        st = sign_statement(self._secret, session_id, self.node_id, message_digest(payload))
+        inst.sender_statement, inst.payload = st, payload
+        inst.echoes[self.node_id] = st
+        frame = EchoSend(st, payload).encode()
+        out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
+        return out + self._check_delivery(session_id, session, self.node_id)
+
+    def receive(self, peer: PeerId, data: bytes) -> list[Event]:
+        """Raises WireError for undecodable frames and EchoViolation for forbidden ones."""
+        frame = decode_echo(data)
+        sid = frame.session_id
+        if sid not in self._sessions:
+            if len(self._pending) >= self._max_pending:
+                raise EchoViolation(peer, "too many frames for sessions not started here")
+            self._pending.append((peer, data, frame))
+            return []
+        return self._handle(peer, frame)
+
+    # -- protocol --------------------------------------------------------------------------------
+
+    def _session(self, session_id: bytes) -> _Session:
+        s = self._sessions.get(session_id)
+        if s is None:
+            raise EchoError(f"session {session_id.hex()[:16]} not started")
+        return s
+
+    def _handle(self, peer: PeerId, frame: EchoSend | EchoEcho | EchoAbort) -> list[Event]:
+        if isinstance(frame, EchoAbort):
+            return self._on_abort(peer, EquivocationProof(frame.first, frame.second))
+        session = self._sessions[frame.session_id]
+        if session.proof is not None:
+            return []
+        if isinstance(frame, EchoSend):
+            return self._on_send(peer, session, frame)
+        return self._on_echo(peer, session, frame)
+
+    def _sender_statement(self, peer: PeerId, session: _Session, st: Statement) -> _Instance:
+        if st.sender not in session.instances:
+            raise EchoViolation(peer, "sender is not a member of the session")
+        if st.signer != st.sender:
+            raise EchoViolation(peer, "sender statement not signed by the sender")
+        inst = session.instances[st.sender]
+        known = inst.sender_statement
+        if known is not None and known.digest == st.digest and known.signature == st.signature:
+            return inst
+        if not verify_statement(st):
+            raise EchoViolation(peer, "invalid sender signature")
+        return inst
+
+    def _on_send(self, peer: PeerId, session: _Session, frame: EchoSend) -> list[Event]:
+        st = frame.statement
+        if st.sender != peer:
+            raise EchoViolation(peer, "message sent on behalf of another member")
+        if message_digest(frame.payload) != st.digest:
+            raise EchoViolation(peer, "message does not match its statement")
+        inst = self._sender_statement(peer, session, st)
+        out = self._note_sender_statement(session, inst, st)
+        if session.proof is not None:
+            return out
+        if inst.payload is not None:
+            return out  # duplicate
+        inst.payload = frame.payload
+        echo = sign_statement(self._secret, st.session_id, st.sender, st.digest)
+        inst.echoes[self.node_id] = echo
+        data = EchoEcho(st, echo).encode()
+        out += [Transmit(m, data) for m in session.members if m != self.node_id]
+        return out + self._check_delivery(st.session_id, session, st.sender)
+
+    def _on_echo(self, peer: PeerId, session: _Session, frame: EchoEcho) -> list[Event]:
+        st, echo = frame.sender_statement, frame.echo_statement
+        if echo.signer != peer:
+            raise EchoViolation(peer, "echo not signed by the member that sent it")
+        if peer not in session.instances:
+            raise EchoViolation(peer, "not a member of the session")
+        if (echo.session_id, echo.sender, echo.digest) != (st.session_id, st.sender, st.digest):
+            raise EchoViolation(peer, "echo does not match the statement it carries")
+        inst = self._sender_statement(peer, session, st)
+        out = self._note_sender_statement(session, inst, st)
+        if session.proof is not None:
+            return out
+        if peer in inst.echoes:
+            return out  # first echo from a member counts
+        if not verify_statement(echo):
+            raise EchoViolation(peer, "invalid echo signature")
+        inst.echoes[peer] = echo
+        return out + self._check_delivery(st.session_id, session, st.sender)
+
+    def _note_sender_statement(self, session: _Session, inst: _Instance, st: Statement) -> list[Event]:
+        """Record the sender's (verified) statement; a second digest is an equivocation."""
+        known = inst.sender_statement
+        if known is None:
+            inst.sender_statement = st
+            inst.echoes.setdefault(st.sender, st)
+            return []
+        if known.digest == st.digest:
+            return []
+        return self._abort(session, EquivocationProof(known, st))
+
+    def _abort(self, session: _Session, proof: EquivocationProof) -> list[Event]:
+        session.proof = proof
+        frame = proof.encode()
+        out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
+        return [*out, Aborted(proof.session_id, proof)]
+
+    def _on_abort(self, peer: PeerId, proof: EquivocationProof) -> list[Event]:
+        session = self._sessions[proof.session_id]
+        if session.proof is not None:
+            return []
+        try:
+            sender = verify_equivocation_proof(proof)
+        except InvalidProof as exc:
+            raise EchoViolation(peer, f"invalid equivocation proof: {exc}") from exc
+        if sender not in session.instances:
+            raise EchoViolation(peer, "proof names a non-member")
+        session.proof = proof
+        return [Aborted(proof.session_id, proof)]
+
+    def _check_delivery(self, session_id: bytes, session: _Session, sender: PeerId) -> list[Event]:
+        inst = session.instances[sender]
+        if inst.delivered or inst.payload is None or inst.sender_statement is None:
+            return []
+        digest = inst.sender_statement.digest
+        if all(m in inst.echoes and inst.echoes[m].digest == digest for m in session.members):
+            inst.delivered = True
+            return [Delivered(session_id, sender, inst.payload)]
+        return []
+
+
+Deliver = Callable[[bytes, PeerId, bytes], None]
+Abort = Callable[[bytes, EquivocationProof], None]
+
+
+class EchoBroadcast:
+    """Runs `EchoCore` over `channel` (which must deliver reliably: a ReliableChannel or a Mux port)."""
+
+    def __init__(self, channel: Channel, secret_key: bytes) -> None:
+        self.channel = channel
+        self.core = EchoCore(secret_key)
+        self.node_id = self.core.node_id
+        self._results: dict[bytes, dict[PeerId, bytes]] = {}
+        self._changed: dict[bytes, asyncio.Event] = {}
+        self._on_deliver: list[Deliver] = []
+        self._on_abort: list[Abort] = []
+        self._send_tasks: set[asyncio.Task[None]] = set()
+        channel.on_receive(self._on_frame)
+
+    def on_deliver(self, callback: Deliver) -> None:
+        """`callback(session_id, sender, payload)` for each delivered broadcast."""
+        self._on_deliver.append(callback)
+
+    def on_abort(self, callback: Abort) -> None:
+        """`callback(session_id, proof)` when a session aborts on an equivocation."""
+        self._on_abort.append(callback)
+
+    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> None:
+        self._results.setdefault(session_id, {})
+        self._changed.setdefault(session_id, asyncio.Event())
+        self._run(self.core.start_session(session_id, members))
+
+    async def broadcast(self, session_id: bytes, payload: bytes) -> None:
+        """Send `payload` to the session (started with `start_session`); returns once queued."""
+        events = self.core.broadcast(session_id, payload)
+        await asyncio.gather(*(self.channel.send(e.peer, e.frame) for e in events if isinstance(e, Transmit)))
+        self._run([e for e in events if not isinstance(e, Transmit)])
+
+    def proof(self, session_id: bytes) -> EquivocationProof | None:
+        return self.core.proof(session_id)
+
+    def delivered(self, session_id: bytes) -> dict[PeerId, bytes]:
+        return dict(self._results.get(session_id, {}))
+
+    async def receive(self, session_id: bytes, sender: PeerId) -> bytes:
+        """Wait for `sender`'s message in the session; raises EquivocationDetected if it aborts."""
+        while True:
+            proof = self.core.proof(session_id)
+            if proof is not None:
+                raise EquivocationDetected(session_id, proof)
+            got = self._results.get(session_id, {})
+            if sender in got:
+                return got[sender]
+            event = self._changed.setdefault(session_id, asyncio.Event())
+            event.clear()
+            await event.wait()
+
+    async def receive_all(self, session_id: bytes, members: Sequence[PeerId]) -> dict[PeerId, bytes]:
+        """Wait for every member's message (what ChillDKG's round needs); raises EquivocationDetected."""
+        return {m: await self.receive(session_id, m) for m in members}
+
+    def close_session(self, session_id: bytes) -> None:
+        self.core.close_session(session_id)
+        self._results.pop(session_id, None)
+        self._changed.pop(session_id, None)
+
+    def _on_frame(self, peer: PeerId, data: bytes) -> None:
+        try:
+            events = self.core.receive(peer, data)
+        except WireError as exc:
+            self.channel.reject(peer, f"echo broadcast: {exc}")
+            return
+        except EchoViolation as exc:
+            log.warning("echo: %s", exc)
+            return
+        self._run(events)
+
+    def _run(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, Transmit):
+                task = asyncio.get_running_loop().create_task(self._send(ev.peer, ev.frame))
+                self._send_tasks.add(task)
+                task.add_done_callback(self._send_tasks.discard)
+            elif isinstance(ev, Delivered):
+                self._results.setdefault(ev.session_id, {})[ev.sender] = ev.payload
+                for cb in self._on_deliver:
+                    cb(ev.session_id, ev.sender, ev.payload)
+                self._wake(ev.session_id)
+            else:
+                log.warning("echo session %s aborted: %s equivocated", ev.session_id.hex()[:16], ev.proof.sender.hex())
+                for cb in self._on_abort:
+                    cb(ev.session_id, ev.proof)
+                self._wake(ev.session_id)
+
+    def _wake(self, session_id: bytes) -> None:
+        event = self._changed.get(session_id)
+        if event is not None:
+            event.set()
+
+    async def _send(self, peer: PeerId, frame: bytes) -> None:
+        try:
+            await self.channel.send(peer, frame)
+        except Exception as exc:  # a full queue: the peer is gone for long; log, the session will time out
+            log.warning("echo: cannot send to %s: %s", peer.hex()[:16], exc)

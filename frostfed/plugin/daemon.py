@@ -1,0 +1,121 @@
+"""The standalone member daemon: a configuration file in, a running member out.
+
+Assembles the layers (Noise over TCP, SQLite, bitcoind, the policy) around `Member`, serves the
+control socket, and stops cleanly on SIGTERM or SIGINT. A member killed with SIGKILL restarts from
+its store: the epoch and share come back, unused nonces are discarded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc
+from frostfed.bitcoin.ledger import Ledger
+from frostfed.federation.config import Config, load_config
+from frostfed.federation.identity import load_identity_file
+from frostfed.federation.node import Member
+from frostfed.federation.sealing import Sealer
+from frostfed.federation.service import FederationService
+from frostfed.federation.store import Store
+from frostfed.net.tcp import NoiseChannel
+from frostfed.plugin.rpcserver import RpcServer
+
+log = logging.getLogger("frostfed")
+
+SOCKET_NAME = "frostfed-rpc"
+
+
+def bitcoind_rpc(config: Config) -> BitcoindRpc | None:
+    b = config.bitcoind
+    if b is None:
+        return None
+    url = urlparse(b.rpc_url)
+    return BitcoindRpc(
+        url.hostname or "127.0.0.1",
+        url.port or 8332,
+        cookie_file=b.cookie_file,
+        user=b.user,
+        password=b.password,
+        timeout=60,
+    )
+
+
+def sealer_for(config: Config, seal_seed: bytes) -> Sealer:
+    if config.passphrase_file is None:
+        return Sealer.from_seed(seal_seed)
+    salt_file = config.data_dir / "seal.salt"
+    if not salt_file.exists():
+        salt_file.write_bytes(os.urandom(16))
+    return Sealer.from_passphrase(config.passphrase_file.read_bytes().strip(), salt_file.read_bytes())
+
+
+def setup_logging(data_dir: Path, level: int = logging.INFO) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.FileHandler(data_dir / "frostfed.log")
+    handler.setFormatter(fmt)
+    root = logging.getLogger()
+    root.setLevel(level)
+    root.addHandler(handler)
+
+
+async def run(config: Config) -> None:
+    identity = load_identity_file(config.identity_key_file)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(config.data_dir / "frostfed.sqlite")
+    ledger = Ledger(config.data_dir / "ledger.sqlite")
+    rpc = bitcoind_rpc(config)
+    chain = BitcoindChainSource(rpc) if rpc is not None else None
+    members = [m.id for m in config.members]
+    channel = NoiseChannel(
+        identity.private_key.secret,
+        {m.id: (m.host, m.port) for m in config.members},
+        listen=(config.listen_host, config.listen_port),
+    )
+    faults = frozenset(f for f in os.environ.get("FROSTFED_TEST_FAULTS", "").split(",") if f)
+    member = Member(
+        me=identity.id,
+        echo_secret=identity.private_key.secret,
+        host_seckey=identity.host_seed(),
+        sealer=sealer_for(config, identity.seal_seed()),
+        store=store,
+        channel=channel,
+        members=members,
+        threshold=config.threshold,
+        chain=chain,
+        ledger=ledger,
+        policy=config.policy,
+        heartbeat_seconds=config.heartbeat_seconds,
+        offline_after_seconds=config.offline_after_seconds,
+        faults=faults,
+    )
+    service = FederationService(member, rpc)
+    server = RpcServer(service, config.data_dir / SOCKET_NAME)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await channel.start()
+    await member.start()
+    await server.start()
+    log.info("member %s listening on %s:%d", identity.id.hex(), config.listen_host, config.listen_port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await server.close()
+        await member.stop()
+        with contextlib.suppress(Exception):
+            ledger.close()
+        store.close()
+
+
+def main_run(config_path: str) -> None:
+    config = load_config(config_path)
+    setup_logging(config.data_dir)
+    asyncio.run(run(config))

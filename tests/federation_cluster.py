@@ -1,0 +1,60 @@
+"""A running federation of member processes for the end-to-end tests, with the chores a pool would do:
+crediting miners in every member's ledger and funding federation addresses."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from frostfed.bitcoin.ledger import Ledger
+from frostfed.bitcoin.regtest import RegtestBitcoind
+from frostfed.bitcoin.taproot import script_from_address
+from frostfed.plugin.localcluster import LocalMember, wait_for_epoch, write_cluster
+
+
+class Cluster:
+    def __init__(self, base: Path, btc: RegtestBitcoind, n: int, t: int, **kw: Any) -> None:
+        self.btc = btc
+        self.members = write_cluster(base, n, t, btc.rpc_port, btc.datadir / "regtest" / ".cookie", **kw)
+        self.t = t
+
+    def start(self, env_for: dict[int, dict[str, str]] | None = None) -> str:
+        for m in self.members:
+            m.start((env_for or {}).get(m.index))
+        for m in self.members:
+            m.wait_ready()
+        return wait_for_epoch(self.members)
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+    def running(self) -> list[LocalMember]:
+        return [m for m in self.members if m.running]
+
+    def credit(self, address: str, sats: int, members: list[LocalMember] | None = None) -> None:
+        script = script_from_address(address, "regtest")
+        for m in members if members is not None else self.members:
+            ledger = Ledger(m.data_dir / "ledger.sqlite")
+            try:
+                ledger.credit(script, sats)
+            finally:
+                ledger.close()
+
+    def fund(self, sats: int, via: LocalMember | None = None) -> str:
+        """Send `sats` to a fresh federation address and confirm it; returns the address."""
+        member = via or self.running()[0]
+        address = member.call("frost-newaddr")["address"]
+        self.btc.rpc("sendtoaddress", address, Decimal(sats) / Decimal(100_000_000), wallet="miner")
+        self.btc.mine(1)
+        return address
+
+    def miner_address(self) -> str:
+        return self.btc.rpc("getnewaddress", wallet="miner")
+
+    def confirmations(self, txid: str) -> int:
+        return self.btc.rpc("gettransaction", txid, wallet="miner").get("confirmations", 0)
+
+    def received(self, address: str) -> int:
+        return int(self.btc.rpc("getreceivedbyaddress", address, 0, wallet="miner") * 100_000_000)

@@ -1,0 +1,242 @@
+"""A 5-member federation (t = 3) as separate processes over Noise on 127.0.0.1 with a real regtest
+bitcoind: DKG, addresses, payouts that confirm, crashed and malicious members, restarts."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from federation_cluster import Cluster
+
+from frostfed.bitcoin.regtest import RegtestBitcoind
+from frostfed.plugin.rpcclient import RpcCallError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory, regtest: RegtestBitcoind) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("fed5"), regtest, 5, 3)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def all_running(fed: Cluster) -> Iterator[Cluster]:
+    """Each test starts and ends with all five members up (a test may kill some)."""
+    yield fed
+    for m in fed.members:
+        if not m.running:
+            m.start()
+            m.wait_ready()
+
+
+def payout(member: Any, outputs: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+    return member.call("frost-payout", {"outputs": outputs, **kw})
+
+
+def test_dkg_gives_every_member_the_same_key_and_addresses(fed: Cluster) -> None:
+    statuses = [m.call("frost-status") for m in fed.members]
+    assert len({s["group_key"] for s in statuses}) == 1
+    assert all(s["state"] == "active" and s["threshold"] == 3 and s["n"] == 5 for s in statuses)
+    descs = {m.call("frost-descriptor")["descriptor"] for m in fed.members}
+    assert len(descs) == 1
+    # bitcoind derives the same first address from the descriptor as the members do
+    desc = descs.pop()
+    first = fed.btc.rpc("deriveaddresses", desc, [0, 0])[0]
+    addr = fed.members[2].call("frost-newaddr")
+    assert addr["index"] == 0 and addr["address"] == first
+
+
+def test_payout_confirms(all_running: Cluster) -> None:
+    fed = all_running
+    fed.fund(200_000)
+    miners = [fed.miner_address() for _ in range(3)]
+    for i, a in enumerate(miners):
+        fed.credit(a, 10_000 * (i + 1))
+    result = payout(fed.members[0], [{"address": a, "sats": 10_000 * (i + 1)} for i, a in enumerate(miners)])
+    assert result["status"] == "broadcast" and result["malicious"] == []
+    assert len(result["signers"]) == 3
+    fed.btc.mine(1)
+    assert fed.confirmations(result["txid"]) == 1
+    assert [fed.received(a) for a in miners] == [10_000, 20_000, 30_000]
+    # every member recorded the request it signed or coordinated
+    assert fed.members[0].call("frost-requests", [result["id"]])["requests"][0]["status"] == "broadcast"
+
+
+def test_two_members_crashed_before_and_during_signing(all_running: Cluster) -> None:
+    fed = all_running
+    fed.fund(100_000)
+    a = fed.miner_address()
+    fed.credit(a, 25_000)
+    fed.members[3].kill()  # before
+    slow = fed.members[4]
+    slow.stop()
+    slow.start({"FROSTFED_TEST_FAULTS": "delay-psig"})  # answers a session only after 3 s
+    slow.wait_ready()
+    time.sleep(1.5)  # heartbeats: the coordinator sees who is up
+    box: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: box.update(r=payout(fed.members[0], [{"address": a, "sats": 25_000}])))
+    worker.start()
+    time.sleep(0.5)
+    slow.kill()  # during
+    worker.join(120)
+    result = box["r"]
+    assert result["status"] == "broadcast"
+    assert fed.members[3].id.hex() not in result["signers"] and slow.id.hex() not in result["signers"]
+    fed.btc.mine(1)
+    assert fed.confirmations(result["txid"]) == 1 and fed.received(a) == 25_000
+
+
+def test_invalid_partial_signatures_are_excluded_and_named(all_running: Cluster) -> None:
+    fed = all_running
+    bad = fed.members[1]
+    bad.stop()
+    bad.start({"FROSTFED_TEST_FAULTS": "bad-psig"})
+    bad.wait_ready()
+    fed.fund(100_000)
+    a = fed.miner_address()
+    fed.credit(a, 15_000)
+    results = []
+    # whichever member coordinates, the cheater is caught as soon as ROAST puts it in a session
+    for coordinator in (fed.members[2], fed.members[3], fed.members[4]):
+        r = payout(coordinator, [{"address": a, "sats": 5_000}])
+        assert r["status"] == "broadcast"
+        assert bad.id.hex() not in r["signers"]
+        results.append(r)
+    assert any(bad.id.hex() in r["malicious"] for r in results)
+    fed.btc.mine(1)
+    assert all(fed.confirmations(r["txid"]) == 1 for r in results)
+    bad.stop()
+
+
+def _nonce_rows(member: Any) -> list[tuple[bytes, str]]:
+    db = sqlite3.connect(member.data_dir / "frostfed.sqlite")
+    try:
+        return db.execute("SELECT pubnonce, status FROM nonces").fetchall()
+    finally:
+        db.close()
+
+
+def test_member_killed_mid_signing_restarts_and_carries_on(all_running: Cluster) -> None:
+    fed = all_running
+    victim = fed.members[2]
+    victim.stop()
+    victim.start({"FROSTFED_TEST_FAULTS": "delay-psig"})
+    victim.wait_ready()
+    fed.fund(100_000)
+    a = fed.miner_address()
+    fed.credit(a, 40_000)
+    others = [m for m in fed.members if m is not victim]
+    box: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: box.update(r=payout(others[0], [{"address": a, "sats": 20_000}])))
+    worker.start()
+    time.sleep(0.7)
+    victim.kill()  # SIGKILL while it holds (or has just journalled) a nonce
+    worker.join(120)
+    assert box["r"]["status"] == "broadcast"
+    before = _nonce_rows(victim)
+    group_key = others[0].call("frost-status")["group_key"]
+
+    victim.start()
+    victim.wait_ready()
+    status = victim.call("frost-status")
+    assert status["state"] == "active" and status["group_key"] == group_key  # the share survived
+    after = dict(_nonce_rows(victim))
+    assert all(after[p] != "issued" for p, s in before if s == "issued")  # nothing from before is reusable
+    assert len(after) == len(set(after))
+    # it signs again: make it the coordinator, so it must be among the signers
+    time.sleep(1.5)
+    r = payout(victim, [{"address": a, "sats": 20_000}])
+    assert victim.id.hex() in r["signers"]
+    fed.btc.mine(1)
+    assert fed.confirmations(r["txid"]) == 1
+    used = [p for p, s in _nonce_rows(victim) if s == "used"]
+    assert len(used) == len(set(used))
+
+
+def test_requests_the_policy_refuses_are_never_signed(all_running: Cluster) -> None:
+    fed = all_running
+    fed.fund(300_000)
+    owed = fed.miner_address()
+    fed.credit(owed, 50_000)
+    stranger = fed.miner_address()
+    mempool_before = set(fed.btc.rpc("getrawmempool"))
+    bad_requests: list[dict[str, Any]] = []
+    bad_requests += [{"outputs": [{"address": fed.miner_address(), "sats": 10_000 + i}]} for i in range(6)]
+    bad_requests += [{"outputs": [{"address": owed, "sats": 50_001 + 1000 * i}]} for i in range(6)]
+    bad_requests += [{"outputs": [{"address": owed, "sats": 1_000}], "feerate": 100 + 50 * i} for i in range(4)]
+    bad_requests += [
+        {"outputs": [{"address": owed, "sats": 30_000}, {"address": owed, "sats": 30_000}]},
+        {"outputs": [{"address": owed, "sats": 10_000}, {"address": stranger, "sats": 1_000}]},
+        {"outputs": [{"address": stranger, "sats": 100_000}]},
+        {"outputs": [{"address": owed, "sats": 60_000}]},
+    ]
+    assert len(bad_requests) == 20
+    for req in bad_requests:
+        with pytest.raises(RpcCallError) as err:
+            payout(fed.members[0], **req)
+        assert err.value.code == 1402, err.value.message
+        reasons = err.value.data["rejections"]
+        assert reasons and all(isinstance(v, str) and v for v in reasons.values())
+    assert set(fed.btc.rpc("getrawmempool")) == mempool_before
+
+
+def test_every_members_reason_is_reported(tmp_path: Path, all_running: Cluster) -> None:
+    fed = all_running
+    fed.fund(100_000)
+    a = fed.miner_address()
+    # only two members' ledgers owe this miner: fewer than t = 3 accept
+    fed.credit(a, 10_000, fed.members[:2])
+    with pytest.raises(RpcCallError) as err:
+        payout(fed.members[0], [{"address": a, "sats": 10_000}])
+    reasons = err.value.data["rejections"]
+    assert set(reasons) == {m.id.hex() for m in fed.members[2:]}
+    assert all("unknown_output" in r for r in reasons.values())
+
+
+def test_a_double_payout_is_refused(all_running: Cluster) -> None:
+    fed = all_running
+    fed.fund(100_000)
+    a = fed.miner_address()
+    fed.credit(a, 12_000)
+    first = payout(fed.members[1], [{"address": a, "sats": 12_000}])
+    assert first["status"] == "broadcast"
+    with pytest.raises(RpcCallError) as err:  # not yet confirmed: reserved
+        payout(fed.members[2], [{"address": a, "sats": 12_000}])
+    assert "already_paid" in str(err.value.data["rejections"])
+    fed.btc.mine(1)
+    time.sleep(6)  # ledgers reconcile with the chain
+    with pytest.raises(RpcCallError) as err:  # confirmed: paid
+        payout(fed.members[3], [{"address": a, "sats": 12_000}])
+    assert "already_paid" in str(err.value.data["rejections"])
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "code"),
+    [
+        ("frost-nope", [], -32601),
+        ("frost-payout", [], -32602),
+        ("frost-payout", ["not json"], -32602),
+        ("frost-payout", [[{"address": "x", "sats": -1}]], -32602),
+        ("frost-payout", {"outputs": [{"address": "bcrt1qxyz", "sats": 1000}]}, -32602),
+        ("frost-payout", {"outputs": [], "bogus": 1}, -32602),
+        ("frost-payout", [[{"address": "bcrt1q0000000000000000000000000000000000000", "sats": 1}], "fast"], -32602),
+        ("frost-sign", ["bm90IGEgcHNidA=="], -32602),
+        ("frost-sign", [42], -32602),
+        ("frost-requests", ["nope"], 1405),
+        ("frost-status", [1, 2, 3], -32602),
+    ],
+)
+def test_bad_rpc_calls_get_errors_and_the_daemon_serves_on(fed: Cluster, method: str, params: Any, code: int) -> None:
+    m = fed.members[0]
+    with pytest.raises(RpcCallError) as err:
+        m.call(method, params)
+    assert err.value.code == code
+    assert m.call("frost-status")["state"] == "active"
