@@ -55,6 +55,7 @@ async def test_binding_verifies_only_for_the_signing_node_and_its_host_key(nodes
     assert await check_binding(rb, b_id, pub, zbase) is False  # claimed by another node
     assert await check_binding(rb, a_id, pub, "null") is False  # not a signature
     assert await check_binding(rb, a_id, pub, "") is False
+    assert await check_binding(rb, a_id, pub, zbase, role="member") is False  # same key, other role
 
 
 def test_statement_names_both_keys_and_refuses_bad_lengths():

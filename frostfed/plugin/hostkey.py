@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 HOSTSEED_LABEL = "frostfed/chilldkg-hostkey/v1"
-STATEMENT_PREFIX = "frostfed: ChillDKG host key of node"
+MEMBERKEY_LABEL = "frostfed/member-key/v1"
+ROLES = {"host": "ChillDKG host key", "member": "member key"}
 
 
 class NodeRpc(Protocol):
@@ -22,9 +23,9 @@ class HostKeyError(Exception):
     """The node did not give a usable secret, or a binding could not be checked."""
 
 
-async def derive_host_seed(rpc: NodeRpc) -> bytes:
-    """The 32-byte ChillDKG host secret of this node (recomputed on demand, kept only in memory)."""
-    answer = await rpc.call("makesecret", {"string": HOSTSEED_LABEL})
+async def derive_secret(rpc: NodeRpc, label: str) -> bytes:
+    """32 secret bytes lightningd derives from its node secret and `label` (stable, per node)."""
+    answer = await rpc.call("makesecret", {"string": label})
     try:
         seed = bytes.fromhex(answer["secret"])
     except (KeyError, TypeError, ValueError):
@@ -34,31 +35,38 @@ async def derive_host_seed(rpc: NodeRpc) -> bytes:
     return seed
 
 
-def binding_statement(node_id: bytes, host_pubkey: bytes) -> str:
-    """The text a node signs to say "this is my host key": both keys in full, nothing else."""
-    if len(node_id) != 33 or len(host_pubkey) != 33:
-        raise ValueError("node id and host public key must be 33-byte compressed keys")
-    return f"{STATEMENT_PREFIX} {node_id.hex()} is {host_pubkey.hex()}"
+async def derive_host_seed(rpc: NodeRpc) -> bytes:
+    """The 32-byte ChillDKG host secret of this node (recomputed on demand, kept only in memory)."""
+    return await derive_secret(rpc, HOSTSEED_LABEL)
 
 
-async def sign_binding(rpc: NodeRpc, node_id: bytes, host_pubkey: bytes) -> str:
+def binding_statement(node_id: bytes, pubkey: bytes, role: str = "host") -> str:
+    """The text a node signs to say "this is my <role> key": both keys in full, nothing else."""
+    if len(node_id) != 33 or len(pubkey) != 33:
+        raise ValueError("node id and public key must be 33-byte compressed keys")
+    if role not in ROLES:
+        raise ValueError(f"unknown key role {role!r}")
+    return f"frostfed: the {ROLES[role]} of node {node_id.hex()} is {pubkey.hex()}"
+
+
+async def sign_binding(rpc: NodeRpc, node_id: bytes, pubkey: bytes, role: str = "host") -> str:
     """The zbase32 signature of our binding statement, made by lightningd with the node key."""
-    answer = await rpc.call("signmessage", {"message": binding_statement(node_id, host_pubkey)})
+    answer = await rpc.call("signmessage", {"message": binding_statement(node_id, pubkey, role)})
     zbase = answer.get("zbase") if isinstance(answer, dict) else None
     if not isinstance(zbase, str):
         raise HostKeyError("signmessage gave no zbase signature")
     return zbase
 
 
-async def check_binding(rpc: NodeRpc, node_id: bytes, host_pubkey: bytes, zbase: str) -> bool:
-    """Whether `zbase` is `node_id`'s signature binding `host_pubkey` (checked by our lightningd).
+async def check_binding(rpc: NodeRpc, node_id: bytes, pubkey: bytes, zbase: str, role: str = "host") -> bool:
+    """Whether `zbase` is `node_id`'s signature binding `pubkey` in `role` (checked by our lightningd).
 
     `pubkey` is always passed: without it lightningd only knows keys of nodes with public channels
     and fails with "pubkey not found in the graph" for every other member.
     """
     if not isinstance(zbase, str) or not zbase:
         return False
-    params = {"message": binding_statement(node_id, host_pubkey), "zbase": zbase, "pubkey": node_id.hex()}
+    params = {"message": binding_statement(node_id, pubkey, role), "zbase": zbase, "pubkey": node_id.hex()}
     try:
         answer = await rpc.call("checkmessage", params)
     except Exception as e:
