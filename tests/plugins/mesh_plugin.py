@@ -6,11 +6,14 @@
 the real command table.
 """
 
+import os
 import threading
 
 from frostfed.federation.commands import NOT_FOUND, RpcError
+from frostfed.net.cln_members import MemberKeyChannel
 from frostfed.net.reliable import ReliableChannel
 from frostfed.plugin.cln import FrostfedPlugin
+from frostfed.plugin.hostkey import MEMBERKEY_LABEL, derive_secret
 
 inbox: list[dict] = []
 lock = threading.Lock()
@@ -40,8 +43,14 @@ class MeshService:
         await self.channel.close()
 
 
-def factory(ctx):
-    channel = ReliableChannel(ctx.channel, rto_initial=0.1, rto_max=0.5)
+async def factory(ctx):
+    """With MESH_MEMBER_KEYS set, members are addressed by member keys (MemberKeyChannel)."""
+    inner = ctx.channel
+    state["member_id"] = ctx.node_id.hex()
+    if os.environ.get("MESH_MEMBER_KEYS"):
+        inner = MemberKeyChannel(ctx.channel, await derive_secret(ctx.rpc, MEMBERKEY_LABEL), hello_interval=0.5)
+        state["member_id"] = inner.member_id.hex()
+    channel = ReliableChannel(inner, rto_initial=0.1, rto_max=0.5)
 
     def receive(peer, data):
         with lock:
@@ -68,6 +77,12 @@ def mesh_send(peer, text, request, **kwargs):
             request.set_exception(e)
 
     frost.loop.submit(go())
+
+
+@plugin.method("mesh-identity")
+def mesh_identity(**kwargs):
+    """The id other members address us by."""
+    return {"member_id": state.get("member_id")}
 
 
 @plugin.method("mesh-inbox")
