@@ -84,6 +84,12 @@ class MemberKeyChannel(Channel):
     def member_of(self, node: PeerId) -> PeerId | None:
         return self._by_node.get(node)
 
+    def remember(self, node: PeerId, member: PeerId) -> None:
+        """Pair `node` with `member` from a trusted record (a pairing seen in an earlier run)."""
+        self._by_node[node] = member
+        self._by_member[member] = node
+        self._paired.set()
+
     async def wait_for_members(self, nodes: list[PeerId], timeout: float) -> dict[PeerId, PeerId]:
         """Wait until every node in `nodes` has told us its member key; returns node id -> member key."""
         self._ensure_timer()
