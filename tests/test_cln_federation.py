@@ -17,7 +17,7 @@ from frostfed.bitcoin.taproot import script_from_address
 
 pytestmark = pytest.mark.slow
 
-FEDERATION = Path(__file__).parent / "plugins" / "federation_plugin.py"
+FEDERATION = Path(__file__).resolve().parent.parent / "frostfed-plugin.py"
 
 
 async def statuses(nodes: list[SimNode]) -> list[dict[str, Any]]:
@@ -89,6 +89,10 @@ async def test_federation_of_plugins_pays_out_with_a_member_down(regtest):
         assert pairs[nodes[3].node_id] != nodes[3].node_id  # members sign as their member keys
         regtest.mine(1)
         assert regtest.rpc("gettransaction", result2["txid"], wallet="miner")["confirmations"] == 1
+
+        # the stopped member comes back with its share and pairing from its data directory
+        await nodes[3].start()
+        assert await wait_for_epoch(nodes) == group_key
         for n in nodes:
             assert n.fatal == []
     finally:

@@ -90,7 +90,7 @@ class MemberKeyChannel(Channel):
         self._by_member[member] = node
         self._paired.set()
 
-    async def wait_for_members(self, nodes: list[PeerId], timeout: float) -> dict[PeerId, PeerId]:
+    async def wait_for_members(self, nodes: list[PeerId], timeout: float | None) -> dict[PeerId, PeerId]:
         """Wait until every node in `nodes` has told us its member key; returns node id -> member key."""
         self._ensure_timer()
         async with asyncio.timeout(timeout):

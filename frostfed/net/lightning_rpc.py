@@ -51,9 +51,7 @@ class LightningRpc:
                 finally:
                     writer.close()
         except (OSError, TimeoutError, ValueError) as e:
-            raise LightningRpcError(
-                method, None, f"lightningd RPC unavailable: {type(e).__name__}: {e}"
-            ) from e
+            raise LightningRpcError(method, None, f"lightningd RPC unavailable: {type(e).__name__}: {e}") from e
         if "error" in answer:
             err = answer["error"] if isinstance(answer["error"], dict) else {"message": str(answer["error"])}
             raise LightningRpcError(method, err.get("code", -1), str(err.get("message", "")), err.get("data"))

@@ -54,6 +54,8 @@ class PluginContext:
     network: str
     loop: asyncio.AbstractEventLoop
     log: Callable[..., None]
+    report: Callable[[str], None]
+    """Say why the service is not ready yet (frost-* calls answer NOT_READY with this text)."""
 
 
 ServiceFactory = Callable[[PluginContext], Any]
@@ -111,9 +113,7 @@ class FrostfedPlugin:
     def _start_command(self, command: commands.Command, request: Any) -> None:
         params = _raw_params(request)
         if self.loop is None:
-            request.set_exception(
-                RpcException(f"frostfed is not ready: {self.not_ready}", commands.NOT_READY)
-            )
+            request.set_exception(RpcException(f"frostfed is not ready: {self.not_ready}", commands.NOT_READY))
             return
         self.loop.submit(self._run_command(command, params, request))
 
@@ -132,9 +132,7 @@ class FrostfedPlugin:
 
     # ---- start-up ----------------------------------------------------------------------------
 
-    def _init(
-        self, options: dict[str, Any], configuration: dict[str, Any], plugin: Plugin, **kwargs: Any
-    ) -> None:
+    def _init(self, options: dict[str, Any], configuration: dict[str, Any], plugin: Plugin, **kwargs: Any) -> None:
         opts = {name: plugin.get_option(name) for name, *_ in OPTIONS}
         lightning_dir = Path(configuration["lightning-dir"])
         members: dict[PeerId, str | None] = {}
@@ -178,6 +176,7 @@ class FrostfedPlugin:
                 network=network,
                 loop=asyncio.get_running_loop(),
                 log=self.plugin.log,
+                report=self._report,
             )
             if self.factory is None:
                 self.not_ready = "no federation service is attached to this plugin"
@@ -185,17 +184,20 @@ class FrostfedPlugin:
             service = self.factory(self.context)
             if inspect.isawaitable(service):
                 service = await service
+            if service is None:  # the factory reported why
+                return
             self.service = service
             self.plugin.log(f"frostfed ready as member {node_id.hex()}")
         except Exception as e:
             self.not_ready = f"start-up failed: {type(e).__name__}: {e}"
             self.plugin.log(self.not_ready, level="broken")
 
+    def _report(self, reason: str) -> None:
+        self.not_ready = reason
+
     # ---- lightningd events (stdin thread) ------------------------------------------------------
 
-    def _on_custommsg(
-        self, peer_id: Any = None, payload: Any = None, plugin: Any = None, **kwargs: Any
-    ) -> Any:
+    def _on_custommsg(self, peer_id: Any = None, payload: Any = None, plugin: Any = None, **kwargs: Any) -> Any:
         try:
             if self.context is not None:
                 self.context.channel.handle_custommsg(peer_id, payload)
@@ -250,14 +252,17 @@ class FrostfedPlugin:
             self.close()
 
 
-def default_service_factory() -> ServiceFactory | None:
-    """`frostfed.federation.service.from_plugin_context`, once the federation service provides it."""
-    try:
-        from frostfed.federation import service
-    except ImportError:
-        return None
+def default_service_factory() -> ServiceFactory:
+    """`frostfed.federation.service.from_plugin_context` if the service defines one, else the member
+    assembled in `frostfed.plugin.cln_member`."""
+    from frostfed.federation import service
+
     factory: ServiceFactory | None = getattr(service, "from_plugin_context", None)
-    return factory
+    if factory is not None:
+        return factory
+    from frostfed.plugin.cln_member import from_plugin_context
+
+    return from_plugin_context
 
 
 def main() -> None:

@@ -1,0 +1,83 @@
+"""The federation member inside lightningd: the default service factory of the plugin.
+
+Member identity: the plugin cannot sign with the node key, so each member signs as a *member key*
+derived from `makesecret` and paired with its node id over the node's links (MemberKeyChannel). The
+ChillDKG host key and the sealing seed come from `makesecret` too: nothing secret is stored in clear.
+Chain data comes from lightningd's backend, confirmations and fees from the node's own bitcoind
+(ClnChainSource). The first start waits until every configured member has told its member key; the
+pairing is then kept in the data directory so a member restarts while others are down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from frostfed.bitcoin.cln_chain import ClnChainSource, LightningSocket, bitcoind_from_configs
+from frostfed.bitcoin.ledger import Ledger
+from frostfed.federation.config import PolicySettings, default_threshold
+from frostfed.federation.node import Member
+from frostfed.federation.sealing import Sealer
+from frostfed.federation.service import FederationService
+from frostfed.federation.store import Store
+from frostfed.net.cln_members import MemberKeyChannel
+from frostfed.plugin.cln import PluginContext
+from frostfed.plugin.hostkey import MEMBERKEY_LABEL, derive_secret
+
+SEAL_LABEL = "frostfed/seal/v1"
+PAIRS_FILE = "member-keys.json"
+
+
+class PluginService(FederationService):
+    """The federation service, plus a clean stop when lightningd shuts the plugin down."""
+
+    async def close(self) -> None:
+        await self.member.stop()
+
+
+def load_pairs(ctx: PluginContext) -> dict[bytes, bytes] | None:
+    path = ctx.data_dir / PAIRS_FILE
+    if not path.exists():
+        return None
+    return {bytes.fromhex(n): bytes.fromhex(m) for n, m in json.loads(path.read_text()).items()}
+
+
+async def from_plugin_context(
+    ctx: PluginContext, *, member_options: dict[str, Any] | None = None
+) -> PluginService | None:
+    """The running member, or None (with the reason reported) when no members are configured."""
+    if not ctx.members:
+        ctx.report("no members configured: set frost-members to the other members' <node id>@<host>:<port>")
+        return None
+    member_secret = await derive_secret(ctx.rpc, MEMBERKEY_LABEL)
+    channel = MemberKeyChannel(ctx.channel, member_secret)
+    pairs = load_pairs(ctx)
+    if pairs is not None and set(pairs) == set(ctx.members) | {ctx.node_id}:
+        for node, member in pairs.items():
+            if node != ctx.node_id:
+                channel.remember(node, member)
+    else:
+        ctx.report(f"waiting for the member keys of {len(ctx.members)} members (all must be online once)")
+        pairs = await channel.wait_for_members(list(ctx.members), timeout=None)
+        (ctx.data_dir / PAIRS_FILE).write_text(json.dumps({n.hex(): m.hex() for n, m in pairs.items()}))
+    members = sorted(pairs.values())
+    configs = (await ctx.rpc.call("listconfigs"))["configs"]
+    bitcoind = bitcoind_from_configs(configs)
+    chain = ClnChainSource(LightningSocket(ctx.rpc.socket_path), bitcoind)
+    member = Member(
+        me=channel.member_id,
+        echo_secret=member_secret,
+        host_seckey=ctx.host_seed,
+        sealer=Sealer.from_seed(await derive_secret(ctx.rpc, SEAL_LABEL)),
+        store=Store(ctx.data_dir / "frostfed.sqlite"),
+        channel=channel,
+        members=members,
+        threshold=int(ctx.options["frost-threshold"]) or default_threshold(len(members)),
+        chain=chain,
+        ledger=Ledger(ctx.data_dir / "ledger.sqlite"),
+        policy=PolicySettings(),
+        network=ctx.network,
+        **(member_options or {}),
+    )
+    await member.start()
+    return PluginService(member, bitcoind)
