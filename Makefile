@@ -21,6 +21,9 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+demo: setup
+	$(BIN)/frostfed demo
+
 lint: setup
 	$(BIN)/ruff check .
 

@@ -90,12 +90,13 @@ def fund(regtest, chain, fed, i: int, sats: int, confirm: bool = True) -> Utxo:
 
 
 def assert_refused(policy, tx, fed, ledger, code: str, words: str):
+    reserved_before = ledger.reserved_txids()
     with pytest.raises(PolicyRejection) as err:
         sign_payout(tx, policy, fed.sign)
     assert err.value.code == code, err.value
     assert words in err.value.message, err.value.message
     assert fed.calls == [], "a refused payout must not be signed"
-    assert ledger.reserved_txids() == []
+    assert ledger.reserved_txids() == reserved_before, "a refused payout must not be reserved"
     return err.value
 
 
@@ -179,6 +180,14 @@ def test_inputs_must_be_confirmed_mature_owned_and_unspent(regtest, chain, fed, 
     assert coinbase.coinbase
     tx = build_payout_tx([coinbase], pay, fed.scripts[1], 2)
     assert_refused(policy, tx, fed, ledger, "input_immature", "matures at 100")
+    regtest.mine(98)
+    assert_refused(policy, tx, fed, ledger, "input_immature", "99 confirmations")
+    regtest.mine(1)
+    assert policy.check(tx).inputs[0].confirmations == 100  # mature now: the same payout passes
+    mature, _ = sign_payout(tx, policy, fed.sign)
+    assert chain.test_accept(mature).allowed  # and bitcoind agrees on the maturity rule
+    fed.calls.clear()
+    ledger.credit(miners[0], 1_000_000)  # that payout stays reserved (never broadcast); owe the next one
 
     foreign_txid, foreign_vout = regtest.send_to(regtest.rpc("getnewaddress", wallet="miner"), 5_000_000)
     foreign = chain.get_utxo(foreign_txid, foreign_vout)

@@ -172,6 +172,8 @@ def test_deterministic_signer_completes_a_session() -> None:
         (lambda c: c._replace(ids=[0, 5]), "The participant identifier at index 1 is out of range."),
         (lambda c: c._replace(ids=[0, -1]), "The participant identifier at index 1 is out of range."),
         (lambda c: c._replace(ids=[0, "1"]), "The participant identifier at index 1 is out of range."),
+        (lambda c: c._replace(ids=[0, True]), "The participant identifier at index 1 is out of range."),
+        (lambda c: c._replace(ids=[0, 1.0]), "The participant identifier at index 1 is out of range."),
         (lambda c: c._replace(pubshares=[c.pubshares[0], b"\x02" * 5]), "Invalid pubshare at index 1."),
         (
             lambda c: c._replace(pubshares=[c.pubshares[0]]),

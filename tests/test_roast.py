@@ -51,25 +51,34 @@ class Network:
 
     rng: random.Random
     slow: set[int]
+    fast: set[int] = field(default_factory=set)
     queue: list = field(default_factory=list)  # type: ignore[type-arg]
     now: float = 0.0
     seq: int = 0
 
     def send(self, signer: int, kind: str, payload: object) -> None:
         delay = self.rng.uniform(1, 10) * (50 if signer in self.slow else 1)
+        if signer in self.fast:
+            delay = self.rng.uniform(0.01, 0.1)
         self.seq += 1
         heapq.heappush(self.queue, (self.now + delay, self.seq, kind, signer, payload))
 
 
 def simulate(
-    t: int, n: int, crashed: set[int], malicious: set[int], slow: set[int], seed: int
+    t: int,
+    n: int,
+    crashed: set[int],
+    malicious: set[int],
+    slow: set[int],
+    seed: int,
+    fast: frozenset[int] = frozenset(),
 ) -> tuple[RoastResult, set[int], list[SigningTask], ThresholdKey]:
     key, secshares = make_key(t, n, seed)
     tasks = make_tasks(key)
     rng = random.Random(seed)
     coordinator = RoastCoordinator(key, tasks)
     signers = {i: RoastSigner(key, i, secshares[i], tasks) for i in range(n)}
-    net = Network(rng, slow)
+    net = Network(rng, slow, set(fast))
     seen_bad: set[int] = set()  # malicious replies that reached the coordinator before the end
     for i in range(n):
         net.send(i, "to_coordinator", signers[i].presign())
@@ -130,6 +139,22 @@ def test_roast_succeeds_with_up_to_n_minus_t_faulty_signers(t: int, n: int, kind
             check_success(result, tasks, key, t, n)
             assert result.malicious == seen_bad  # exactly the cheaters it saw, nobody honest
             assert not set(result.signer_ids) & (crashed | malicious)
+
+
+@pytest.mark.parametrize(("t", "n"), SETUPS)
+def test_session_bound_holds_when_the_faulty_signers_are_always_first(t: int, n: int) -> None:
+    """Worst ordering for ROAST: faulty signers are ready first and cheat at once, honest ones are slow."""
+    for f in range(n - t + 1):
+        for seed in range(3):
+            rng = random.Random(f"first-{t}-{n}-{f}-{seed}")
+            faulty = sorted(rng.sample(range(n), f))
+            crashed, malicious = set(faulty[0::2]), set(faulty[1::2])
+            honest = set(range(n)) - crashed - malicious
+            result, seen_bad, tasks, key = simulate(
+                t, n, crashed, malicious, honest, rng.randrange(2**32), fast=frozenset(faulty)
+            )
+            check_success(result, tasks, key, t, n)
+            assert result.malicious == seen_bad == malicious
 
 
 @pytest.mark.parametrize(("t", "n"), SETUPS)
@@ -204,3 +229,40 @@ def test_signer_never_signs_twice_with_one_presignature() -> None:
         signers[1].presign()  # already holds one
     with pytest.raises(ValueError):
         RoastSigner(key, 0, secshares[1], tasks)  # share of somebody else
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda r: SignerReply(r.sid, r.signer_id, r.psigs[:1], r.next_pubnonces),  # a psig short
+        lambda r: SignerReply(r.sid, r.signer_id, r.psigs, r.next_pubnonces[:1]),  # a next nonce short
+        lambda r: SignerReply(r.sid, r.signer_id, ("junk", r.psigs[1]), r.next_pubnonces),  # type: ignore[arg-type]
+        lambda r: SignerReply(r.sid, r.signer_id, r.psigs, (b"\x05" * 66, r.next_pubnonces[1])),
+        lambda r: SignerReply(r.sid, r.signer_id, (secp.bytes_from_int(secp.N), r.psigs[1]), r.next_pubnonces),
+        lambda r: SignerReply(r.sid, r.signer_id, (r.psigs[1], r.psigs[0]), r.next_pubnonces),  # swapped
+    ],
+)
+def test_malformed_reply_marks_the_sender_malicious_and_the_run_goes_on(tamper) -> None:  # type: ignore[no-untyped-def]
+    key, secshares = make_key(2, 3, seed=14)
+    tasks = make_tasks(key, 2)
+    coordinator = RoastCoordinator(key, tasks)
+    signers = [RoastSigner(key, i, secshares[i], tasks) for i in range(3)]
+    sends = []
+    for s in signers:
+        sends += coordinator.receive_presignature(s.presign())
+    request = sends[0].request
+    a, b = request.signer_ids
+    c = ({0, 1, 2} - {a, b}).pop()
+    assert coordinator.receive_reply(tamper(signers[a].on_session(request))) == []  # t not ready yet
+    assert coordinator.malicious == {a}
+    more = coordinator.receive_reply(signers[b].on_session(request))
+    assert coordinator.result is None  # that session cannot finish without a
+    assert {s.to for s in more} == {b, c}  # b (with its next presignature) and c start a new session
+    new_request = more[0].request
+    for i in (b, c):
+        coordinator.receive_reply(signers[i].on_session(new_request))
+    result = coordinator.result
+    assert result is not None and result.ok and result.malicious == {a}
+    assert result.sessions_started == 2
+    for task, sig in zip(tasks, result.signatures or (), strict=True):
+        assert secp.schnorr_verify(task.msg, task.xonly_pk(key), sig)

@@ -21,7 +21,7 @@ import shlex
 import subprocess
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from bitcoin.core import CTransaction, CTxOut, b2lx
 from bitcoin.core.script import CScript
@@ -245,7 +245,7 @@ class LedgerPolicy:
         self.ledger.reserve(payout.txid, payout.outpoints, payout.payouts, payout.tip_height)
 
 
-def payout_json(payout: CheckedPayout, network: str) -> dict:
+def payout_json(payout: CheckedPayout, network: str) -> dict[str, Any]:
     """The decoded transaction handed to `payout-check-command` (amounts in sats, scripts in hex)."""
     change = set(payout.change_outputs)
     return {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bitcoin.core import CTransaction, CTxInWitness, CTxOut, CTxWitness
 from bitcoin.core.script import CScriptWitness
-from bitcoin.core.serialize import DeserializationExtraDataError, SerializationTruncationError
+from bitcoin.core.serialize import SerializationError
 
 MAGIC = b"psbt\xff"
 
@@ -78,6 +78,8 @@ def _ser_compact(n: int) -> bytes:
 
 
 def _read_exact(f: io.BytesIO, n: int, what: str) -> bytes:
+    if n > f.getbuffer().nbytes - f.tell():
+        raise PsbtError(f"PSBT ends inside {what}")
     b = f.read(n)
     if len(b) != n:
         raise PsbtError(f"PSBT ends inside {what}")
@@ -218,7 +220,7 @@ class PsbtInput(PsbtMap):
             return None
         try:
             return CTxOut.deserialize(raw)
-        except (SerializationTruncationError, DeserializationExtraDataError, ValueError) as e:
+        except (SerializationError, ValueError) as e:
             raise PsbtError(f"witness utxo does not parse: {e}") from None
 
     @witness_utxo.setter
@@ -355,7 +357,7 @@ class Psbt:
             raise PsbtError("the global map has no unsigned transaction")
         try:
             tx = CTransaction.deserialize(raw_tx)
-        except (SerializationTruncationError, DeserializationExtraDataError, ValueError) as e:
+        except (SerializationError, ValueError) as e:
             raise PsbtError(f"the unsigned transaction does not parse: {e}") from None
         if not tx.wit.is_null() or any(len(i.scriptSig) for i in tx.vin):
             raise PsbtError("the unsigned transaction carries signatures")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from frostfed.bitcoin.descriptor import with_checksum
 from frostfed.frost import derivation
 from frostfed.frost.roast import SigningTask, ThresholdKey
 
@@ -33,41 +34,6 @@ def check_path(path: Sequence[int]) -> tuple[int, int]:
     ):
         raise PathError(f"derivation path {list(path)!r} is not [0|1, index]")
     return path[0], path[1]
-
-
-def _descsum_polymod(symbols: list[int]) -> int:
-    gens = (0xF5DEE51989, 0xA9FDCA3312, 0x1BAB10E32D, 0x3706B1677A, 0x644D626FFD)
-    chk = 1
-    for value in symbols:
-        top = chk >> 35
-        chk = (chk & 0x7FFFFFFFF) << 5 ^ value
-        for i in range(5):
-            chk ^= gens[i] if ((top >> i) & 1) else 0
-    return chk
-
-
-def descriptor_checksum(desc: str) -> str:
-    """The BIP 380 descriptor checksum, so descriptors import without asking a node to add it."""
-    charset = "0123456789()[],'/*abcdefgh@:$%{}IJKLMNOPQRSTUVWXYZ&+-.;<=>?!^_|~ijklmnopqrstuvwxyzABCDEFGH`#\"\\ "
-    checksum_charset = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-    symbols: list[int] = []
-    groups: list[int] = []
-    for ch in desc:
-        v = charset.find(ch)
-        if v < 0:
-            raise ValueError(f"character {ch!r} cannot appear in a descriptor")
-        symbols.append(v & 31)
-        groups.append(v >> 5)
-        if len(groups) == 3:
-            symbols.append(groups[0] * 9 + groups[1] * 3 + groups[2])
-            groups = []
-    if len(groups) == 1:
-        symbols.append(groups[0])
-    elif len(groups) == 2:
-        symbols.append(groups[0] * 3 + groups[1])
-    symbols += [0] * 8
-    checksum = _descsum_polymod(symbols) ^ 1
-    return "".join(checksum_charset[(checksum >> (5 * (7 - i))) & 31] for i in range(8))
 
 
 @dataclass
@@ -116,5 +82,4 @@ class EpochKeys:
         return self._root.to_string("main" if self.network == "main" else "test")
 
     def descriptor(self, chain: int = RECEIVE) -> str:
-        desc = f"tr({self.xpub()}/{chain}/*)"
-        return f"{desc}#{descriptor_checksum(desc)}"
+        return with_checksum(f"tr({self.xpub()}/{chain}/*)")

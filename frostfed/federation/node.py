@@ -35,6 +35,7 @@ from frostfed.bitcoin.policy import (
     PolicyRejection,
 )
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
+from frostfed.bitcoin.taproot import p2tr_address
 from frostfed.federation.config import PolicySettings
 from frostfed.federation.dkg_run import DkgFailed, DkgResult, DkgRun
 from frostfed.federation.epoch_keys import EpochKeys
@@ -236,6 +237,7 @@ class Member:
                 "ssess": self._on_sign_session,
                 "sshare": self._on_sign_share,
                 "sdone": self._on_sign_done,
+                "addr": self._on_address,
             }.get(msg.kind)
             if handler is None:
                 raise MessageError(f"unknown message type {msg.kind!r}")
@@ -584,6 +586,8 @@ class Member:
         key = _journal_key(pre.pubnonces)
         self.store.issue_nonce(key, req.id)
         self._signing[req.id] = _Signing(req, signer, peer, key)
+        if "slow-ready" in self.faults:  # test fault: a member that answers requests late
+            await asyncio.sleep(1)
         if peer != self.me:
             self.store.save_request(req.id, req.kind, peer, "accepted", req.to_body())
         await self._send(peer, "sready", {"id": req.id, "pubnonces": [p.hex() for p in pre.pubnonces]})
@@ -666,6 +670,21 @@ class Member:
         self.store.discard_nonce(state.pubnonce_key)
         status = msg.text("status", 32)
         self.store.update_request(rid, status, {"txid": msg.text("txid", 64)})
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    async def announce_address(self, epoch: int, index: int) -> None:
+        """Tell the others an address index is taken, so every member's next address is a new one and
+        every coordinator's coin scan covers it (two members handing out the same index at the same
+        moment only reuse an address)."""
+        await self._send_all_others("addr", {"epoch": epoch, "index": index})
+
+    def _on_address(self, peer: PeerId, msg: Message) -> None:
+        keys = self.keys
+        epoch, index = msg.integer("epoch"), msg.integer("index", 0, 2**31 - 1)
+        if keys is None or epoch != keys.epoch:
+            return
+        self.store.record_address(epoch, index, p2tr_address(keys.output_key((0, index)), keys.network))
 
     # -- what the commands read ------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class FederationService:
         idx = store.next_address_index(keys.epoch)
         address = p2tr_address(keys.output_key((RECEIVE, idx)), keys.network)
         store.record_address(keys.epoch, idx, address)
+        await self.member.announce_address(keys.epoch, idx)
         return {"address": address, "index": idx, "path": f"m/{RECEIVE}/{idx}", "epoch": keys.epoch}
 
     async def descriptor(self) -> dict[str, Any]:

@@ -40,6 +40,8 @@ class ExtendedPubKey:
     child_number: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.key, bytes):
+            raise ValueError("the key must be 33 bytes")
         secp.cpoint(self.key)  # raises ValueError unless a valid compressed point
         if not isinstance(self.chain_code, bytes) or len(self.chain_code) != 32:
             raise ValueError("the chain code must be 32 bytes")
@@ -71,12 +73,14 @@ class ExtendedPubKey:
 
 def group_xpub(thresh_pk: bytes, chain_code: bytes) -> ExtendedPubKey:
     """The depth-0 extended public key of a threshold key (its prefix may be 02 or 03)."""
+    if not isinstance(thresh_pk, bytes | bytearray) or not isinstance(chain_code, bytes | bytearray):
+        raise ValueError("the threshold key and the chain code must be byte arrays")
     return ExtendedPubKey(bytes(thresh_pk), bytes(chain_code))
 
 
 def derive_child(parent: ExtendedPubKey, index: int) -> tuple[ExtendedPubKey, bytes]:
     """BIP32 CKDpub: the child and the plain tweak I_L with child = parent + I_L*G."""
-    if not 0 <= index < HARDENED:
+    if type(index) is not int or not 0 <= index < HARDENED:
         raise ValueError("only unhardened indices (0 <= index < 2^31) can be derived from a public key")
     digest = hmac.new(parent.chain_code, parent.key + index.to_bytes(4, "big"), hashlib.sha512).digest()
     il, ir = digest[:32], digest[32:]
@@ -108,6 +112,9 @@ def derive_path(parent: ExtendedPubKey, path: Sequence[int]) -> tuple[ExtendedPu
 
 def taptweak(internal_key: bytes) -> bytes:
     """BIP86/BIP341 tweak for a key-path-only output: hash_TapTweak(x-only internal key)."""
+    if not isinstance(internal_key, bytes | bytearray):
+        raise ValueError("the internal key must be 32 (x-only) or 33 (compressed) bytes")
+    internal_key = bytes(internal_key)
     xonly = internal_key[1:] if len(internal_key) == 33 else internal_key
     if len(xonly) != 32:
         raise ValueError("the internal key must be 32 (x-only) or 33 (compressed) bytes")
@@ -117,6 +124,7 @@ def taptweak(internal_key: bytes) -> bytes:
 def taproot_output_key(internal_key: bytes) -> tuple[bytes, int, bytes]:
     """BIP86 output key of an internal key: (32-byte x-only output key, its Y parity, the TapTweak)."""
     tweak = taptweak(internal_key)
+    internal_key = bytes(internal_key)
     xonly = internal_key[1:] if len(internal_key) == 33 else internal_key
     t = secp.int_from_bytes(tweak)
     if t >= secp.N:
@@ -176,6 +184,8 @@ def base58check_decode(s: str) -> bytes:
 
 def parse_xpub(s: str) -> tuple[ExtendedPubKey, str]:
     """An xpub/tpub string back to (extended key, network)."""
+    if not isinstance(s, str):
+        raise ValueError("an extended key string is expected")
     raw = base58check_decode(s)
     if len(raw) != 78:
         raise ValueError("an extended key is 78 bytes")

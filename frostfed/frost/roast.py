@@ -13,6 +13,19 @@ holds one pubnonce / partial signature per `SigningTask`, each task with its own
 
 Both sides are sans-I/O state machines: they take messages and return messages; the federation layer
 moves them over the network and decides when to give up (`RoastCoordinator.give_up`).
+
+    key = ThresholdKey(n, t, thresh_pk, pubshares)
+    tasks = [SigningTask(sighash, tuple(tweaks), tuple(is_xonly)) for each input]
+    coordinator = RoastCoordinator(key, tasks)           # on the coordinating member
+    signer = RoastSigner(key, my_id, secshare, tasks)    # on every member, after its own policy check
+    send signer.presign() to the coordinator
+    coordinator:  for send in coordinator.receive_presignature(pre) / receive_reply(reply):
+                      deliver send.request to member send.to
+    member:       reply = signer.on_session(request); deliver reply to the coordinator
+    coordinator.result (RoastResult) is set when done; result.signatures[j] signs tasks[j].
+
+Secret nonces exist only inside a RoastSigner and are erased when used; after a crash they are
+simply gone (a restarted signer makes a new presignature), so a nonce is never used twice.
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
-"""BIP 445 FROST signing for BIP340 signatures (siv2r/bip-frost-signing, version 0.3.x).
+"""BIP 445 FROST signing for BIP340 signatures (siv2r/bip-frost-signing).
 
-One function per algorithm of the specification, under its name. Points go through libsecp256k1
+One function per algorithm of the specification, under its name. Where the specification text and
+the published test vectors (../shared/vectors/bip445/) differ, the vectors win, and they follow the
+later revision: the hash tags are `BIP0445/aux`, `BIP0445/nonce`, `BIP0445/noncecoef` and
+`BIP0445/deterministic/nonce` (not `FROST/...`), DeterministicSign also hashes `bytes(4, my_id) ||
+bytes(4, u) || SerializeIds(ids)` before `aggothernonce`, and a lone signer (u = 1) passes no
+`aggothernonce` (its own pubnonce is the aggregate nonce). Points go through libsecp256k1
 (`frostfed.frost.secp`); scalars are ints mod n. Errors follow the specification: `ValueError` for a
 caller's bad input (messages as in the published test vectors), `InvalidContributionError` naming the
 blamed participant for a bad contribution from another party.
@@ -52,6 +57,11 @@ __all__ = [
 MAX_PARTICIPANTS = 2**32 - 1
 
 
+def _mul_g(k: int) -> PublicKey:
+    """k*G for 0 < k < n. `G.multiply` costs a third of building a PrivateKey (`point_mul_g`) here."""
+    return secp.point_mul(secp.G, k)  # type: ignore[return-value]  # not infinity for 0 < k < n
+
+
 def _is_bytes(x: object) -> bool:
     return isinstance(x, bytes | bytearray)
 
@@ -79,7 +89,7 @@ class SignersContext(NamedTuple):
     thresh_pk: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: the cache below hands out one object per set
 class _SignerSet:
     """A validated Signers Context with everything that depends only on it."""
 
@@ -142,6 +152,10 @@ def _signer_set(signers_ctx: SignersContext) -> _SignerSet:
         raise ValueError("The ids and pubshares must be lists.") from e
     if not _is_bytes(thresh_pk):
         raise ValueError("The provided key material is incorrect.")
+    if any(type(i) is not int for i in ids_t):
+        # Never through the cache: True == 1 and 1.0 == 1 would find another context's entry.
+        _validated_signer_set.__wrapped__(n, t, ids_t, pubshares_t, bytes(thresh_pk))
+        raise ValueError("The participant identifiers must be integers.")
     try:
         return _validated_signer_set(n, t, ids_t, pubshares_t, bytes(thresh_pk))
     except TypeError as e:  # an unhashable id or pubshare
@@ -186,7 +200,7 @@ def serialize_ids(ids: Sequence[int]) -> bytes:
 def pubshare_from_secshare(secshare: bytes) -> bytes:
     """The 33-byte public share `cbytes(secshare * G)` of a secret share."""
     d = _secshare_scalar(secshare)
-    return secp.cbytes(secp.point_mul_g(d))  # type: ignore[arg-type]  # d != 0
+    return secp.cbytes(_mul_g(d))  # type: ignore[arg-type]  # d != 0
 
 
 def _secshare_scalar(secshare: bytes) -> int:
@@ -255,7 +269,7 @@ def nonce_gen_internal(
     k2 = secp.int_from_bytes(_nonce_hash(rand, pk, tpk, msg_prefixed, bytes(extra_in), 1)) % secp.N
     if k1 == 0 or k2 == 0:  # probability ~2^-128; the specification says fail
         raise ValueError("NonceGen produced a zero nonce; retry.")
-    pubnonce = secp.cbytes(secp.point_mul_g(k1)) + secp.cbytes(secp.point_mul_g(k2))  # type: ignore[arg-type]
+    pubnonce = secp.cbytes(_mul_g(k1)) + secp.cbytes(_mul_g(k2))  # type: ignore[arg-type]
     secnonce = bytearray(secp.bytes_from_int(k1) + secp.bytes_from_int(k2))
     return secnonce, pubnonce
 
@@ -356,9 +370,14 @@ def _session(session_ctx: SessionContext) -> tuple[SessionValues, _SignerSet]:
     msg = bytes(msg)
     if not _is_bytes(aggnonce) or len(aggnonce) != 66:
         raise InvalidContributionError(COORDINATOR_ID, "aggnonce")
-    aggnonce = bytes(aggnonce)
-    b = secp.int_from_bytes(secp.tagged_hash("BIP0445/noncecoef", ss.ser_ids + aggnonce + secp.xbytes(Q) + msg))
-    b %= secp.N
+    b, R, e = _nonce_values(ss, bytes(aggnonce), secp.xbytes(Q), msg)
+    return SessionValues(Q, gacc, tacc, ss.ids, ss.pubshares, b, R, e), ss
+
+
+@lru_cache(maxsize=1024)
+def _nonce_values(ss: _SignerSet, aggnonce: bytes, qx: bytes, msg: bytes) -> tuple[int, PublicKey, int]:
+    """b, R and e of GetSessionValues; cached because a coordinator verifies u psigs per session."""
+    b = secp.int_from_bytes(secp.tagged_hash("BIP0445/noncecoef", ss.ser_ids + aggnonce + qx + msg)) % secp.N
     if b == 0:  # probability ~2^-128
         raise ValueError("The nonce coefficient is zero.")
     try:
@@ -368,11 +387,10 @@ def _session(session_ctx: SessionContext) -> tuple[SessionValues, _SignerSet]:
         raise InvalidContributionError(COORDINATOR_ID, "aggnonce") from None
     R_ = secp.point_add(R1, secp.point_mul(R2, b))
     R = secp.G if R_ is None else R_
-    e = secp.int_from_bytes(secp.tagged_hash("BIP0340/challenge", secp.xbytes(R) + secp.xbytes(Q) + msg))
-    e %= secp.N
+    e = secp.int_from_bytes(secp.tagged_hash("BIP0340/challenge", secp.xbytes(R) + qx + msg)) % secp.N
     if e == 0:  # probability ~2^-128
         raise ValueError("The challenge is zero.")
-    return SessionValues(Q, gacc, tacc, ss.ids, ss.pubshares, b, R, e), ss
+    return b, R, e
 
 
 def get_session_values(session_ctx: SessionContext) -> SessionValues:
@@ -412,18 +430,18 @@ def sign(secnonce: bytearray, secshare: bytes, my_id: int, session_ctx: SessionC
     k1 = k1_ if even_r else secp.N - k1_
     k2 = k2_ if even_r else secp.N - k2_
     d_ = _secshare_scalar(secshare)
-    my_pubshare = secp.cbytes(secp.point_mul_g(d_))  # type: ignore[arg-type]  # d_ != 0
+    my_pubshare = secp.cbytes(_mul_g(d_))  # type: ignore[arg-type]  # d_ != 0
     if my_pubshare not in ss.pubshare_set:
         raise ValueError("The signer's pubshare must be included in the list of pubshares.")
-    if my_id not in ss.lambdas:
+    if type(my_id) is not int or my_id not in ss.lambdas:
         raise ValueError("The signer's id must be present in the participant identifier list.")
     lam = ss.lambdas[my_id]
     g = 1 if secp.has_even_y(v.Q) else secp.N - 1
     d = g * v.gacc * d_ % secp.N
     s = (k1 + v.b * k2 + v.e * lam * d) % secp.N
     psig = secp.bytes_from_int(s)
-    pubnonce = secp.cbytes(secp.point_mul_g(k1_)) + secp.cbytes(secp.point_mul_g(k2_))  # type: ignore[arg-type]
-    if not partial_sig_verify_internal(psig, my_id, pubnonce, my_pubshare, session_ctx):
+    pubnonce = secp.cbytes(_mul_g(k1_)) + secp.cbytes(_mul_g(k2_))  # type: ignore[arg-type]
+    if not _verify_with_values(v, ss, psig, my_id, pubnonce, my_pubshare):
         raise RuntimeError("The partial signature failed its own verification (computation error).")
     return psig
 
@@ -491,7 +509,7 @@ def deterministic_sign(
     k2 = secp.int_from_bytes(_det_nonce_hash(secshare_, my_id, ss.ids, other, tweaked_tpk, msg, 1)) % secp.N
     if k1 == 0 or k2 == 0:  # probability ~2^-128
         raise ValueError("DeterministicSign produced a zero nonce.")
-    pubnonce = secp.cbytes(secp.point_mul_g(k1)) + secp.cbytes(secp.point_mul_g(k2))  # type: ignore[arg-type]
+    pubnonce = secp.cbytes(_mul_g(k1)) + secp.cbytes(_mul_g(k2))  # type: ignore[arg-type]
     secnonce = bytearray(secp.bytes_from_int(k1) + secp.bytes_from_int(k2))
     if aggothernonce is None:
         aggnonce = pubnonce
@@ -533,6 +551,12 @@ def partial_sig_verify_internal(
 ) -> bool:
     """PartialSigVerifyInternal: s*G == Re* + e*lambda*g'*P for the signer's own nonce and share."""
     v, ss = _session(session_ctx)
+    return _verify_with_values(v, ss, psig, my_id, pubnonce, pubshare)
+
+
+def _verify_with_values(
+    v: SessionValues, ss: _SignerSet, psig: bytes, my_id: int, pubnonce: bytes, pubshare: bytes
+) -> bool:
     if not _is_bytes(psig) or len(psig) != 32:
         return False
     s = secp.int_from_bytes(bytes(psig))
@@ -540,7 +564,7 @@ def partial_sig_verify_internal(
         return False
     if not _is_bytes(pubshare) or bytes(pubshare) not in ss.pubshare_set:
         return False
-    if my_id not in ss.lambdas:
+    if type(my_id) is not int or my_id not in ss.lambdas:
         return False
     if not _is_bytes(pubnonce) or len(pubnonce) != 66:
         return False
@@ -554,7 +578,7 @@ def partial_sig_verify_internal(
         Re = secp.point_neg(Re)
     P = ss.points[bytes(pubshare)]
     g = 1 if secp.has_even_y(v.Q) else secp.N - 1
-    lhs = secp.point_mul_g(s)
+    lhs = _mul_g(s)
     rhs = secp.point_add(Re, secp.point_mul(P, v.e * ss.lambdas[my_id] * g * v.gacc))
     return secp.cbytes_ext(lhs) == secp.cbytes_ext(rhs)
 
@@ -567,7 +591,13 @@ def partial_sig_agg(psigs: Sequence[bytes], ids: Sequence[int], session_ctx: Ses
     """
     if len(psigs) != len(ids):
         raise ValueError("The psigs and ids arrays must have the same length.")
-    v, _ = _session(session_ctx)
+    v, ss = _session(session_ctx)
+    try:
+        same_signers = sorted(ids) == sorted(ss.ids)
+    except TypeError:
+        same_signers = False
+    if not same_signers:
+        raise ValueError("The psigs must come from exactly the signers of the session.")
     s = 0
     for idx, (my_id, psig) in enumerate(zip(ids, psigs, strict=True)):
         s_i = secp.int_from_bytes(bytes(psig)) if _is_bytes(psig) and len(psig) == 32 else 0

@@ -24,6 +24,8 @@ class TweakContext(NamedTuple):
 
 def tweak_ctx_init(thresh_pk: bytes) -> TweakContext:
     """TweakCtxInit: fails (ValueError) unless `thresh_pk` is a 33-byte compressed point."""
+    if not isinstance(thresh_pk, bytes | bytearray):
+        raise ValueError("The threshold public key must be a 33-byte array.")
     Q = secp.cpoint(bytes(thresh_pk))
     return TweakContext(Q, 1, 0)
 

@@ -22,6 +22,8 @@ from frostfed.federation.node import Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.service import FederationService
 from frostfed.federation.store import Store
+from frostfed.net.channel import Channel
+from frostfed.net.latency import LatencyChannel
 from frostfed.net.tcp import NoiseChannel
 from frostfed.plugin.rpcserver import RpcServer
 
@@ -78,13 +80,15 @@ async def run(config: Config) -> None:
         listen=(config.listen_host, config.listen_port),
     )
     faults = frozenset(f for f in os.environ.get("FROSTFED_TEST_FAULTS", "").split(",") if f)
+    latency_ms = float(os.environ.get("FROSTFED_TEST_LATENCY_MS", "0") or 0)
+    link: Channel = LatencyChannel(channel, latency_ms / 1000) if latency_ms > 0 else channel
     member = Member(
         me=identity.id,
         echo_secret=identity.private_key.secret,
         host_seckey=identity.host_seed(),
         sealer=sealer_for(config, identity.seal_seed()),
         store=store,
-        channel=channel,
+        channel=link,
         members=members,
         threshold=config.threshold,
         chain=chain,
