@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clnsim import CliError, SimNetwork, SimNode
+from clnsim import CliError, Faults, SimNetwork, SimNode
 
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.taproot import script_from_address
@@ -56,8 +56,13 @@ async def fund(regtest, node: SimNode, sats: int) -> str:
     return address
 
 
-async def test_federation_of_plugins_pays_out_with_a_member_down(regtest):
-    net = SimNetwork(seed=51, bitcoind=regtest.rpc_client)
+@pytest.mark.parametrize(
+    "faults",
+    [None, Faults(drop=0.1, delay=0.1, max_delay=0.1, disconnect=0.003, seed=8)],
+    ids=["clean-links", "lossy-links"],
+)
+async def test_federation_of_plugins_pays_out_with_a_member_down(regtest, faults):
+    net = SimNetwork(seed=51, bitcoind=regtest.rpc_client, faults=faults)
     try:
         nodes = [await net.add_node(FEDERATION, start=False) for _ in range(4)]
         for node in nodes:
@@ -95,5 +100,7 @@ async def test_federation_of_plugins_pays_out_with_a_member_down(regtest):
         assert await wait_for_epoch(nodes) == group_key
         for n in nodes:
             assert n.fatal == []
+        if faults is not None:
+            assert net.counts.dropped > 0 and net.counts.delayed > 0 and net.counts.disconnects > 0
     finally:
         await net.close()
