@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from coincurve import PrivateKey
 from pyln.client import RpcError
 from pyln.testing.fixtures import *  # noqa: F403  (node_factory, bitcoind, directory, ...)
 
+from frostfed.bitcoin.ledger import Ledger
+from frostfed.bitcoin.taproot import script_from_address
 from frostfed.federation import commands
 from frostfed.plugin.hostkey import HOSTSEED_LABEL, check_binding, sign_binding
 
@@ -124,3 +127,49 @@ def test_host_key_binding_checked_by_another_node(node_factory):
         )
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_federation_of_four_real_nodes_pays_out_with_one_down(node_factory, bitcoind):
+    nodes = node_factory.get_nodes(4)
+    for node in nodes:
+        others = ",".join(f"{o.info['id']}@127.0.0.1:{o.port}" for o in nodes if o is not node)
+        node.rpc.call(
+            "plugin",
+            {"subcommand": "start", "plugin": PLUGIN, "frost-members": others, "frost-threshold": 3},
+        )
+
+    def group_keys(members) -> set:
+        keys = set()
+        for n in members:
+            try:
+                keys.add(n.rpc.call("frost-status").get("group_key"))
+            except RpcError:
+                keys.add(None)
+        return keys
+
+    wait_until(lambda: len(group_keys(nodes)) == 1 and None not in group_keys(nodes), timeout=300)
+
+    def credit(members, address: str, sats: int) -> None:
+        script = script_from_address(address, "regtest")
+        for n in members:
+            ledger = Ledger(Path(n.daemon.lightning_dir) / "regtest" / "frostfed" / "ledger.sqlite")
+            try:
+                ledger.credit(script, sats)
+            finally:
+                ledger.close()
+
+    def pay(via, members, sats: int) -> str:
+        address = via.rpc.call("frost-newaddr")["address"]
+        bitcoind.rpc.sendtoaddress(address, float(Decimal(sats * 4) / Decimal(100_000_000)))
+        bitcoind.generate_block(1)
+        miner = bitcoind.rpc.getnewaddress()
+        credit(members, miner, sats)
+        result = via.rpc.call("frost-payout", {"outputs": [{"address": miner, "sats": sats}]})
+        assert result["status"] == "broadcast" and len(result["signers"]) == 3
+        bitcoind.generate_block(1)
+        assert bitcoind.rpc.gettransaction(result["txid"])["confirmations"] >= 1
+        return result["txid"]
+
+    pay(nodes[0], nodes, 50_000)
+    nodes[3].stop()
+    pay(nodes[1], nodes[:3], 30_000)
