@@ -258,3 +258,46 @@ async def test_reliable_layer_delivers_everything_in_order_through_faults():
         assert c.dropped > 0 and c.delayed > 0 and c.disconnects > 0
     finally:
         await net.close()
+
+
+def test_policy_file_is_read_and_checked(tmp_path):
+    from frostfed.federation.config import ConfigError, PolicySettings
+    from frostfed.plugin.cln_member import load_policy
+
+    assert load_policy("") == PolicySettings()
+    good = tmp_path / "good.toml"
+    good.write_text("[policy]\nmax_fee_sats = 5000\nmin_confirmations = 3\n")
+    assert load_policy(good) == PolicySettings(max_fee_sats=5000, min_confirmations=3)
+    for text, why in [
+        ("[policy]\nmax_fee = 1\n", "unknown setting"),
+        ('[policy]\nmin_confirmations = "3"\n', "wrong type"),
+        ("[policy]\nmin_feerate = 50\nmax_feerate = 2\n", "inconsistent"),
+        ("policy = 3\n", "must be a table"),
+        ("[policy\n", "frost-config"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=why):
+            load_policy(bad)
+    with pytest.raises(ConfigError):
+        load_policy(tmp_path / "missing.toml")
+
+
+async def test_a_bad_policy_file_is_reported_by_every_command(net):
+    bad = net.base_dir / "frost.toml"
+    bad.write_text("[policy]\nmax_fee = 1\n")
+    other = "02" + "11" * 32
+    node = await net.add_node(PLUGIN, {"frost-config": str(bad), "frost-members": f"{other}@127.0.0.1:1"})
+
+    async def failed() -> bool:
+        try:
+            await node.cli("frost-status")
+        except CliError as e:
+            return "start-up failed" in e.message
+        return False
+
+    await settle(failed)
+    with pytest.raises(CliError) as e:
+        await node.cli("frost-members")
+    assert e.value.code == commands.NOT_READY and "unknown setting policy.max_fee" in e.value.message
+    assert node.alive

@@ -11,11 +11,13 @@ pairing is then kept in the data directory so a member restarts while others are
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from frostfed.bitcoin.cln_chain import ClnChainSource, LightningSocket, bitcoind_from_configs
 from frostfed.bitcoin.ledger import Ledger
-from frostfed.federation.config import PolicySettings, default_threshold
+from frostfed.federation.config import ConfigError, PolicySettings, default_threshold
 from frostfed.federation.node import Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.service import FederationService
@@ -35,6 +37,40 @@ class PluginService(FederationService):
         await self.member.stop()
 
 
+POLICY_KEYS: dict[str, tuple[type, ...]] = {
+    "min_feerate": (int, float),
+    "max_feerate": (int, float),
+    "max_fee_sats": (int,),
+    "min_confirmations": (int,),
+    "payout_check_command": (str,),
+}
+
+
+def load_policy(path: str | Path | None) -> PolicySettings:
+    """The [policy] table of the `frost-config` file (the daemon's keys), or the default policy."""
+    if not path:
+        return PolicySettings()
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"frost-config {path}: {e}") from None
+    table = doc.get("policy", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"frost-config {path}: [policy] must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        kinds = POLICY_KEYS.get(key)
+        if kinds is None:
+            raise ConfigError(f"frost-config {path}: unknown setting policy.{key}")
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ConfigError(f"frost-config {path}: policy.{key} has the wrong type")
+        values[key] = value
+    policy = PolicySettings(**values)
+    if not 0 < policy.min_feerate <= policy.max_feerate or policy.max_fee_sats < 0 or policy.min_confirmations < 1:
+        raise ConfigError(f"frost-config {path}: inconsistent [policy] limits")
+    return policy
+
+
 def load_pairs(ctx: PluginContext) -> dict[bytes, bytes] | None:
     path = ctx.data_dir / PAIRS_FILE
     if not path.exists():
@@ -49,6 +85,7 @@ async def from_plugin_context(
     if not ctx.members:
         ctx.report("no members configured: set frost-members to the other members' <node id>@<host>:<port>")
         return None
+    policy = load_policy(ctx.options.get("frost-config"))
     member_secret = await derive_secret(ctx.rpc, MEMBERKEY_LABEL)
     channel = MemberKeyChannel(ctx.channel, member_secret)
     pairs = load_pairs(ctx)
@@ -75,7 +112,7 @@ async def from_plugin_context(
         threshold=int(ctx.options["frost-threshold"]) or default_threshold(len(members)),
         chain=chain,
         ledger=Ledger(ctx.data_dir / "ledger.sqlite"),
-        policy=PolicySettings(),
+        policy=policy,
         network=ctx.network,
         **(member_options or {}),
     )
