@@ -85,6 +85,13 @@ def mesh_identity(**kwargs):
     return {"member_id": state.get("member_id")}
 
 
+@plugin.method("mesh-count")
+def mesh_count(**kwargs):
+    """How many messages arrived (cheap to poll)."""
+    with lock:
+        return {"count": len(inbox)}
+
+
 @plugin.method("mesh-inbox")
 def mesh_inbox(**kwargs):
     """Messages received so far."""
