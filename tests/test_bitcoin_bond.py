@@ -43,5 +43,3 @@ def test_bond_parameters_are_checked() -> None:
         bond_script(bytes(32), 600_000_000)
     with pytest.raises(BondError):
         claim_bond(("00" * 32, 0), 1_000, PrivateKey(), 100, b"\x51\x20" + bytes(32), 2_000)
-
-

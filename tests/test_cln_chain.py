@@ -47,9 +47,7 @@ async def test_chain_calls_answer_as_recorded(node, regtest):
     assert out["amount"] == f"{round(u['amount'] * 100_000_000)}sat"
     assert out["script"] == u["scriptPubKey"]
     missing = await node.builtin("getutxout", {"txid": u["txid"], "vout": 77})
-    assert (
-        missing == recorded("rpc", "getutxout")[1]["response"]["result"] == {"amount": None, "script": None}
-    )
+    assert missing == recorded("rpc", "getutxout")[1]["response"]["result"] == {"amount": None, "script": None}
 
     tip = info["blockcount"]
     block = await node.builtin("getrawblockbyheight", {"height": tip})
@@ -97,9 +95,7 @@ async def test_cln_chain_source_matches_bitcoind(node, regtest):
     assert txid in regtest.rpc("getrawmempool")
     assert await off_loop(source.get_utxo, u["txid"], u["vout"]) is None
     with pytest.raises(ChainRpcError) as e:
-        await off_loop(
-            source.broadcast, CTransaction(tx.vin, [], tx.nLockTime, tx.nVersion)
-        )  # no outputs: rejected
+        await off_loop(source.broadcast, CTransaction(tx.vin, [], tx.nLockTime, tx.nVersion))  # no outputs: rejected
     assert e.value.code != 0
     regtest.mine(1)
 
@@ -113,3 +109,12 @@ async def test_without_bitcoind_settings_confirmations_are_a_clear_error(node, r
     assert await off_loop(source.tip_height) == regtest.rpc("getblockcount")
     with pytest.raises(ValueError):
         await off_loop(source.get_utxo, "zz", 0)
+
+
+async def test_block_added_reaches_subscribers_as_recorded(node, regtest):
+    regtest.mine(1)
+    params = await node.net.block_added()
+    sent = [m for m in node.notifications_sent if m["method"] == "block_added"]
+    rec = recorded("from_lightningd", "block_added")[0]
+    assert sent[-1]["params"] == params and params["block_added"]["height"] == regtest.rpc("getblockcount")
+    assert list(sent[-1]) == list(rec) and set(params["block_added"]) == set(rec["params"]["block_added"])

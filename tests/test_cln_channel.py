@@ -76,9 +76,7 @@ async def test_send_refusals_become_channel_errors():
         await net.close()
 
 
-@pytest.mark.parametrize(
-    "text", ["02ab@127.0.0.1:1", "zz", PEER + "@nohostport", PEER + "@h:99999", "04" + "11" * 32]
-)
+@pytest.mark.parametrize("text", ["02ab@127.0.0.1:1", "zz", PEER + "@nohostport", PEER + "@h:99999", "04" + "11" * 32])
 def test_bad_member_entries_are_refused(text):
     with pytest.raises(ValueError):
         parse_member(text)

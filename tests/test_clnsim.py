@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clnsim import CliError, Faults, ManifestError, SimNetwork, SimNode
+from clnsim import CliError, Faults, ManifestError, PluginDied, SimNetwork, SimNode
 from vectorfiles import load_text
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -115,9 +116,7 @@ async def test_custom_messages_connect_and_peer_rules(pair):
     assert a.hook_calls[0]["payload"].startswith("00070039") and a.hook_calls[0]["peer_id"] == b.node_id
     assert b.hook_calls[0]["payload"].startswith("00070039") and b.hook_calls[0]["peer_id"] == a.node_id
     notes = [m for m in a.notifications_sent if m["method"] == "connect"]
-    rec_note = next(
-        r for r in recorded("from_lightningd", "connect") if r["params"]["connect"]["direction"] == "out"
-    )
+    rec_note = next(r for r in recorded("from_lightningd", "connect") if r["params"]["connect"]["direction"] == "out")
     assert shape(notes[0]) == shape(rec_note)
 
     ok = await rpc(a, "sendcustommsg", {"node_id": b.node_id, "msg": OURS})
@@ -279,3 +278,11 @@ async def test_stopped_node_disconnects_its_peers(net):
         await a.builtin("connect", [b.node_id, "127.0.0.1", b.port])
     assert e.value.code == 401
     assert os.path.exists(a.rpc_path) and not os.path.exists(b.rpc_path)
+
+
+async def test_stdout_garbage_kills_the_plugin(net):
+    node = await net.add_node(PLUGINS / "noisy_plugin.py")
+    with contextlib.suppress(PluginDied):
+        await node.cli("noisy", timeout=10)
+    await settle(lambda: not node.alive)
+    assert "non-JSON" in node.fatal[0]

@@ -340,6 +340,11 @@ class SimNode:
                 buf = buf.lstrip()
                 if not buf:
                     break
+                if buf[0] != "{":  # lightningd: "JSON-RPC message does not start with '{'" and kills it
+                    self.fatal.append(f"plugin wrote non-JSON to stdout: {buf[:80]!r}")
+                    self.proc.kill()
+                    buf = ""
+                    break
                 try:
                     obj, end = decoder.raw_decode(buf)
                 except ValueError:
@@ -382,9 +387,7 @@ class SimNode:
     async def call(self, method: str, params: Any, *, rid: str, timeout: float = 30.0) -> Any:
         assert self.manifest is not None
         if method in self.manifest.rpcmethods:
-            raw = await self._request(
-                method, params, rid=f"{rid}/cln:{method}#{next(self._ids)}", timeout=timeout
-            )
+            raw = await self._request(method, params, rid=f"{rid}/cln:{method}#{next(self._ids)}", timeout=timeout)
             if "error" in raw:
                 err = raw["error"]
                 raise CliError(err.get("code", INVALID_REQUEST), err.get("message", ""), err.get("data"))
@@ -460,9 +463,7 @@ class SimNode:
             return {"jsonrpc": "2.0", "id": rid, "error": {"code": -4, "message": f"Plugin terminated: {e}"}}
 
     async def builtin(self, method: str, params: Any) -> Any:
-        handler: Callable[[Any], Awaitable[Any]] | None = getattr(
-            self, "_rpc_" + method.replace("-", "_"), None
-        )
+        handler: Callable[[Any], Awaitable[Any]] | None = getattr(self, "_rpc_" + method.replace("-", "_"), None)
         if handler is None or method.startswith("_"):
             raise CliError(METHOD_NOT_FOUND, f"Unknown command '{method}'")
         return await handler(params)
@@ -526,9 +527,7 @@ class SimNode:
             raise CliError(401, f"Unable to connect, no address known for peer {target}")
         port = int(port) if port is not None else 9735
         if other is None or not other.running or host != "127.0.0.1" or port != other.port:
-            raise CliError(
-                401, f"All addresses failed: {host}:{port}: Connection establishment: Connection refused."
-            )
+            raise CliError(401, f"All addresses failed: {host}:{port}: Connection establishment: Connection refused.")
         await self.net.connect(self, other)
         return self._connect_result(other, "out")
 
@@ -557,9 +556,7 @@ class SimNode:
         except ValueError:
             msg = None
         if msg is None:
-            raise CliError(
-                INVALID_PARAMS, f"msg: should be a hex string: invalid token {json.dumps(p['msg'])}"
-            )
+            raise CliError(INVALID_PARAMS, f"msg: should be a hex string: invalid token {json.dumps(p['msg'])}")
         if len(msg) < 2:
             raise CliError(INVALID_PARAMS, "msg: should be at least 2 bytes long")
         msgtype = int.from_bytes(msg[:2], "big")
@@ -794,9 +791,19 @@ class SimNetwork:
         )
         for dst, src in ((b, a), (a, b)):
             blob = hashlib.sha256(f"{src.node_id}{dst.node_id}".encode()).digest() * 2
-            dst.enqueue(
-                src.node_id, wire.PEER_STORAGE_ON_CONNECT.to_bytes(2, "big") + b"\x00\x39" + blob[:57]
-            )
+            dst.enqueue(src.node_id, wire.PEER_STORAGE_ON_CONNECT.to_bytes(2, "big") + b"\x00\x39" + blob[:57])
+
+    async def block_added(self) -> dict[str, Any]:
+        """Tell every running plugin about bitcoind's tip, as lightningd does for each new block."""
+        if self.bitcoind is None:
+            raise ValueError("no bitcoind attached")
+        height = await asyncio.to_thread(self.bitcoind.call, "getblockcount")
+        blockhash = await asyncio.to_thread(self.bitcoind.call, "getblockhash", height)
+        params = {"block_added": {"hash": blockhash, "height": height}}
+        for node in self.nodes:
+            if node.running and node.alive:
+                await node._notify("block_added", params)
+        return params
 
     async def disconnect(self, a: SimNode, b: SimNode) -> None:
         if b.node_id not in a.peers:

@@ -60,9 +60,7 @@ def recover(message: str, zbase: str) -> bytes:
     if len(raw) != 65 or not 31 <= raw[0] <= 34:
         raise ZbaseError("zbase is not valid zbase32")
     try:
-        pub = PublicKey.from_signature_and_message(
-            raw[1:] + bytes([raw[0] - 31]), message_hash(message), hasher=None
-        )
+        pub = PublicKey.from_signature_and_message(raw[1:] + bytes([raw[0] - 31]), message_hash(message), hasher=None)
     except ValueError:
         raise ZbaseError("zbase is not valid zbase32") from None
     return pub.format(compressed=True)
