@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,33 @@ def test_bad_rpc_calls_get_errors_and_the_daemon_serves_on(fed: Cluster, method:
         m.call(method, params)
     assert err.value.code == code
     assert m.call("frost-status")["state"] == "active"
+
+
+def test_a_psbt_from_a_watch_only_wallet_is_signed_and_finalized(all_running: Cluster) -> None:
+    from frostfed.bitcoin.watchonly import create_watch_only_wallet
+
+    fed = all_running
+    fed.fund(150_000)
+    desc = fed.members[0].call("frost-descriptor")
+    watch = create_watch_only_wallet(fed.btc.rpc_client, "fed5-watch", desc["descriptor"], range_end=100)
+    imported = watch.call(
+        "importdescriptors",
+        [{"desc": desc["change_descriptor"], "range": [0, 100], "timestamp": 0, "internal": True, "active": True}],
+    )
+    assert imported[0]["success"], imported
+    miner = fed.miner_address()
+    fed.credit(miner, 20_000)
+    funded = watch.call(
+        "walletcreatefundedpsbt", [], [{miner: Decimal("0.0002")}], 0, {"fee_rate": 2, "change_type": "bech32m"}
+    )
+    signed = fed.members[4].call("frost-sign", [funded["psbt"]])
+    assert len(signed["signers"]) == 3
+    final = fed.btc.rpc("finalizepsbt", signed["psbt"])
+    assert final["complete"]
+    assert fed.btc.rpc("testmempoolaccept", [final["hex"]])[0]["allowed"]
+    # a PSBT paying a script no ledger knows is refused, and nothing is signed
+    stranger = fed.miner_address()
+    bad = watch.call("walletcreatefundedpsbt", [], [{stranger: Decimal("0.0002")}], 0, {"fee_rate": 2})
+    with pytest.raises(RpcCallError) as err:
+        fed.members[4].call("frost-sign", [bad["psbt"]])
+    assert err.value.code == 1402 and "unknown_output" in str(err.value.data)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bitcoin.core import CTransaction, CTxInWitness, CTxOut, CTxWitness
 from bitcoin.core.script import CScriptWitness
-from bitcoin.core.serialize import SerializationError
+from bitcoin.core.serialize import SerializationError, VarIntSerializer
 
 MAGIC = b"psbt\xff"
 
@@ -67,14 +67,7 @@ class PsbtError(ValueError):
 # --- encoding primitives ----------------------------------------------------------------------------------
 
 
-def _ser_compact(n: int) -> bytes:
-    if n < 0xFD:
-        return bytes([n])
-    if n <= 0xFFFF:
-        return b"\xfd" + n.to_bytes(2, "little")
-    if n <= 0xFFFFFFFF:
-        return b"\xfe" + n.to_bytes(4, "little")
-    return b"\xff" + n.to_bytes(8, "little")
+_ser_compact = VarIntSerializer.serialize
 
 
 def _read_exact(f: io.BytesIO, n: int, what: str) -> bytes:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bitcoin import base58
+from bitcoin.core.serialize import VarIntSerializer
 from coincurve import PrivateKey
 
 from frostfed.frost.secp import N, bytes_from_int, has_even_y, int_from_bytes, lift_x, tagged_hash, xbytes
@@ -257,14 +258,7 @@ TapTree = TapLeaf | tuple["TapTree", "TapTree"]
 """A leaf, or a branch given as a pair of subtrees (BIP 341's nested-list tree)."""
 
 
-def _ser_compact_size(n: int) -> bytes:
-    if n < 0xFD:
-        return bytes([n])
-    if n <= 0xFFFF:
-        return b"\xfd" + n.to_bytes(2, "little")
-    if n <= 0xFFFFFFFF:
-        return b"\xfe" + n.to_bytes(4, "little")
-    return b"\xff" + n.to_bytes(8, "little")
+_ser_compact_size = VarIntSerializer.serialize
 
 
 def tapleaf_hash(leaf: TapLeaf) -> bytes:

@@ -51,6 +51,11 @@ class Service(Protocol):
     async def sign(self, psbt: str) -> dict[str, Any]: ...
     async def members(self) -> dict[str, Any]: ...
     async def requests(self, request_id: str | None) -> dict[str, Any]: ...
+    async def join(self, id: str, address: str, bond_sats: int | None, lock_blocks: int | None) -> dict[str, Any]: ...
+    async def leave(self) -> dict[str, Any]: ...
+    async def expel(self, member: str) -> dict[str, Any]: ...
+    async def epochs(self) -> dict[str, Any]: ...
+    async def bond_claim(self, address: str) -> dict[str, Any]: ...
 
 
 Validator = Callable[[str, Any], Any]
@@ -135,7 +140,7 @@ def _outputs(name: str, value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError(f"'{name}' must be a JSON list of {{address, sats}}") from None
     if not isinstance(value, list) or not value or len(value) > 1000:
         raise ValueError(f"'{name}' must be a non-empty list of {{address, sats}}")
@@ -150,6 +155,42 @@ def _outputs(name: str, value: Any) -> list[dict[str, Any]]:
             raise ValueError(f"{name}[{i}].sats must be a positive whole number of satoshis")
         out.append({"address": addr, "sats": sats})
     return out
+
+
+def _member_id(name: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 66 or value[:2] not in ("02", "03"):
+        raise ValueError(f"'{name}' must be a member id (33-byte public key in hex)")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"'{name}' must be a member id (33-byte public key in hex)") from None
+    return value
+
+
+def _hostport(name: str, value: Any) -> str:
+    if not isinstance(value, str) or ":" not in value or len(value) > 255:
+        raise ValueError(f"'{name}' must be host:port")
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{name}' must be host:port with a port in 1..65535")
+    return value
+
+
+def _whole(lo: int, hi: int) -> Validator:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"'{name}' must be a whole number in {lo}..{hi}")
+        return value
+
+    return check
+
+
+def _address(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not 14 <= len(value) <= 90:
+        raise ValueError(f"'{name}' must be a Bitcoin address")
+    return value
 
 
 def _commands() -> dict[str, Command]:
@@ -198,6 +239,41 @@ def _commands() -> dict[str, Command]:
             "Signing requests with their status and outcome (one, given its id).",
             (Param("id", _text, required=False),),
             lambda s, id: s.requests(id),
+        ),
+        Command(
+            "frost-join",
+            "Propose a new member: a DKG among the new list, then a bond transaction signed by t members.",
+            (
+                Param("id", _member_id, doc="the joiner's member id"),
+                Param("address", _hostport, doc="the joiner's host:port"),
+                Param("bond_sats", _whole(1, 21 * 10**14), required=False),
+                Param("lock_blocks", _whole(1, 500_000), required=False),
+            ),
+            lambda s, id, address, bond_sats, lock_blocks: s.join(id, address, bond_sats, lock_blocks),
+        ),
+        Command(
+            "frost-leave",
+            "Leave the federation: a transition to the members without this one.",
+            (),
+            lambda s: s.leave(),
+        ),
+        Command(
+            "frost-expel",
+            "Propose removing a member (e.g. one long offline): a transition without it, signed by t.",
+            (Param("member", _member_id),),
+            lambda s, member: s.expel(member),
+        ),
+        Command(
+            "frost-epochs",
+            "The federation's epochs: members, threshold, key, status, transition.",
+            (),
+            lambda s: s.epochs(),
+        ),
+        Command(
+            "frost-bond-claim",
+            "Spend this member's matured fidelity bond to an address (only after its lock time).",
+            (Param("address", _address),),
+            lambda s, address: s.bond_claim(address),
         ),
     ]
     return {c.name: c for c in cmds}

@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 
 class ConfigError(Exception):
@@ -39,6 +40,17 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class MembershipSettings:
+    min_bond_sats: int = 100_000
+    min_bond_blocks: int = 1_000
+    max_members: int = 100
+    transition_confirmations: int = 6
+    max_transition_fee_sats: int = 100_000
+    expel_after_seconds: float = 0.0  # 0: never propose an expulsion by itself
+    change_timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class Config:
     identity_key_file: Path
     listen_host: str
@@ -51,6 +63,8 @@ class Config:
     passphrase_file: Path | None = None
     heartbeat_seconds: float = 2.0
     offline_after_seconds: float = 10.0
+    membership: MembershipSettings = field(default_factory=MembershipSettings)
+    joining: bool = False
 
 
 def default_threshold(n: int) -> int:
@@ -93,6 +107,40 @@ def _section(doc: dict[str, Any], name: str, required: bool) -> dict[str, Any]:
     return sec
 
 
+# Every setting the file may hold: a misspelt one ("threshhold") would otherwise fall back to its
+# default without a word.
+KNOWN = {
+    "member": {
+        "identity_key_file",
+        "listen",
+        "data_dir",
+        "passphrase_file",
+        "heartbeat_seconds",
+        "offline_after_seconds",
+        "joining",
+    },
+    "federation": {"members", "threshold"},
+    "bitcoind": {"rpc_url", "cookie_file", "user", "password", "wallet"},
+    "policy": {"min_feerate", "max_feerate", "max_fee_sats", "min_confirmations", "payout_check_command"},
+    "membership": {
+        "min_bond_sats",
+        "min_bond_blocks",
+        "max_members",
+        "transition_confirmations",
+        "max_transition_fee_sats",
+        "expel_after_seconds",
+        "change_timeout_seconds",
+    },
+}
+MEMBER_ENTRY = {"id", "address"}
+
+
+def _unknown(keys: Any, known: set[str], where: str) -> None:
+    extra = sorted(str(k) for k in set(keys) - known)
+    if extra:
+        raise ConfigError(f"unknown setting {where}{extra[0]} (known: {', '.join(sorted(known))})")
+
+
 def _number(sec: dict[str, Any], key: str, default: float, lo: float, hi: float, where: str) -> float:
     v = sec.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
@@ -100,11 +148,46 @@ def _number(sec: dict[str, Any], key: str, default: float, lo: float, hi: float,
     return v
 
 
+def _whole(sec: dict[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:
+    v = sec.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError(f"{where}.{key} must be a whole number in {lo}..{hi}, got {v!r}")
+    return v
+
+
+def _text(sec: dict[str, Any], key: str, where: str) -> str | None:
+    v = sec.get(key)
+    if v is not None and (not isinstance(v, str) or not v):
+        raise ConfigError(f"{where}.{key} must be a non-empty string")
+    return v
+
+
+def _rpc_url(value: Any) -> str:
+    """Checked here because the daemon parses host and port out of it at start."""
+    if not isinstance(value, str):
+        raise ConfigError(f"bitcoind.rpc_url must be an http:// URL, got {value!r}")
+    try:
+        url = urlparse(value)
+        port = url.port
+    except ValueError:
+        port = -1
+    if url.scheme not in ("http", "https") or not url.hostname or port == -1:
+        raise ConfigError(f"bitcoind.rpc_url must be an http:// URL with a host and a valid port, got {value!r}")
+    return value
+
+
 def parse_config(doc: dict[str, Any], base: Path) -> Config:
+    sections = set(doc) - set(KNOWN)
+    if sections:
+        raise ConfigError(f"unknown section [{sorted(sections)[0]}] (known: {', '.join(sorted(KNOWN))})")
     member = _section(doc, "member", True)
     fed = _section(doc, "federation", True)
     btc = _section(doc, "bitcoind", False)
     pol = _section(doc, "policy", False)
+    mem = _section(doc, "membership", False)
+
+    for name, sec in (("member", member), ("federation", fed), ("bitcoind", btc), ("policy", pol), ("membership", mem)):
+        _unknown(sec, KNOWN[name], f"{name}.")
 
     def path(v: Any, where: str) -> Path:
         if not isinstance(v, str) or not v:
@@ -117,39 +200,49 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     data_dir = path(member.get("data_dir", "."), "member.data_dir")
     passphrase_file = path(member["passphrase_file"], "member.passphrase_file") if "passphrase_file" in member else None
 
+    joining = member.get("joining", False)
+    if not isinstance(joining, bool):
+        raise ConfigError("member.joining must be true or false")
     raw_members = fed.get("members")
-    if not isinstance(raw_members, list) or len(raw_members) < 2:
-        raise ConfigError("federation.members must list at least 2 members ([[federation.members]])")
+    least = 1 if joining else 2
+    if not isinstance(raw_members, list) or len(raw_members) < least:
+        raise ConfigError(f"federation.members must list at least {least} members ([[federation.members]])")
     members = []
     for i, m in enumerate(raw_members):
         where = f"federation.members[{i}]"
         if not isinstance(m, dict):
             raise ConfigError(f"{where} must be a table with 'id' and 'address'")
+        _unknown(m, MEMBER_ENTRY, f"{where}.")
         h, p = _hostport(m.get("address"), f"{where}.address")
         members.append(MemberEntry(_pubkey(m.get("id"), f"{where}.id"), h, p))
-    ids = [m.id for m in members]
-    if len(set(ids)) != len(ids):
-        raise ConfigError("federation.members lists the same id twice")
+    first: dict[bytes, int] = {}
+    for i, m in enumerate(members):
+        if m.id in first:
+            raise ConfigError(f"federation.members[{i}].id repeats federation.members[{first[m.id]}].id")
+        first[m.id] = i
     n = len(members)
     t = fed.get("threshold", default_threshold(n))
+    if joining:
+        t = fed.get("threshold", 1)
     if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= n:
         raise ConfigError(f"federation.threshold must be a whole number in 1..{n}, got {t!r}")
 
     bitcoind = None
-    if btc:
-        url = btc.get("rpc_url")
-        if not isinstance(url, str) or not url.startswith("http"):
-            raise ConfigError("bitcoind.rpc_url must be an http:// URL")
+    if "bitcoind" in doc:
+        url = _rpc_url(btc.get("rpc_url"))
         cookie = btc.get("cookie_file")
-        user, password = btc.get("user"), btc.get("password")
-        if cookie is None and (user is None or password is None):
+        user, password = _text(btc, "user", "bitcoind"), _text(btc, "password", "bitcoind")
+        if (user is None) != (password is None):
+            raise ConfigError("bitcoind.user and bitcoind.password go together")
+        if cookie is None and user is None:
             raise ConfigError("[bitcoind] needs cookie_file, or user and password")
+        wallet = _text(btc, "wallet", "bitcoind") or "frostfed"
         bitcoind = BitcoindSettings(
             url,
-            str(path(cookie, "bitcoind.cookie_file")) if cookie else None,
+            str(path(cookie, "bitcoind.cookie_file")) if cookie is not None else None,
             user,
             password,
-            str(btc.get("wallet", "frostfed")),
+            wallet,
         )
 
     cmd = pol.get("payout_check_command")
@@ -158,12 +251,25 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     policy = PolicySettings(
         min_feerate=_number(pol, "min_feerate", 1.0, 0.1, 10_000, "policy"),
         max_feerate=_number(pol, "max_feerate", 200.0, 0.1, 10_000, "policy"),
-        max_fee_sats=int(_number(pol, "max_fee_sats", 200_000, 0, 10**8, "policy")),
-        min_confirmations=int(_number(pol, "min_confirmations", 1, 1, 1000, "policy")),
+        max_fee_sats=_whole(pol, "max_fee_sats", 200_000, 0, 10**8, "policy"),
+        min_confirmations=_whole(pol, "min_confirmations", 1, 1, 1000, "policy"),
         payout_check_command=cmd,
     )
     if policy.min_feerate > policy.max_feerate:
         raise ConfigError("policy.min_feerate is above policy.max_feerate")
+    heartbeat = _number(member, "heartbeat_seconds", 2.0, 0.05, 3600, "member")
+    offline_after = _number(member, "offline_after_seconds", 10.0, 0.1, 86400, "member")
+    if offline_after <= heartbeat:
+        raise ConfigError("member.offline_after_seconds must be longer than member.heartbeat_seconds")
+    membership = MembershipSettings(
+        min_bond_sats=int(_number(mem, "min_bond_sats", 100_000, 0, 21 * 10**14, "membership")),
+        min_bond_blocks=int(_number(mem, "min_bond_blocks", 1_000, 1, 500_000, "membership")),
+        max_members=int(_number(mem, "max_members", 100, 2, 1000, "membership")),
+        transition_confirmations=int(_number(mem, "transition_confirmations", 6, 1, 1000, "membership")),
+        max_transition_fee_sats=int(_number(mem, "max_transition_fee_sats", 100_000, 0, 10**8, "membership")),
+        expel_after_seconds=_number(mem, "expel_after_seconds", 0, 0, 10**8, "membership"),
+        change_timeout_seconds=_number(mem, "change_timeout_seconds", 300, 1, 86400, "membership"),
+    )
     return Config(
         identity_key_file=key_file,
         listen_host=host,
@@ -174,8 +280,10 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         bitcoind=bitcoind,
         policy=policy,
         passphrase_file=passphrase_file,
-        heartbeat_seconds=_number(member, "heartbeat_seconds", 2.0, 0.05, 3600, "member"),
-        offline_after_seconds=_number(member, "offline_after_seconds", 10.0, 0.1, 86400, "member"),
+        heartbeat_seconds=heartbeat,
+        offline_after_seconds=offline_after,
+        membership=membership,
+        joining=joining,
     )
 
 
@@ -185,6 +293,8 @@ def load_config(path: str | Path) -> Config:
         doc = tomllib.loads(p.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read configuration {p}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration {p} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"configuration {p} is not valid TOML: {e}") from None
     return parse_config(doc, p.parent)

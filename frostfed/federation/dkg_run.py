@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from frostfed.frost import chilldkg
+from frostfed.frost import chilldkg, secp
 from frostfed.frost.secp import tagged_hash
 
 
@@ -75,10 +75,17 @@ class DkgRun:
         """A broadcast of this run was delivered (all members echoed it); returns what to send next."""
         if sender not in self.members:
             raise DkgFailed("broadcast from a non-member", sender)
-        rnd = session.rsplit("/", 1)[-1]
+        prefix, _, rnd = session.rpartition("/")
+        if prefix != self.session("")[:-1] or rnd not in ("hostkey", "r1", "r2"):
+            raise DkgFailed(f"unknown DKG round {session[:60]!r}", sender)
+        received = {"hostkey": self.hostkeys, "r1": self.pmsgs1, "r2": self.pmsgs2}[rnd]
+        if sender in received:
+            raise DkgFailed(f"second {rnd} message from one member", sender)
         if rnd == "hostkey":
-            if len(payload) != 33:
-                raise DkgFailed("malformed host public key", sender)
+            try:
+                secp.cpoint(payload)
+            except ValueError:
+                raise DkgFailed("malformed host public key", sender) from None
             self.hostkeys[sender] = payload
             if len(self.hostkeys) == len(self.members):
                 if len(set(self.hostkeys.values())) != len(self.members):
@@ -86,17 +93,21 @@ class DkgRun:
                 try:
                     self._state1, pmsg1 = chilldkg.participant_step1(self.hostseckey, self._params(), os.urandom(32))
                 except Exception as e:
-                    raise DkgFailed(f"cannot start the DKG: {e}") from e
+                    raise DkgFailed(f"cannot start the DKG: {e}", _blame(e, self.members)) from e
                 return [(self.session("r1"), pmsg1)]
         elif rnd == "r1":
             self.pmsgs1[sender] = payload
             if len(self.pmsgs1) == len(self.members):
+                if self._state1 is None:
+                    raise DkgFailed("first-round messages before all host keys")
                 ordered = [self.pmsgs1[m] for m in self.members]
                 try:
                     self._cstate, cmsg1 = chilldkg.aggregate_round1(ordered, self._params())
                     self._state2, pmsg2 = chilldkg.participant_step2(
                         self.hostseckey, self._state1, cmsg1, os.urandom(32)
                     )
+                except chilldkg.UnknownFaultyParticipantOrCoordinatorError as e:
+                    raise self._investigate(e, ordered) from e
                 except Exception as e:
                     raise DkgFailed(f"first round failed: {e}", _blame(e, self.members)) from e
                 return [(self.session("r2"), pmsg2)]
@@ -118,9 +129,21 @@ class DkgRun:
                     secshare=bytes(out.secshare or b""),
                     recovery=bytes(recovery),
                 )
-        else:
-            raise DkgFailed(f"unknown DKG round {rnd!r}", sender)
         return []
+
+    def _investigate(self, err: chilldkg.UnknownFaultyParticipantOrCoordinatorError, pmsgs1: list[bytes]) -> DkgFailed:
+        """A share sent to this member does not match its sender's commitment; only this member can
+        tell, from the broadcast first messages, who sent it."""
+        try:
+            cinv = chilldkg.investigation_msg_for(pmsgs1, self._params(), self.members.index(self.me))
+            chilldkg.participant_investigate(err, cinv)
+        except chilldkg.FaultyParticipantOrCoordinatorError as e:
+            return DkgFailed(
+                f"first round failed: a member sent this member a wrong share: {e}", _blame(e, self.members)
+            )
+        except Exception as e:  # FaultyCoordinatorError cannot come from the local aggregation
+            return DkgFailed(f"first round failed and the investigation found no one: {e}")
+        return DkgFailed("first round failed and the investigation found no one")
 
 
 def _blame(e: Exception, members: list[bytes]) -> bytes | None:

@@ -25,14 +25,16 @@ class PathError(ValueError):
 
 
 def check_path(path: Sequence[int]) -> tuple[int, int]:
+    """Paths arrive from the network and from PSBTs: anything but a list or tuple of two ints (no
+    bools, no floats such as 1.0) is a PathError."""
     if (
-        len(path) != 2
+        not isinstance(path, list | tuple)
+        or len(path) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in path)
         or path[0] not in (RECEIVE, CHANGE)
-        or not isinstance(path[1], int)
-        or isinstance(path[1], bool)
         or not 0 <= path[1] <= MAX_INDEX
     ):
-        raise PathError(f"derivation path {list(path)!r} is not [0|1, index]")
+        raise PathError(f"derivation path {str(path)[:40]!r} is not [0|1, index]")
     return path[0], path[1]
 
 

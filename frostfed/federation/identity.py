@@ -32,6 +32,10 @@ class Identity:
         """ChillDKG host seed: a hash of the identity secret under a tag of its own."""
         return tagged_hash("frostfed/chilldkg-hostseed", self._key.secret)
 
+    def bond_secret(self) -> bytes:
+        """The key that may spend this member's fidelity bond after its lock time."""
+        return tagged_hash("frostfed/bond-key", self._key.secret)
+
     def seal_seed(self) -> bytes:
         return tagged_hash("frostfed/seal-seed", self._key.secret)
 
@@ -51,15 +55,15 @@ def create_identity_file(path: Path) -> Identity:
 def load_identity_file(path: Path) -> Identity:
     try:
         mode = path.stat().st_mode
-        text = path.read_text().strip()
+        raw = path.read_bytes()
     except OSError as e:
         raise IdentityError(f"cannot read identity key file {path}: {e.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise IdentityError(f"identity key file {path} is readable by others; chmod 600 it")
     try:
-        secret = bytes.fromhex(text)
+        secret = bytes.fromhex(raw.decode("ascii").strip())
         if len(secret) != 32:
             raise ValueError
         return Identity(secret)
-    except ValueError:
+    except ValueError:  # UnicodeDecodeError included
         raise IdentityError(f"identity key file {path} must hold a 32-byte secret key in hex") from None

@@ -10,6 +10,8 @@ from typing import Any
 
 VERSION = 1
 MAX_MESSAGE = 4 * 1024 * 1024
+MAX_KIND = 32
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class MessageError(Exception):
@@ -37,6 +39,10 @@ class Message:
         value = self.get(key, str)
         if len(value) > max_len:
             raise MessageError(f"{self.kind}: field '{key}' is too long")
+        try:
+            value.encode()  # JSON may carry lone surrogates, which SQLite and UTF-8 logs cannot take
+        except UnicodeEncodeError:
+            raise MessageError(f"{self.kind}: field '{key}' is not valid Unicode") from None
         return value
 
     def integer(self, key: str, lo: int = 0, hi: int = 2**63) -> int:
@@ -61,10 +67,10 @@ class Message:
 
 
 def _hex(kind: str, key: str, value: str, length: int | None, max_len: int) -> bytes:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raise MessageError(f"{kind}: field '{key}' is not hex") from None
+    # bytes.fromhex also skips whitespace; a canonical message has none.
+    if len(value) % 2 or not _HEX.issuperset(value):
+        raise MessageError(f"{kind}: field '{key}' is not hex")
+    raw = bytes.fromhex(value)
     if length is not None and len(raw) != length:
         raise MessageError(f"{kind}: field '{key}' must be {length} bytes")
     if len(raw) > max_len:
@@ -72,17 +78,25 @@ def _hex(kind: str, key: str, value: str, length: int | None, max_len: int) -> b
     return raw
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode(data: bytes) -> Message:
     if len(data) > MAX_MESSAGE:
         raise MessageError("message too large")
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        obj = json.loads(data, parse_constant=_not_json)
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         raise MessageError("message is not JSON") from None
     if not isinstance(obj, dict) or set(obj) != {"v", "type", "body"}:
         raise MessageError("message must be an object with v, type and body")
-    if obj["v"] != VERSION:
-        raise MessageError(f"unknown message version {obj['v']!r}")
-    if not isinstance(obj["type"], str) or not isinstance(obj["body"], dict):
+    v = obj["v"]
+    if type(v) is not int or v != VERSION:  # neither true nor 1.0
+        raise MessageError(f"unknown message version {str(v)[:20]!r}")
+    kind = obj["type"]
+    if not isinstance(kind, str) or not isinstance(obj["body"], dict):
         raise MessageError("message type or body has the wrong type")
-    return Message(obj["type"], obj["body"])
+    if not 0 < len(kind) <= MAX_KIND or not kind.isascii() or not kind.isprintable():
+        raise MessageError("message type must be a short printable name")
+    return Message(kind, obj["body"])

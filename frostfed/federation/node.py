@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bitcoin.core import b2lx
+from bitcoin.core import CTransaction, CTxIn, b2lx
+from bitcoin.core.script import CScript
 
-from frostfed.bitcoin.chain import ChainError, ChainSource
+from frostfed.bitcoin.chain import BitcoindRpc, ChainError, ChainSource
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.policy import (
     ChainChecks,
@@ -36,9 +37,10 @@ from frostfed.bitcoin.policy import (
 )
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
 from frostfed.bitcoin.taproot import p2tr_address
-from frostfed.federation.config import PolicySettings
+from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.dkg_run import DkgFailed, DkgResult, DkgRun
 from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.membership import Membership
 from frostfed.federation.messages import Message, MessageError, decode, encode
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.signing_request import SigningRequest, federation_scripts, judge, signing_tasks
@@ -81,6 +83,7 @@ class _Coordination:
     done: asyncio.Future[dict[str, Any]]
     rejections: dict[str, str] = field(default_factory=dict)
     answered: set[int] = field(default_factory=set)
+    extra_inputs: dict[int, tuple[bytes, list[bytes]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,8 +127,14 @@ class Member:
         dkg_timeout: float = 120.0,
         faults: frozenset[str] = frozenset(),
         extra_policies: list[Policy] | None = None,
+        membership: MembershipSettings | None = None,
+        joining: bool = False,
+        directory: dict[PeerId, str] | None = None,
+        rpc: BitcoindRpc | None = None,
+        bond_key: bytes | None = None,
+        add_peer: Callable[[PeerId, str], None] | None = None,
     ) -> None:
-        if me not in members:
+        if me not in members and not joining:
             raise ValueError("this member's id is not in the member list")
         self.me = me
         self.members = list(members)
@@ -155,9 +164,11 @@ class Member:
         self.last_seen: dict[PeerId, float] = {}
         self.started = time.time()
         self.keys: EpochKeys | None = None
+        self.epoch_at: float | None = None
         self._secshare: bytes | None = None
         self._dkg: DkgRun | None = None
         self._dkg_attempt = 0
+        self.dkg_attempts_seen: dict[int, int] = {}
         self._dkg_sessions: dict[bytes, str] = {}
         self._dkg_progress = 0.0
         self.dkg_error: str | None = None
@@ -167,6 +178,17 @@ class Member:
         self._judged: dict[str, list[SigningTask]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._dkg_plan_members: list[PeerId] = list(self.members)
+        self._dkg_plan_threshold = threshold
+        self.rpc = rpc
+        self.joining = joining
+        self.membership = Membership(
+            self,
+            membership or MembershipSettings(),
+            directory or {},
+            bond_key,
+            add_peer,
+        )
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -177,9 +199,10 @@ class Member:
         rec = self.store.active_epoch()
         if rec is not None:
             self._activate(rec)
-        else:
-            attempt = int(self.store.get_meta("dkg_attempt") or "0") + 1
-            self._start_dkg(attempt)
+        elif not self.joining and not self.store.epochs():
+            attempt = int(self.store.get_meta("dkg_attempt:0") or "0") + 1
+            self._start_dkg(0, self.members, self.threshold, attempt)
+        self.membership.resume()
         self._spawn(self._heartbeat_loop())
 
     async def stop(self) -> None:
@@ -203,7 +226,7 @@ class Member:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed: %r", task.exception())
+            log.error("background task failed: %r", task.exception(), exc_info=task.exception())
 
     async def _send(self, peer: PeerId, kind: str, body: dict[str, Any]) -> None:
         data = encode(kind, body)
@@ -221,7 +244,7 @@ class Member:
     # -- incoming --------------------------------------------------------------------------------
 
     def _on_message(self, peer: PeerId, data: bytes) -> None:
-        if peer not in self.members:
+        if peer not in self.members and peer not in self.membership.extra_peers():
             log.warning("message from non-member %s ignored", peer.hex()[:16])
             return
         self.last_seen[peer] = time.time()
@@ -238,7 +261,7 @@ class Member:
                 "sshare": self._on_sign_share,
                 "sdone": self._on_sign_done,
                 "addr": self._on_address,
-            }.get(msg.kind)
+            }.get(msg.kind) or self.membership.handlers.get(msg.kind)
             if handler is None:
                 raise MessageError(f"unknown message type {msg.kind!r}")
             result = handler(peer, msg)
@@ -266,8 +289,11 @@ class Member:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations)
             if self._dkg is not None and time.time() - self._dkg_progress > self.dkg_timeout:
-                log.warning("DKG attempt %d made no progress; starting the next", self._dkg.attempt)
-                self._start_dkg(self._dkg.attempt + 1)
+                run = self._dkg
+                log.warning("DKG attempt %d made no progress; starting the next", run.attempt)
+                self._start_dkg(run.epoch, run.members, run.threshold, run.attempt + 1)
+            with contextlib.suppress(Exception):
+                await self.membership.tick()
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _send_all_others(self, kind: str, body: dict[str, Any]) -> None:
@@ -281,33 +307,48 @@ class Member:
 
     # -- DKG -------------------------------------------------------------------------------------
 
-    def _start_dkg(self, attempt: int) -> None:
-        """Start (or move to) DKG attempt `attempt` for epoch 0; every member joins the highest."""
-        if self._dkg is not None:
-            for rnd in ("hostkey", "r1", "r2"):
-                self.echo.close_session(_echo_sid(self._dkg.session(rnd)))
+    def _start_dkg(self, epoch: int, members: list[PeerId], threshold: int, attempt: int) -> None:
+        """Start (or move to) DKG attempt `attempt` for `epoch` among `members`; everyone joins the
+        highest attempt any member announces, so a member that restarted mid-DKG brings the others
+        along instead of being left behind."""
+        self.stop_dkg()
         self._dkg_attempt = attempt
-        self.store.set_meta("dkg_attempt", str(attempt))
-        self._dkg = DkgRun(0, attempt, self.members, self.threshold, self.me, self._host_seckey)
+        self.store.set_meta(f"dkg_attempt:{epoch}", str(attempt))
+        self._dkg = DkgRun(epoch, attempt, list(members), threshold, self.me, self._host_seckey)
         self._dkg_progress = time.time()
         self._dkg_sessions = {}
         for rnd in ("hostkey", "r1", "r2"):
             name = self._dkg.session(rnd)
             self._dkg_sessions[_echo_sid(name)] = name
-            self.echo.start_session(_echo_sid(name), self.members)
-        self._spawn(self._send_all_others("dkg_hello", {"epoch": 0, "attempt": attempt}))
+            self.echo.start_session(_echo_sid(name), members)
+        body = {"epoch": epoch, "attempt": attempt}
+        for m in members:
+            if m != self.me:
+                self._spawn(self._send(m, "dkg_hello", body))
         for session, payload in self._dkg.start():
             self._spawn(self.echo.broadcast(_echo_sid(session), payload))
 
+    def stop_dkg(self) -> None:
+        if self._dkg is not None:
+            for rnd in ("hostkey", "r1", "r2"):
+                self.echo.close_session(_echo_sid(self._dkg.session(rnd)))
+        self._dkg = None
+        self._dkg_sessions = {}
+
     def _on_dkg_hello(self, peer: PeerId, msg: Message) -> None:
+        epoch = msg.integer("epoch", 0, 2**31)
         attempt = msg.integer("attempt", 1, 2**31)
-        if self.keys is not None:
-            rec = self.store.active_epoch()
-            if rec is not None:
-                self._spawn(self._send(peer, "epoch_recovery", {"epoch": rec.epoch, "recovery": rec.recovery.hex()}))
+        run = self._dkg
+        self.dkg_attempts_seen[epoch] = max(attempt, self.dkg_attempts_seen.get(epoch, 0))
+        if run is not None and run.epoch == epoch:
+            if attempt > run.attempt and peer in run.members:
+                self._start_dkg(epoch, run.members, run.threshold, attempt)
+            elif attempt < run.attempt and peer in run.members:  # bring it to the current attempt
+                self._spawn(self._send(peer, "dkg_hello", {"epoch": epoch, "attempt": run.attempt}))
             return
-        if attempt > self._dkg_attempt:
-            self._start_dkg(attempt)
+        rec = self.store.epoch(epoch)
+        if rec is not None and peer in rec.members:  # it missed the end: give it the recovery data
+            self._spawn(self._send(peer, "epoch_recovery", {"epoch": epoch, "recovery": rec.recovery.hex()}))
 
     def _on_broadcast(self, session_id: bytes, sender: PeerId, payload: bytes) -> None:
         run = self._dkg
@@ -323,7 +364,7 @@ class Member:
         for s, p in out:
             self._spawn(self.echo.broadcast(_echo_sid(s), p))
         if run.result is not None:
-            self._dkg_done(run.result)
+            self._dkg_done(run.result, run.epoch)
 
     def _on_broadcast_abort(self, session_id: bytes, proof: Any) -> None:
         run = self._dkg
@@ -335,30 +376,37 @@ class Member:
         self.dkg_error = f"DKG attempt {run.attempt} failed: {e.reason}{blame}"
         log.error(self.dkg_error)
         if self._dkg is run:
-            self._start_dkg(run.attempt + 1)
+            self._start_dkg(run.epoch, run.members, run.threshold, run.attempt + 1)
 
-    def _dkg_done(self, result: DkgResult) -> None:
-        context = self._seal_context(0)
-        rec = EpochRecord(
-            epoch=0,
-            status="active",
+    def _dkg_done(self, result: DkgResult, epoch: int) -> None:
+        self._dkg = None
+        self.dkg_error = None
+        if epoch > 0:
+            self.membership.on_dkg_done(result, epoch)
+            return
+        rec = self.epoch_record(result, 0, "active")
+        self.store.save_epoch(rec)
+        log.info("epoch 0 established: group key %s", result.group_key.hex())
+        self._activate(rec)
+
+    def epoch_record(self, result: DkgResult, epoch: int, status: str) -> EpochRecord:
+        return EpochRecord(
+            epoch=epoch,
+            status=status,
             members=result.members,
             threshold=result.threshold,
             group_key=result.group_key,
             chain_code=result.chain_code,
             pubshares=result.pubshares,
             recovery=result.recovery,
-            sealed_share=self.sealer.seal(result.secshare, context),
+            sealed_share=self.sealer.seal(result.secshare, self._seal_context(epoch)),
         )
-        self.store.save_epoch(rec)
-        self._dkg = None
-        self.dkg_error = None
-        log.info("epoch 0 established: group key %s", result.group_key.hex())
-        self._activate(rec)
 
     def _on_epoch_recovery(self, peer: PeerId, msg: Message) -> None:
-        """A member that finished the DKG shares its (public) recovery data with one that did not."""
-        if self.keys is not None:
+        """A member that finished a DKG shares its (public) recovery data with one that did not."""
+        run = self._dkg
+        epoch = msg.integer("epoch", 0, 2**31)
+        if run is None or run.epoch != epoch or peer not in run.members:
             return
         recovery = msg.hexbytes("recovery", max_len=1 << 20)
         try:
@@ -366,20 +414,20 @@ class Member:
         except Exception as e:
             log.warning("recovery data from %s refused: %s", peer.hex()[:16], e)
             return
-        if params.t != self.threshold or out.secshare is None:
-            log.warning("recovery data from %s is for another federation", peer.hex()[:16])
+        if params.t != run.threshold or len(params.hostpubkeys) != len(run.members) or out.secshare is None:
+            log.warning("recovery data from %s is for another DKG", peer.hex()[:16])
             return
         result = DkgResult(
-            threshold=self.threshold,
-            members=list(self.members),
+            threshold=run.threshold,
+            members=list(run.members),
             hostpubkeys=list(params.hostpubkeys),
             group_key=bytes(out.thresh_pk),
             pubshares=[bytes(p) for p in out.pubshares],
             secshare=bytes(out.secshare),
             recovery=recovery,
         )
-        log.info("recovered epoch 0 from the recovery data of %s", peer.hex()[:16])
-        self._dkg_done(result)
+        log.info("recovered epoch %d from the recovery data of %s", epoch, peer.hex()[:16])
+        self._dkg_done(result, epoch)
 
     def _seal_context(self, epoch: int) -> bytes:
         return b"frostfed/share/" + epoch.to_bytes(4, "big") + self.me
@@ -389,6 +437,10 @@ class Member:
         self.keys = EpochKeys(
             rec.epoch, rec.members, rec.threshold, rec.group_key, rec.chain_code, rec.pubshares, self.network
         )
+        self.members = list(rec.members)
+        self.threshold = rec.threshold
+        self.joining = False
+        self.epoch_at = time.time()
         self.epoch_ready.set()
 
     # -- policy ----------------------------------------------------------------------------------
@@ -414,22 +466,29 @@ class Member:
 
     # -- signing: coordinator --------------------------------------------------------------------
 
-    async def request_signatures(self, req: SigningRequest) -> dict[str, Any]:
-        """Coordinate ROAST for `req` among the members; returns the outcome with the signed tx."""
+    async def request_signatures(
+        self, req: SigningRequest, extra_inputs: dict[int, tuple[bytes, list[bytes]]] | None = None
+    ) -> dict[str, Any]:
+        """Coordinate ROAST for `req` among the members; returns the outcome with the signed tx.
+        `extra_inputs` holds the finished (scriptSig, witness) of inputs that are not the federation's."""
         if self.keys is None:
             raise SigningError("no active epoch yet", {"status": "failed"})
         keys = self.keys
         # The coordinator needs the sighashes, which only the chain's view of the inputs gives.
         try:
-            chain_checks = self.build_policy(req).chain_checks
-            payout = await asyncio.to_thread(chain_checks.check, req.tx)
-            tasks = signing_tasks(keys, req, payout)
+            if req.kind == "transition":
+                tasks = await asyncio.to_thread(self.membership.transition_tasks, req)
+            else:
+                chain_checks = self.build_policy(req).chain_checks
+                payout = await asyncio.to_thread(chain_checks.check, req.tx)
+                tasks = signing_tasks(keys, req, payout)
         except PolicyRejection as e:
             outcome = {"status": "rejected", "rejections": {self.me.hex(): f"{e.code}: {e.message}"}}
             self.store.save_request(req.id, req.kind, self.me, "rejected", req.to_body(), outcome)
             raise SigningError(f"this member refuses the request: {e.message}", outcome) from None
         loop = asyncio.get_running_loop()
         coord = _Coordination(req, RoastCoordinator(keys.roast_key, tasks), tasks, loop.create_future())
+        coord.extra_inputs = dict(extra_inputs or {})
         self._coordinating[req.id] = coord
         self.store.save_request(req.id, req.kind, self.me, "signing", req.to_body())
         await self._send_all("sreq", req.to_body())
@@ -537,13 +596,19 @@ class Member:
         result = coord.roast.result
         assert result is not None and result.signatures is not None
         req = coord.request
-        stacks = {}
-        for i, (task, sig) in enumerate(zip(coord.tasks, result.signatures, strict=True)):
-            if not schnorr_verify(task.msg, keys.output_key(req.input_paths[i]), sig):
+        stacks = {i: witness for i, (_, witness) in coord.extra_inputs.items()}
+        for (i, path), task, sig in zip(req.fed_inputs, coord.tasks, result.signatures, strict=True):
+            if not schnorr_verify(task.msg, keys.output_key(path), sig):
                 coord.done.set_result(self._failure_outcome(coord, f"aggregate signature {i} does not verify"))
                 return
             stacks[i] = keypath_witness_stack(sig, SIGHASH_DEFAULT)
         signed = with_keypath_witnesses(req.tx, stacks)
+        if any(script_sig for script_sig, _ in coord.extra_inputs.values()):
+            vin = [
+                CTxIn(txin.prevout, CScript(coord.extra_inputs.get(i, (b"", []))[0]), txin.nSequence)
+                for i, txin in enumerate(signed.vin)
+            ]
+            signed = CTransaction(vin, signed.vout, signed.nLockTime, signed.nVersion, signed.wit)
         outcome: dict[str, Any] = {
             "status": "signed",
             "txid": b2lx(signed.GetTxid()),
@@ -554,7 +619,7 @@ class Member:
             "sessions": result.sessions_started,
             "rejections": dict(coord.rejections),
         }
-        if req.kind == "payout" and self.chain is not None:
+        if req.kind in ("payout", "transition") and self.chain is not None:
             try:
                 await asyncio.to_thread(self.chain.broadcast, signed)
                 outcome["status"] = "broadcast"
@@ -597,10 +662,15 @@ class Member:
         if self.keys is None or self._secshare is None:
             return "no active epoch"
         if req.epoch != self.keys.epoch:
+            await self.membership.tick()  # perhaps the next epoch has just become active
+        if req.epoch != self.keys.epoch:
             return f"request is for epoch {req.epoch}, this member is in epoch {self.keys.epoch}"
         try:
-            policy = self.build_policy(req)
-            self._judged[req.id] = await asyncio.to_thread(judge, self.keys, req, policy)
+            if req.kind == "transition":
+                self._judged[req.id] = await asyncio.to_thread(self.membership.transition_tasks, req)
+            else:
+                policy = self.build_policy(req)
+                self._judged[req.id] = await asyncio.to_thread(judge, self.keys, req, policy)
         except PolicyRejection as e:
             return f"{e.code}: {e.message}"
         except ChainError as e:
@@ -714,4 +784,7 @@ class Member:
             ],
             "online": sum(1 for m in self.members if self.online(m)),
             "nonces": self.store.nonce_counts(),
+            "started_at": self.started,
+            "epoch_at": self.epoch_at,
+            "membership_change": self.membership.status()["in_progress"],
         }

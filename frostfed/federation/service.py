@@ -6,9 +6,11 @@ member's ROAST run and the result into JSON; the member node does the protocol w
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from typing import Any
 
+from frostfed.bitcoin.bond import claim_bond
 from frostfed.bitcoin.chain import BitcoindRpc, ChainError
 from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx
 from frostfed.bitcoin.policy import keypath_vsize
@@ -17,6 +19,7 @@ from frostfed.bitcoin.taproot import AddressError, p2tr_address, script_from_add
 from frostfed.federation import commands
 from frostfed.federation.coins import CoinError, find_coins, select_coins
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys, PathError, check_path
+from frostfed.federation.membership import MembershipError
 from frostfed.federation.node import Member, SigningError
 from frostfed.federation.signing_request import SigningRequest
 
@@ -139,6 +142,72 @@ class FederationService:
             code = commands.POLICY_REJECTED if e.outcome.get("status") == "rejected" else commands.SIGNING_FAILED
             raise RpcError(code, str(e), e.outcome) from None
 
+    # -- membership ----------------------------------------------------------------------------
+
+    async def _change(self, kind: str, subject: bytes, **kw: Any) -> dict[str, Any]:
+        self._keys()
+        try:
+            return await self.member.membership.propose(kind, subject, **kw)
+        except MembershipError as e:
+            raise RpcError(commands.MEMBERSHIP_REFUSED, str(e)) from None
+
+    async def join(self, id: str, address: str, bond_sats: int | None, lock_blocks: int | None) -> dict[str, Any]:
+        return await self._change(
+            "join", _member_bytes(id), address=address, bond_sats=bond_sats, bond_blocks=lock_blocks
+        )
+
+    async def leave(self) -> dict[str, Any]:
+        return await self._change("leave", self.member.me)
+
+    async def expel(self, member: str) -> dict[str, Any]:
+        return await self._change("expel", _member_bytes(member))
+
+    async def epochs(self) -> dict[str, Any]:
+        store = self.member.store
+        return {
+            "epochs": [
+                {
+                    "epoch": e.epoch,
+                    "status": e.status,
+                    "members": [m.hex() for m in e.members],
+                    "threshold": e.threshold,
+                    "group_key": e.group_key.hex(),
+                    "share_held": e.sealed_share is not None,
+                    "transition_txid": e.activation_txid,
+                }
+                for e in store.epochs()
+            ],
+            "change": self.member.membership.status(),
+            "left_at_epoch": int(store.get_meta("left_at_epoch") or 0) or None,
+        }
+
+    async def bond_claim(self, address: str) -> dict[str, Any]:
+        member = self.member
+        raw = member.store.get_meta("bond")
+        if not raw:
+            raise RpcError(commands.NOT_FOUND, "this member has no fidelity bond")
+        bond = json.loads(raw)
+        if member.chain is None or member.membership.bond_key is None:
+            raise RpcError(commands.CHAIN_ERROR, "this member has no chain source")
+        try:
+            dest = script_from_address(address, member.network)
+        except AddressError as e:
+            raise RpcError(commands.INVALID_PARAMS, str(e)) from None
+        tip = await asyncio.to_thread(member.chain.tip_height)
+        if tip + 1 < bond["locktime"]:
+            raise RpcError(
+                commands.SIGNING_FAILED,
+                f"the bond is locked until block {bond['locktime']}; the chain is at {tip}",
+            )
+        tx = claim_bond(
+            (bond["txid"], bond["vout"]), bond["sats"], member.membership.bond_key, bond["locktime"], dest, 500
+        )
+        try:
+            txid = await asyncio.to_thread(member.chain.broadcast, tx)
+        except ChainError as e:
+            raise RpcError(commands.CHAIN_ERROR, f"the claim was refused: {e}") from None
+        return {"txid": txid, "sats": bond["sats"] - 500, "address": address}
+
     async def sign(self, psbt: str) -> dict[str, Any]:
         keys = self._keys()
         try:
@@ -173,6 +242,10 @@ class FederationService:
             "malicious": outcome["malicious"],
             "rejections": outcome["rejections"],
         }
+
+
+def _member_bytes(hexid: str) -> bytes:
+    return bytes.fromhex(hexid)
 
 
 def _our_path(derivations: dict[bytes, Any], fingerprint: bytes) -> tuple[int, int] | None:

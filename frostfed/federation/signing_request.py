@@ -26,26 +26,36 @@ MAX_TX_BYTES = 400_000
 class SigningRequest:
     id: str
     epoch: int
-    kind: str  # "payout" or "psbt"
+    kind: str  # "payout", "psbt" or "transition"
     tx: CTransaction
-    input_paths: tuple[tuple[int, int], ...]
+    input_paths: tuple[tuple[int, int] | None, ...]  # None: not the federation's (a joiner's bond input)
     change_paths: dict[int, tuple[int, int]]  # output index -> path
+    transition: dict[str, Any] | None = None  # proposal, new epoch recovery data, bond key
 
     def to_body(self) -> dict[str, Any]:
-        return {
+        body = {
             "id": self.id,
             "epoch": self.epoch,
             "kind": self.kind,
             "tx": self.tx.serialize().hex(),
-            "input_paths": [list(p) for p in self.input_paths],
+            "input_paths": [list(p) if p is not None else None for p in self.input_paths],
             "change_paths": {str(k): list(v) for k, v in self.change_paths.items()},
         }
+        if self.transition is not None:
+            body["transition"] = self.transition
+        return body
+
+    @property
+    def fed_inputs(self) -> list[tuple[int, tuple[int, int]]]:
+        return [(i, p) for i, p in enumerate(self.input_paths) if p is not None]
 
     @classmethod
     def from_message(cls, msg: Message) -> SigningRequest:
         rid = msg.text("id", 64)
+        if not rid or not all(c.isascii() and (c.isalnum() or c in "-_") for c in rid):
+            raise MessageError("request id must be letters, digits, '-' or '_'")
         kind = msg.text("kind", 16)
-        if kind not in ("payout", "psbt"):
+        if kind not in ("payout", "psbt", "transition"):
             raise MessageError(f"unknown request kind {kind!r}")
         raw = msg.hexbytes("tx", max_len=MAX_TX_BYTES)
         try:
@@ -54,21 +64,34 @@ class SigningRequest:
             raise MessageError("request carries a transaction that does not parse") from None
         paths = msg.get("input_paths", list)
         changes = msg.get("change_paths", dict)
+        if len(paths) != len(tx.vin):
+            raise MessageError("request needs one derivation path per input")
         try:
-            input_paths = tuple(check_path(p) for p in paths)
-            change_paths = {int(k): check_path(v) for k, v in changes.items()}
+            input_paths = tuple(None if p is None and kind == "transition" else check_path(p) for p in paths)
+            change_paths = {_output_index(k): check_path(v) for k, v in changes.items()}
         except (PathError, ValueError, TypeError):
             raise MessageError("request carries malformed derivation paths") from None
-        if len(input_paths) != len(tx.vin):
-            raise MessageError("request needs one derivation path per input")
+        if not any(p is not None for p in input_paths):
+            raise MessageError("request has no federation input")
+        transition = None
+        if kind == "transition":
+            transition = msg.get("transition", dict)
         if any(not 0 <= i < len(tx.vout) for i in change_paths):
             raise MessageError("request names a change output that does not exist")
-        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths)
+        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition)
+
+
+def _output_index(key: str) -> int:
+    """JSON object keys are strings; only the canonical decimal form names an output."""
+    if not isinstance(key, str) or not (0 < len(key) <= 10 and key.isascii() and key.isdigit()) or str(int(key)) != key:
+        raise PathError(f"change output index {key[:20]!r} is not a number")
+    return int(key)
 
 
 def federation_scripts(keys: EpochKeys, req: SigningRequest) -> set[bytes]:
     """The scripts this member itself derives for the paths the request names."""
-    return {keys.script(p) for p in req.input_paths} | {keys.script(p) for p in req.change_paths.values()}
+    inputs = {keys.script(p) for _, p in req.fed_inputs}
+    return inputs | {keys.script(p) for p in req.change_paths.values()}
 
 
 def check_change(keys: EpochKeys, req: SigningRequest) -> None:
@@ -81,9 +104,12 @@ def signing_tasks(keys: EpochKeys, req: SigningRequest, payout: CheckedPayout) -
     """One BIP 445 task per input: the BIP 341 sighash over the chain's spent outputs, with the
     BIP32 and TapTweak tweaks of the input's path. Refuses an input whose chain script is not the
     key of its claimed path."""
-    spent = payout.spent_outputs
+    return tasks_for_inputs(keys, req, payout.spent_outputs)
+
+
+def tasks_for_inputs(keys: EpochKeys, req: SigningRequest, spent: list[Any]) -> list[SigningTask]:
     tasks = []
-    for i, path in enumerate(req.input_paths):
+    for i, path in req.fed_inputs:
         if bytes(spent[i].scriptPubKey) != keys.script(path):
             raise PolicyRejection("input_not_owned", f"input {i} is not the federation key at {list(path)}")
         tasks.append(keys.task(path, taproot_sighash(req.tx, i, spent, SIGHASH_DEFAULT)))

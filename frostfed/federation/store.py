@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS epochs (
     pubshares TEXT NOT NULL,
     recovery BLOB NOT NULL,
     sealed_share BLOB,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    activation_txid TEXT
 );
 CREATE TABLE IF NOT EXISTS nonces (
     pubnonce BLOB PRIMARY KEY,
@@ -58,6 +59,10 @@ CREATE TABLE IF NOT EXISTS addresses (
 """
 
 
+class StoreError(Exception):
+    """The database cannot be opened: not a SQLite file, unreadable, or locked by another process."""
+
+
 class NonceReuseError(Exception):
     """A nonce was asked for a second time: the signature is refused."""
 
@@ -73,16 +78,26 @@ class EpochRecord:
     pubshares: list[bytes]
     recovery: bytes
     sealed_share: bytes | None
+    activation_txid: str | None = None
 
 
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the member database {path}: {e}") from None
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"the member database {path} cannot use a write-ahead log (mode {mode})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            self._db.close()
+            raise StoreError(f"cannot open the member database {path}: {e}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -106,7 +121,7 @@ class Store:
     # epochs
     def save_epoch(self, rec: EpochRecord) -> None:
         self._exec(
-            "INSERT OR REPLACE INTO epochs VALUES(?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO epochs VALUES(?,?,?,?,?,?,?,?,?,?,?)",
             (
                 rec.epoch,
                 rec.status,
@@ -118,13 +133,14 @@ class Store:
                 rec.recovery,
                 rec.sealed_share,
                 time.time(),
+                rec.activation_txid,
             ),
         )
 
     def epochs(self) -> list[EpochRecord]:
         rows = self._exec(
             "SELECT epoch, status, members, threshold, group_key, chain_code, pubshares, "
-            "recovery, sealed_share FROM epochs ORDER BY epoch"
+            "recovery, sealed_share, activation_txid FROM epochs ORDER BY epoch"
         ).fetchall()
         return [
             EpochRecord(
@@ -137,9 +153,25 @@ class Store:
                 [bytes.fromhex(p) for p in json.loads(r[6])],
                 r[7],
                 r[8],
+                r[9],
             )
             for r in rows
         ]
+
+    def epoch(self, number: int) -> EpochRecord | None:
+        found = [e for e in self.epochs() if e.epoch == number]
+        return found[0] if found else None
+
+    def delete_epoch(self, number: int) -> None:
+        self._exec("DELETE FROM epochs WHERE epoch=?", (number,))
+
+    def directory(self) -> dict[bytes, str]:
+        """Every member's last known "host:port", kept across restarts and membership changes."""
+        raw = self.get_meta("directory")
+        return {bytes.fromhex(k): v for k, v in json.loads(raw).items()} if raw else {}
+
+    def save_directory(self, directory: dict[bytes, str]) -> None:
+        self.set_meta("directory", json.dumps({k.hex(): v for k, v in directory.items()}, sort_keys=True))
 
     def active_epoch(self) -> EpochRecord | None:
         act = [e for e in self.epochs() if e.status == "active"]
@@ -196,7 +228,7 @@ class Store:
                 coordinator.hex(),
                 status,
                 json.dumps(payload),
-                json.dumps(outcome) if outcome else None,
+                json.dumps(outcome) if outcome is not None else None,
                 now,
                 now,
             ),
@@ -210,7 +242,9 @@ class Store:
 
     def requests(self, rid: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, kind, coordinator, status, payload, outcome, created, updated FROM requests"
-        rows = (self._exec(sql + " WHERE id=?", (rid,)) if rid else self._exec(sql + " ORDER BY created")).fetchall()
+        rows = (
+            self._exec(sql + " WHERE id=?", (rid,)) if rid is not None else self._exec(sql + " ORDER BY created")
+        ).fetchall()
         return [
             {
                 "id": r[0],
@@ -218,7 +252,7 @@ class Store:
                 "coordinator": r[2],
                 "status": r[3],
                 "request": json.loads(r[4]),
-                "outcome": json.loads(r[5]) if r[5] else None,
+                "outcome": json.loads(r[5]) if r[5] is not None else None,
                 "created": r[6],
                 "updated": r[7],
             }

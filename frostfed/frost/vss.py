@@ -13,10 +13,10 @@ from .secp import (
     bytes_from_int,
     cbytes_ext,
     cpoint_ext,
-    int_from_bytes,
     point_add,
     point_mul,
     point_mul_g,
+    scalar_from_bytes_checked,
     tagged_hash,
     xbytes,
 )
@@ -29,14 +29,8 @@ def tagged_hash_bip_dkg(tag: str, msg: bytes) -> bytes:
     return tagged_hash(BIP_TAG + tag, msg)
 
 
-def scalar_checked(b: bytes) -> int:
-    """A 32-byte scalar that must be below the group order (`Scalar.from_bytes_checked`)."""
-    if len(b) != 32:
-        raise ValueError("scalar must be 32 bytes")
-    x = int_from_bytes(b)
-    if x >= N:
-        raise ValueError("scalar out of range")
-    return x
+scalar_checked = scalar_from_bytes_checked
+"""A 32-byte scalar that must be below the group order (`Scalar.from_bytes_checked`)."""
 
 
 def polynomial_eval(coeffs: list[int], x: int) -> int:

@@ -105,6 +105,14 @@ class NoiseChannel(Channel):
     def members(self) -> list[PeerId]:
         return list(self._addresses)
 
+    def add_member(self, peer: PeerId, address: Address | None) -> None:
+        """Admit a new member (a joiner, once the federation has agreed to it) and dial it."""
+        if peer == self.node_id:
+            return
+        self._addresses[peer] = address
+        if address is not None:
+            self._maybe_dial(peer)
+
     def set_address(self, peer: PeerId, address: Address) -> None:
         """Learn or change where a member listens; starts dialing it if this side dials."""
         if peer == self.node_id:

@@ -47,6 +47,11 @@ def bitcoind_rpc(config: Config) -> BitcoindRpc | None:
     )
 
 
+def _hostport(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
 def sealer_for(config: Config, seal_seed: bytes) -> Sealer:
     if config.passphrase_file is None:
         return Sealer.from_seed(seal_seed)
@@ -73,7 +78,9 @@ async def run(config: Config) -> None:
     ledger = Ledger(config.data_dir / "ledger.sqlite")
     rpc = bitcoind_rpc(config)
     chain = BitcoindChainSource(rpc) if rpc is not None else None
-    members = [m.id for m in config.members]
+    members = [] if config.joining else [m.id for m in config.members]
+    directory = {m.id: f"{m.host}:{m.port}" for m in config.members}
+    wallet_rpc = rpc.for_wallet(config.bitcoind.wallet) if rpc is not None and config.bitcoind else None
     channel = NoiseChannel(
         identity.private_key.secret,
         {m.id: (m.host, m.port) for m in config.members},
@@ -97,8 +104,14 @@ async def run(config: Config) -> None:
         heartbeat_seconds=config.heartbeat_seconds,
         offline_after_seconds=config.offline_after_seconds,
         faults=faults,
+        membership=config.membership,
+        joining=config.joining,
+        directory=directory,
+        rpc=wallet_rpc,
+        bond_key=identity.bond_secret(),
+        add_peer=lambda peer, address: channel.add_member(peer, _hostport(address)),
     )
-    service = FederationService(member, rpc)
+    service = FederationService(member, wallet_rpc)
     server = RpcServer(service, config.data_dir / SOCKET_NAME)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,8 +2,9 @@
 
 Five members (t = 3) run as separate processes talking Noise over 127.0.0.1. They make their key
 with ChillDKG, hand out Taproot addresses, receive block rewards as a pool's hubs would, pay three
-miners what their ledgers say is owed, lose two members to SIGKILL, and pay again. Everything it
-starts it stops; the exit status is 0 only if both payouts confirmed."""
+miners what their ledgers say is owed, lose two members to SIGKILL, and pay again; then a sixth hub
+joins with a fidelity bond and a founder leaves, each change followed by a payout of the new
+federation. Everything it starts it stops; the exit status is 0 only if every payout confirmed."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.bitcoin.taproot import script_from_address
 from frostfed.bitcoin.watchonly import create_watch_only_wallet
 from frostfed.plugin.localcluster import LocalMember, wait_for_epoch, write_cluster
+
+MEMBERSHIP = {"min_bond_sats": 50_000, "min_bond_blocks": 50, "transition_confirmations": 1}
 
 
 class Demo:
@@ -74,7 +77,9 @@ class Demo:
         btc.start()
         btc.create_mining_wallet("miner", blocks=1)
         cookie = btc.datadir / "regtest" / ".cookie"
-        self.members = write_cluster(self.base / "federation", self.n, self.t, btc.rpc_port, cookie)
+        self.members = write_cluster(
+            self.base / "federation", self.n, self.t, btc.rpc_port, cookie, membership=MEMBERSHIP
+        )
         self.step(f"starting {self.n} members (t = {self.t}) as separate processes on 127.0.0.1")
         for m in self.members:
             m.start()
@@ -119,9 +124,71 @@ class Demo:
         ok2 = self.pay(self.members[1], miners2, "payout 2")
         status = self.members[1].call("frost-status")
         self.step(f"  status: {status['online']} of {status['n']} members online")
-        bal = watch.call("getbalances")["mine"]
-        self.summary.append(("federation balance", f"{bal['trusted']} BTC spendable"))
-        return ok1 and ok2
+        for v in victims:
+            v.start()
+        for v in victims:
+            v.wait_ready()
+        self.step(f"restarted members {[v.index for v in victims]}: they carry on from their stores")
+        ok3 = self.join_and_leave()
+        return ok1 and ok2 and ok3
+
+    def join_and_leave(self) -> bool:
+        """A sixth hub joins with a fidelity bond, then one of the founders leaves."""
+        assert self.btc is not None
+        btc = self.btc
+        btc.rpc("createwallet", "joiner")
+        btc.rpc("sendtoaddress", btc.rpc("getnewaddress", wallet="joiner"), 0.01, wallet="miner")
+        btc.mine(1)
+        [joiner] = write_cluster(
+            self.base / "federation",
+            1,
+            None,
+            btc.rpc_port,
+            btc.datadir / "regtest" / ".cookie",
+            membership=MEMBERSHIP,
+            first_index=self.n,
+            joining_contacts=self.members,
+            wallet="joiner",
+        )
+        joiner.start()
+        joiner.wait_ready()
+        self.step(f"member {joiner.index} ({joiner.id.hex()[:16]}…) starts and asks to join; member 0 proposes it")
+        r = self.members[0].call(
+            "frost-join", {"id": joiner.id.hex(), "address": f"127.0.0.1:{joiner.port}", "bond_sats": 100_000}
+        )
+        self.step(
+            f"  new epoch {r['epoch']}: {len(r['members'])} members, t = {r['threshold']}, DKG key "
+            f"{r['group_key'][:16]}…; bond transaction {r['txid']} signed by {len(r['signers'])} members"
+        )
+        self.members.append(joiner)
+        btc.mine(1)
+        wait_for_epoch(self.members, 60, epoch=r["epoch"])
+        self.step(f"  mined: epoch {r['epoch']} is active at every member, the old key share is deleted")
+        self.summary.append(("join (bond tx)", f"{r['txid']} (epoch {r['epoch']}, {len(r['members'])} members)"))
+        miners = {btc.rpc("getnewaddress", wallet="miner"): 300_000 for _ in range(3)}
+        self.credit_all(miners)
+        ok_join = self.pay(joiner, miners, "payout 3 (new epoch)")
+
+        leaver = self.members[2]
+        self.step(f"member {leaver.index} leaves")
+        r = leaver.call("frost-leave")
+        self.step(f"  new epoch {r['epoch']}: {len(r['members'])} members, t = {r['threshold']}, tx {r['txid']}")
+        btc.mine(1)
+        self.members.remove(leaver)
+        wait_for_epoch(self.members, 60, epoch=r["epoch"])
+        leaver.stop()
+        self.summary.append(("leave", f"{r['txid']} (epoch {r['epoch']}, {len(r['members'])} members)"))
+        miners = {btc.rpc("getnewaddress", wallet="miner"): 200_000 for _ in range(3)}
+        self.credit_all(miners)
+        ok_leave = self.pay(self.members[0], miners, "payout 4 (after the leave)")
+        desc = self.members[0].call("frost-descriptor")
+        scan = btc.rpc(
+            "scantxoutset",
+            "start",
+            [{"desc": desc["descriptor"], "range": 50}, {"desc": desc["change_descriptor"], "range": 50}],
+        )
+        self.summary.append(("federation balance", f"{scan['total_amount']} BTC in epoch {desc['epoch']}"))
+        return ok_join and ok_leave
 
     def close(self) -> None:
         for m in self.members:
@@ -154,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsummary")
     for label, value in demo.summary:
         print(f"  {label:20} {value}")
-    print(f"  {'result':20} {'both payouts confirmed' if ok else 'FAILED'}")
+    print(f"  {'result':20} {'every payout and membership change confirmed' if ok else 'FAILED'}")
     if args.dir is None and ok:
         shutil.rmtree(base, ignore_errors=True)
     return 0 if ok else 1

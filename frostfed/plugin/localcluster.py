@@ -101,17 +101,25 @@ def write_cluster(
     heartbeat: float = 0.5,
     offline_after: float = 3.0,
     policy: dict[str, Any] | None = None,
+    membership: dict[str, Any] | None = None,
+    first_index: int = 0,
+    joining_contacts: list[LocalMember] | None = None,
+    wallet: str = "frostfed",
 ) -> list[LocalMember]:
+    """Config files and identities of `n` members of a new federation, or, with `joining_contacts`,
+    of `n` nodes that will join the federation those members form."""
     base.mkdir(parents=True, exist_ok=True)
     members = []
-    for i in range(n):
+    for i in range(first_index, first_index + n):
         d = base / f"member{i}"
         d.mkdir(parents=True, exist_ok=True)
         ident = create_identity_file(d / "identity.key")
         members.append(LocalMember(i, ident.id, d, d / "frostfed.toml", free_port()))
+    listed = joining_contacts if joining_contacts is not None else members
     lines_members = "".join(
-        f'[[federation.members]]\nid = "{m.id.hex()}"\naddress = "127.0.0.1:{m.port}"\n\n' for m in members
+        f'[[federation.members]]\nid = "{m.id.hex()}"\naddress = "127.0.0.1:{m.port}"\n\n' for m in listed
     )
+    mem_lines = "".join(f"{k} = {v!r}\n" for k, v in (membership or {}).items())
     pol = {"min_feerate": 1.0, "max_feerate": 50.0, "max_fee_sats": 50_000, **(policy or {})}
     pol_lines = "".join(f"{k} = {v!r}\n" if not isinstance(v, str) else f'{k} = "{v}"\n' for k, v in pol.items())
     for m in members:
@@ -121,21 +129,27 @@ def write_cluster(
             f'listen = "127.0.0.1:{m.port}"\n'
             'data_dir = "."\n'
             f"heartbeat_seconds = {heartbeat}\n"
-            f"offline_after_seconds = {offline_after}\n\n"
+            f"offline_after_seconds = {offline_after}\n"
+            + ("joining = true\n" if joining_contacts is not None else "")
+            + "\n"
             "[federation]\n" + (f"threshold = {t}\n" if t is not None else "") + "\n" + lines_members + "[bitcoind]\n"
             f'rpc_url = "http://127.0.0.1:{bitcoind_port}"\n'
-            f'cookie_file = "{cookie_file}"\n\n'
-            "[policy]\n" + pol_lines
+            f'cookie_file = "{cookie_file}"\n'
+            f'wallet = "{wallet}"\n\n'
+            "[policy]\n" + pol_lines + "\n[membership]\n" + mem_lines
         )
     return members
 
 
-def wait_for_epoch(members: list[LocalMember], timeout: float = 120) -> str:
-    """Wait until every running member reports the same active epoch key; returns it."""
+def wait_for_epoch(members: list[LocalMember], timeout: float = 120, epoch: int | None = None) -> str:
+    """Wait until every running member reports the same active epoch key (of `epoch`, if given)."""
     deadline = time.monotonic() + timeout
     keys: set[str | None] = set()
     while time.monotonic() < deadline:
-        keys = {m.call("frost-status", timeout=10)["group_key"] for m in members if m.running}
+        statuses = [m.call("frost-status", timeout=10) for m in members if m.running]
+        keys = {s["group_key"] for s in statuses}
+        if epoch is not None and any(s["epoch"] != epoch for s in statuses):
+            keys.add(None)
         if len(keys) == 1 and None not in keys:
             return next(iter(keys))  # type: ignore[return-value]
         time.sleep(0.2)

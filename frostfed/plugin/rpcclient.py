@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 _ids = itertools.count(1)
+PARSE_ERROR = -32700
+INVALID_REPLY = -32603
 
 
 class RpcCallError(Exception):
@@ -38,8 +40,20 @@ def call(
             if not chunk:
                 raise ConnectionError("daemon closed the connection")
             buf += chunk
-    reply = json.loads(buf)
+    try:
+        reply = json.loads(buf)
+    except (ValueError, RecursionError):
+        raise RpcCallError(PARSE_ERROR, "the daemon's reply is not JSON") from None
+    if not isinstance(reply, dict) or ("error" in reply) == ("result" in reply):
+        raise RpcCallError(INVALID_REPLY, "the daemon's reply is neither a result nor an error")
     if "error" in reply:
         e = reply["error"]
-        raise RpcCallError(e.get("code", 0), e.get("message", ""), e.get("data"))
+        if not isinstance(e, dict):
+            raise RpcCallError(INVALID_REPLY, f"the daemon sent a malformed error: {str(e)[:200]}")
+        code = e.get("code")
+        raise RpcCallError(
+            code if isinstance(code, int) and not isinstance(code, bool) else INVALID_REPLY,
+            str(e.get("message", "")),
+            e.get("data"),
+        )
     return reply["result"]

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
 async def handle_line(service: Any, line: bytes) -> dict[str, Any]:
     try:
         req = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         return _error(None, PARSE_ERROR, "request is not valid JSON")
     if not isinstance(req, dict):
         return _error(None, commands.INVALID_REQUEST, "request must be a JSON object")
@@ -50,27 +51,59 @@ async def handle_line(service: Any, line: bytes) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
+def _reply_line(reply: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(reply).encode() + b"\n"
+    except (TypeError, ValueError, RecursionError):  # a result that is not JSON: a bug, not the client's
+        log.exception("reply to request %r is not JSON", reply.get("id"))
+        return json.dumps(_error(reply.get("id"), commands.INTERNAL_ERROR, "the reply is not JSON")).encode() + b"\n"
+
+
+class SocketInUse(Exception):
+    """Another daemon answers on the control socket: two members must not share a data directory."""
+
+
 class RpcServer:
     def __init__(self, service: Any, path: Path) -> None:
         self.service = service
         self.path = path
         self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
-        os.chmod(self.path, 0o600)
+        if self.path.exists():
+            try:
+                _, w = await asyncio.open_unix_connection(str(self.path))
+            except OSError:  # a socket left by a daemon that died: take it over
+                self.path.unlink()
+            else:
+                w.close()
+                raise SocketInUse(f"another frostfed daemon is running on {self.path}")
+        # Bound in a directory only the owner can enter, made owner-only, then moved into place: no
+        # other local user can connect in between (the data directory itself may be world-readable).
+        private = Path(tempfile.mkdtemp(prefix=".rpc-", dir=self.path.parent))
+        try:
+            staged = private / "s"
+            self._server = await asyncio.start_unix_server(self._client, path=str(staged), limit=MAX_LINE)
+            os.chmod(staged, 0o600)
+            os.replace(staged, self.path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(private)
 
     async def close(self) -> None:
+        """Stop listening and hang up on connected clients (a waiting CLI gets EOF, not a hang)."""
         if self._server is not None:
             self._server.close()
+            for w in list(self._writers):
+                w.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -82,10 +115,15 @@ class RpcServer:
                     break
                 if not line.strip():
                     continue
-                reply = await handle_line(self.service, line)
-                writer.write(json.dumps(reply).encode() + b"\n")
+                try:
+                    reply = await handle_line(self.service, line)
+                except Exception:  # whatever a command does, the client gets an answer
+                    log.exception("request failed")
+                    reply = _error(None, commands.INTERNAL_ERROR, "internal error")
+                writer.write(_reply_line(reply))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()

@@ -1,0 +1,633 @@
+"""A member's side of membership changes: proposing a join, leave or expulsion, taking part in one,
+being the joiner, and activating the next epoch once its transition transaction is confirmed.
+
+The flow (the proposer coordinates; every step can fail, and a failure leaves epoch e untouched):
+  tprop        proposer -> old and new members: the proposal; each checks it and answers `tack`
+  DKG          the members of the new list run ChillDKG (the node's echo-broadcast DKG)
+  tdkg         new members -> proposer: the recovery data, whose certificate proves the new key
+  bond_req / bond_offer / bond_sign / bond_signed   on a join, the joiner's input and its signature
+  sreq ...     ROAST among epoch e's members, each checking the transition on its own chain data
+  tdone        proposer -> everyone: the broadcast transaction; activation waits for confirmations
+  tabort       proposer -> everyone: the change failed; drop its state
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from bitcoin.core import CTransaction, b2lx
+from coincurve import PrivateKey
+
+from frostfed.bitcoin.bond import bond_script
+from frostfed.bitcoin.chain import ChainError, btc_to_sats
+from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.taproot import script_from_address
+from frostfed.federation.config import MembershipSettings
+from frostfed.federation.dkg_run import DkgResult
+from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.signing_request import SigningRequest, tasks_for_inputs
+from frostfed.federation.store import EpochRecord
+from frostfed.federation.transition import (
+    TRANSITION_PATH,
+    BondOffer,
+    Proposal,
+    ProposalRefused,
+    build_transition_tx,
+    check_proposal,
+    check_transition_tx,
+    make_proposal,
+    verify_new_epoch_key,
+)
+from frostfed.frost import chilldkg
+from frostfed.frost.roast import SigningTask
+from frostfed.frost.secp import tagged_hash
+
+if TYPE_CHECKING:
+    from frostfed.federation.node import Member
+
+log = logging.getLogger(__name__)
+
+PeerId = bytes
+
+
+class MembershipError(Exception):
+    """A membership change that could not be made; the message says why."""
+
+
+def chain_code_of(recovery: bytes) -> bytes:
+    return tagged_hash("frostfed/chaincode", recovery)
+
+
+class Membership:
+    def __init__(
+        self,
+        member: Member,
+        settings: MembershipSettings,
+        directory: dict[PeerId, str],
+        bond_key: bytes | None,
+        add_peer: Callable[[PeerId, str], None] | None,
+    ) -> None:
+        self.member = member
+        self.settings = settings
+        self.directory = {**directory, **member.store.directory()}
+        self.bond_key = PrivateKey(bond_key) if bond_key else None
+        self._add_peer = add_peer
+        self.proposal: Proposal | None = None
+        self.last_error: str | None = None
+        self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._refusals: dict[str, str] = {}
+        self._aborted: set[str] = set()
+        self._expelling: asyncio.Task[None] | None = None
+        self._epoch_since = time.time()
+        self._adopted_at = 0.0
+        self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
+            "tprop": self._on_proposal,
+            "tack": self._on_ack,
+            "tdkg": self._on_new_key,
+            "bond_req": self._on_bond_request,
+            "bond_offer": self._on_bond_offer,
+            "bond_sign": self._on_bond_sign,
+            "bond_signed": self._on_bond_signed,
+            "tdone": self._on_done,
+            "tabort": self._on_abort,
+        }
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def extra_peers(self) -> set[PeerId]:
+        """Peers beyond the current epoch whose messages are accepted: the members of a proposed
+        epoch and, while this member is joining, the members it was told to contact."""
+        peers: set[PeerId] = set()
+        if self.proposal is not None:
+            peers.update(self.proposal.members)
+            peers.add(self.proposal.proposer)
+        if self.member.keys is None:
+            peers.update(self.directory)
+        return peers
+
+    def resume(self) -> None:
+        """After a restart: the change in progress, if any, and its peers."""
+        raw = self.member.store.get_meta("proposal")
+        if raw:
+            with contextlib.suppress(MessageError, ValueError):
+                self.proposal = Proposal.from_message(Message("tprop", json.loads(raw)))
+        for peer, address in self.directory.items():
+            self._learn_peer(peer, address)
+
+    def _learn_peer(self, peer: PeerId, address: str) -> None:
+        if peer == self.member.me:
+            return
+        self.directory[peer] = address
+        if self._add_peer is not None:
+            try:
+                self._add_peer(peer, address)
+            except Exception as e:  # an unreachable address only delays that peer
+                log.warning("cannot add peer %s at %s: %s", peer.hex()[:16], address, e)
+
+    def _adopt(self, p: Proposal) -> None:
+        """Take part in `p`: remember it, reach its members, run its DKG if this member is in it."""
+        self.proposal = p
+        self._adopted_at = time.monotonic()
+        self.member.store.set_meta("proposal", json.dumps(p.to_body()))
+        for peer, address in p.addresses.items():
+            self._learn_peer(peer, address)
+        self.member.store.save_directory(self.directory)
+        if self.member.me in p.members:
+            stored = int(self.member.store.get_meta(f"dkg_attempt:{p.epoch}") or "0")
+            attempt = max(stored + 1, self.member.dkg_attempts_seen.get(p.epoch, 0))
+            self.member._start_dkg(p.epoch, p.members, p.threshold, attempt)
+
+    def _drop(self, reason: str) -> None:
+        p = self.proposal
+        if p is None:
+            return
+        log.warning("membership change to epoch %d dropped: %s", p.epoch, reason)
+        self.last_error = reason
+        run = self.member._dkg
+        if run is not None and run.epoch == p.epoch:
+            self.member.stop_dkg()
+        rec = self.member.store.epoch(p.epoch)
+        if rec is not None and rec.status == "pending" and rec.activation_txid is None:
+            self.member.store.delete_epoch(p.epoch)
+        self.proposal = None
+        self.member.store.set_meta("proposal", "")
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(MembershipError(reason))
+        self._waiters.clear()
+
+    def _waiter(self, name: str) -> asyncio.Future[Any]:
+        fut = self._waiters.get(name)
+        if fut is None or fut.done():
+            fut = self._waiters[name] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def _resolve(self, name: str, value: Any) -> None:
+        fut = self._waiters.get(name)
+        if fut is not None and not fut.done():
+            fut.set_result(value)
+
+    # -- proposing -------------------------------------------------------------------------------
+
+    async def propose(
+        self,
+        kind: str,
+        subject: PeerId,
+        address: str | None = None,
+        bond_sats: int | None = None,
+        bond_blocks: int | None = None,
+    ) -> dict[str, Any]:
+        timeout = self.settings.change_timeout_seconds
+        member = self.member
+        keys = member.keys
+        if keys is None or member.chain is None:
+            raise MembershipError("this member has no active epoch or no chain source")
+        if member.rpc is None:
+            raise MembershipError("this member has no bitcoind to find the federation's coins")
+        if self.proposal is not None:
+            raise MembershipError(f"a change to epoch {self.proposal.epoch} is already in progress")
+        tip = await asyncio.to_thread(member.chain.tip_height)
+        try:
+            p = make_proposal(
+                keys, self.directory, kind, subject, member.me, self.settings, tip, address, bond_sats, bond_blocks
+            )
+        except ProposalRefused as e:
+            raise MembershipError(str(e)) from None
+        self._refusals = {}
+        dkg = self._waiter("dkg")
+        self._adopt(p)
+        targets = sorted((set(keys.members) | set(p.members)) - {member.me})
+        await asyncio.gather(*(member._send(t, "tprop", p.to_body()) for t in targets))
+        try:
+            group_key, recovery = await asyncio.wait_for(dkg, timeout)
+            new_keys = EpochKeys(p.epoch, p.members, p.threshold, group_key, chain_code_of(recovery), [], keys.network)
+            offer = None
+            if p.kind == "join":
+                fut = self._waiter("offer")
+                await member._send(p.subject, "bond_req", {"epoch": p.epoch})
+                offer = await asyncio.wait_for(fut, timeout)
+            outcome = await self._sign_transition(p, keys, new_keys, recovery, offer, timeout)
+        except MembershipError as e:
+            await self._abort(targets, str(e))
+            raise
+        except TimeoutError:
+            why = "; ".join(f"{k[:16]}: {v}" for k, v in self._refusals.items()) or "no answer in time"
+            await self._abort(targets, f"the change did not complete ({why})")
+            raise MembershipError(f"the change did not complete ({why})") from None
+        except Exception as e:
+            await self._abort(targets, f"{type(e).__name__}: {e}")
+            raise
+        txid = outcome["txid"]
+        await asyncio.gather(*(member._send(t, "tdone", {"epoch": p.epoch, "txid": txid}) for t in targets))
+        self._record_txid(p.epoch, txid)
+        return {
+            "epoch": p.epoch,
+            "kind": p.kind,
+            "subject": p.subject.hex(),
+            "txid": txid,
+            "members": [m.hex() for m in p.members],
+            "threshold": p.threshold,
+            "group_key": group_key.hex(),
+            "signers": outcome["signers"],
+            "activation": f"after {self.settings.transition_confirmations} confirmation(s)",
+        }
+
+    async def _sign_transition(
+        self,
+        p: Proposal,
+        keys: EpochKeys,
+        new_keys: EpochKeys,
+        recovery: bytes,
+        offer: BondOffer | None,
+        timeout: float,
+    ) -> dict[str, Any]:
+        from frostfed.federation.coins import find_coins
+        from frostfed.federation.node import SigningError
+
+        member = self.member
+        assert member.rpc is not None and member.chain is not None
+        receive = member.store.next_address_index(keys.epoch)
+        change = int(member.store.get_meta(f"change_index:{keys.epoch}") or "0")
+        coins = await asyncio.to_thread(
+            find_coins, member.rpc, member.chain, keys, receive, change, member.policy_settings.min_confirmations
+        )
+        rate = max(member.policy_settings.min_feerate, min(2.0, member.policy_settings.max_feerate))
+        try:
+            plan = build_transition_tx(
+                [(c.utxo, c.path) for c in coins], new_keys.script(TRANSITION_PATH), rate, p, offer
+            )
+        except ProposalRefused as e:
+            raise MembershipError(str(e)) from None
+        extra: dict[int, tuple[bytes, list[bytes]]] = {}
+        if offer is not None and plan.bond_input is not None:
+            prevouts = []
+            for c in coins:
+                prevouts.append(
+                    {
+                        "txid": c.utxo.txid,
+                        "vout": c.utxo.vout,
+                        "scriptPubKey": c.utxo.script_pubkey.hex(),
+                        "amount": c.utxo.amount_sats,
+                    }
+                )
+            fut = self._waiter("signed")
+            body = {"epoch": p.epoch, "tx": plan.tx.serialize().hex(), "prevouts": prevouts}
+            await member._send(p.subject, "bond_sign", body)
+            extra[plan.bond_input] = await asyncio.wait_for(fut, timeout)  # (scriptSig, witness)
+        paths = [None] * len(plan.tx.vin)
+        for i, path in plan.fed_inputs:
+            paths[i] = path
+        req = SigningRequest(
+            secrets.token_hex(8),
+            keys.epoch,
+            "transition",
+            plan.tx,
+            tuple(paths),
+            {},
+            {"proposal": p.to_body(), "recovery": recovery.hex(), "bond_key": offer.bond_key.hex() if offer else ""},
+        )
+        try:
+            return await member.request_signatures(req, extra)
+        except SigningError as e:
+            reasons = e.outcome.get("rejections") or {}
+            detail = "; ".join(f"{k[:16]}: {v}" for k, v in reasons.items())
+            raise MembershipError(f"the current members did not sign the transition: {e}. {detail}".strip()) from None
+
+    async def _abort(self, targets: list[PeerId], reason: str) -> None:
+        p = self.proposal
+        if p is not None:
+            body = {"epoch": p.epoch, "nonce": p.nonce, "reason": reason[:500]}
+            await asyncio.gather(*(self.member._send(t, "tabort", body) for t in targets))
+        self._drop(reason)
+
+    # -- taking part -----------------------------------------------------------------------------
+
+    async def _on_proposal(self, peer: PeerId, msg: Message) -> None:
+        p = Proposal.from_message(msg)
+        member = self.member
+        if peer != p.proposer:
+            raise MessageError("a proposal must come from its proposer")
+        try:
+            if self.proposal is not None and self.proposal.epoch == p.epoch and self.proposal.proposer == peer:
+                return  # a repeat
+            if self.proposal is not None:
+                raise ProposalRefused(f"a change to epoch {self.proposal.epoch} is already in progress")
+            if member.keys is None:
+                # a joiner: only a join of itself, proposed by a member it was told about
+                if p.kind != "join" or p.subject != member.me or peer not in self.directory:
+                    raise ProposalRefused("this node only joins, and only through the members it knows")
+            else:
+                assert member.chain is not None
+                tip = await asyncio.to_thread(member.chain.tip_height)
+                check_proposal(p, member.keys, self.settings, tip)
+            if p.nonce in self._aborted:
+                return  # its abort overtook it
+        except (ProposalRefused, ChainError) as e:
+            log.info("proposal for epoch %d from %s refused: %s", p.epoch, peer.hex()[:16], e)
+            await member._send(peer, "tack", {"epoch": p.epoch, "ok": False, "reason": str(e)[:500]})
+            return
+        log.info("taking part in the %s of %s (epoch %d)", p.kind, p.subject.hex()[:16], p.epoch)
+        self._adopt(p)
+        await member._send(peer, "tack", {"epoch": p.epoch, "ok": True, "reason": ""})
+
+    def _on_ack(self, peer: PeerId, msg: Message) -> None:
+        p = self.proposal
+        if p is None or msg.integer("epoch") != p.epoch or p.proposer != self.member.me:
+            return
+        if not msg.get("ok", bool):
+            self._refusals[peer.hex()] = msg.text("reason", 500)
+            if peer in p.members:  # the DKG needs every new member
+                fut = self._waiters.get("dkg")
+                if fut is not None and not fut.done():
+                    fut.set_exception(MembershipError(f"member {peer.hex()[:16]} refuses: {msg.text('reason', 500)}"))
+
+    def on_dkg_done(self, result: DkgResult, epoch: int) -> None:
+        p = self.proposal
+        if p is None or p.epoch != epoch:
+            return
+        self.member.store.save_epoch(self.member.epoch_record(result, epoch, "pending"))
+        log.info("epoch %d key ready: %s (active once the transition confirms)", epoch, result.group_key.hex())
+        if p.proposer == self.member.me:
+            self._resolve("dkg", (result.group_key, result.recovery))
+        else:
+            body = {"epoch": epoch, "recovery": result.recovery.hex()}
+            self.member._spawn(self.member._send(p.proposer, "tdkg", body))
+
+    def _known_hostkeys(self) -> dict[PeerId, bytes]:
+        rec = self.member.store.active_epoch()
+        if rec is None:
+            return {}
+        _, params = chilldkg.coordinator_recover(rec.recovery)
+        return dict(zip(rec.members, params.hostpubkeys, strict=True))
+
+    def _on_new_key(self, peer: PeerId, msg: Message) -> None:
+        p = self.proposal
+        if p is None or msg.integer("epoch") != p.epoch or p.proposer != self.member.me or peer not in p.members:
+            return
+        recovery = msg.hexbytes("recovery", max_len=1 << 20)
+        try:
+            group_key = verify_new_epoch_key(recovery, p, self._known_hostkeys())
+        except PolicyRejection as e:
+            log.warning("new epoch key from %s refused: %s", peer.hex()[:16], e.message)
+            return
+        self._resolve("dkg", (group_key, recovery))
+
+    # -- the joiner's side -----------------------------------------------------------------------
+
+    async def _on_bond_request(self, peer: PeerId, msg: Message) -> None:
+        p = self.proposal
+        member = self.member
+        if p is None or p.subject != member.me or peer != p.proposer or msg.integer("epoch") != p.epoch:
+            return
+        try:
+            offer = await asyncio.to_thread(self._make_offer, p)
+        except (ChainError, MembershipError) as e:
+            log.error("cannot offer a bond: %s", e)
+            await member._send(peer, "tack", {"epoch": p.epoch, "ok": False, "reason": f"no bond: {e}"[:500]})
+            return
+        await member._send(peer, "bond_offer", {"epoch": p.epoch, **offer.to_body()})
+
+    def _make_offer(self, p: Proposal) -> BondOffer:
+        rpc = self.member.rpc
+        if rpc is None or self.bond_key is None:
+            raise MembershipError("this node has no bitcoind wallet to pay a bond from")
+        need = p.bond_sats + 20_000
+        utxos = [u for u in rpc.call("listunspent", 1) if u.get("spendable") and btc_to_sats(u["amount"]) >= need]
+        if not utxos:
+            raise MembershipError(f"the wallet has no confirmed coin of at least {need} sats for the bond")
+        u = min(utxos, key=lambda u: btc_to_sats(u["amount"]))
+        change = rpc.call("getrawchangeaddress")
+        self._offered = (u["txid"], u["vout"])
+        return BondOffer(
+            (u["txid"], u["vout"]),
+            btc_to_sats(u["amount"]),
+            self.bond_key.public_key.format()[1:],
+            script_from_address(change, self.member.network),
+        )
+
+    def _on_bond_offer(self, peer: PeerId, msg: Message) -> None:
+        p = self.proposal
+        if p is None or p.proposer != self.member.me or peer != p.subject or msg.integer("epoch") != p.epoch:
+            return
+        self._resolve("offer", BondOffer.from_message(msg))
+
+    async def _on_bond_sign(self, peer: PeerId, msg: Message) -> None:
+        p = self.proposal
+        member = self.member
+        if p is None or p.subject != member.me or peer != p.proposer or msg.integer("epoch") != p.epoch:
+            return
+        try:
+            script_sig, witness = await asyncio.to_thread(self._sign_bond_input, p, msg)
+        except (ChainError, MembershipError, ValueError) as e:
+            log.error("refusing to sign the join transaction: %s", e)
+            await member._send(peer, "tack", {"epoch": p.epoch, "ok": False, "reason": f"joiner refuses: {e}"[:500]})
+            return
+        body = {"epoch": p.epoch, "script_sig": script_sig.hex(), "witness": [w.hex() for w in witness]}
+        await member._send(peer, "bond_signed", body)
+
+    def _sign_bond_input(self, p: Proposal, msg: Message) -> tuple[bytes, list[bytes]]:
+        """The joiner signs only a transaction that spends its offered coin into its bond (with the
+        agreed lock time) and its change, and nothing of its own anywhere else."""
+        rpc = self.member.rpc
+        offered = getattr(self, "_offered", None)
+        if rpc is None or self.bond_key is None or offered is None:
+            raise MembershipError("no bond was offered")
+        tx = CTransaction.deserialize(msg.hexbytes("tx", max_len=400_000))
+        mine = [i for i, txin in enumerate(tx.vin) if (b2lx(txin.prevout.hash), txin.prevout.n) == offered]
+        if len(mine) != 1:
+            raise MembershipError("the transaction does not spend the offered coin exactly once")
+        bond = bond_script(self.bond_key.public_key.format()[1:], p.bond_locktime)
+        if not any(bytes(o.scriptPubKey) == bond and o.nValue == p.bond_sats for o in tx.vout):
+            raise MembershipError("the transaction lacks the agreed bond output")
+        prevouts = msg.get("prevouts", list)
+        prevtxs = []
+        for po in prevouts:
+            if not isinstance(po, dict):
+                raise MessageError("bad prevout")
+            prevtxs.append(
+                {
+                    "txid": str(po["txid"]),
+                    "vout": int(po["vout"]),
+                    "scriptPubKey": str(po["scriptPubKey"]),
+                    "amount": Decimal(int(po["amount"])) / Decimal(100_000_000),
+                }
+            )
+        vout = next(i for i, o in enumerate(tx.vout) if bytes(o.scriptPubKey) == bond)
+        bond_record = {"txid": b2lx(tx.GetTxid()), "vout": vout, "sats": p.bond_sats, "locktime": p.bond_locktime}
+        self.member.store.set_meta("bond", json.dumps(bond_record))
+        signed = rpc.call("signrawtransactionwithwallet", tx.serialize().hex(), prevtxs)
+        mine_errors = [e for e in signed.get("errors", []) if (e.get("txid"), e.get("vout")) == offered]
+        if mine_errors:
+            raise MembershipError(f"the wallet cannot sign the bond input: {mine_errors[0].get('error')}")
+        signed_tx = CTransaction.deserialize(bytes.fromhex(signed["hex"]))
+        stack = list(signed_tx.wit.vtxinwit[mine[0]].scriptWitness.stack) if signed_tx.wit.vtxinwit else []
+        script_sig = bytes(signed_tx.vin[mine[0]].scriptSig)
+        if not stack and not script_sig:
+            raise MembershipError(f"the wallet did not sign the bond input: {signed.get('errors')}")
+        return script_sig, [bytes(x) for x in stack]
+
+    def _on_bond_signed(self, peer: PeerId, msg: Message) -> None:
+        p = self.proposal
+        if p is None or p.proposer != self.member.me or peer != p.subject or msg.integer("epoch") != p.epoch:
+            return
+        self._resolve("signed", (msg.hexbytes("script_sig", max_len=1650), msg.hexlist("witness", max_items=20)))
+
+    # -- the end of a change ---------------------------------------------------------------------
+
+    def _on_done(self, peer: PeerId, msg: Message) -> None:
+        p = self.proposal
+        if p is None or peer != p.proposer or msg.integer("epoch") != p.epoch:
+            return
+        txid = msg.hexbytes("txid", 32).hex()
+        self._record_txid(p.epoch, txid)
+        raw = self.member.store.get_meta("bond")
+        if raw and p.subject == self.member.me:  # the joiner's input may change the txid (a legacy input)
+            self.member.store.set_meta("bond", json.dumps({**json.loads(raw), "txid": txid}))
+
+    def _record_txid(self, epoch: int, txid: str) -> None:
+        store = self.member.store
+        rec = store.epoch(epoch)
+        if rec is not None:
+            store.save_epoch(EpochRecord(**{**rec.__dict__, "activation_txid": txid}))
+        store.set_meta(f"transition_txid:{epoch}", txid)
+        log.info("epoch %d transition %s broadcast; waiting for confirmations", epoch, txid)
+
+    def _on_abort(self, peer: PeerId, msg: Message) -> None:
+        p = self.proposal
+        self._aborted.add(msg.text("nonce", 32))
+        if p is None or peer != p.proposer or msg.text("nonce", 32) != p.nonce:
+            return
+        self._drop(f"the proposer aborted: {msg.text('reason', 500)}")
+
+    async def tick(self) -> None:
+        """Activate the next epoch once its transition transaction has enough confirmations; propose
+        the expulsion of a member offline for longer than `expel_after_seconds`."""
+        member = self.member
+        p = self.proposal
+        if p is None:
+            self._maybe_expel()
+        if p is None or member.chain is None:
+            return
+        txid = member.store.get_meta(f"transition_txid:{p.epoch}")
+        if not txid:
+            if (
+                p.proposer != member.me
+                and time.monotonic() - self._adopted_at > 2 * self.settings.change_timeout_seconds
+            ):
+                self._drop("the change never completed (its proposer went silent)")
+            return
+        utxo = await asyncio.to_thread(member.chain.get_utxo, txid, 0)
+        if utxo is None or utxo.confirmations < self.settings.transition_confirmations:
+            return
+        self._activate(p)
+
+    def _maybe_expel(self) -> None:
+        """Only the first online member (in member order) proposes, so members do not race."""
+        member = self.member
+        keys = member.keys
+        limit = self.settings.expel_after_seconds
+        if limit <= 0 or keys is None or (self._expelling is not None and not self._expelling.done()):
+            return
+        now = time.time()
+        online = [m for m in keys.members if member.online(m)]
+        if not online or online[0] != member.me:
+            return
+        since = max(member.started, self._epoch_since)
+        for m in keys.members:
+            seen = member.last_seen.get(m, since)
+            if m != member.me and now - max(seen, since) > limit:
+                log.warning("member %s offline for more than %.0f s: proposing its expulsion", m.hex()[:16], limit)
+                self._expelling = member._spawn(self._expel_quietly(m))
+                return
+
+    async def _expel_quietly(self, target: PeerId) -> None:
+        try:
+            await self.propose("expel", target)
+        except MembershipError as e:
+            log.warning("automatic expulsion of %s failed: %s", target.hex()[:16], e)
+
+    def _activate(self, p: Proposal) -> None:
+        member = self.member
+        store = member.store
+        old = store.active_epoch()
+        if old is not None:
+            store.save_epoch(EpochRecord(**{**old.__dict__, "status": "retired", "sealed_share": None}))
+        new = store.epoch(p.epoch)
+        self.proposal = None
+        store.set_meta("proposal", "")
+        if new is None or member.me not in p.members:
+            member.keys = None
+            member.members = []
+            store.set_meta("left_at_epoch", str(p.epoch))
+            log.info("epoch %d is active without this member: it has left the federation", p.epoch)
+            return
+        rec = EpochRecord(**{**new.__dict__, "status": "active"})
+        store.save_epoch(rec)
+        member._activate(rec)
+        self._epoch_since = time.time()
+        log.info(
+            "epoch %d active: %d members, t = %d, key %s", p.epoch, len(p.members), p.threshold, rec.group_key.hex()
+        )
+
+    # -- a signer's checks -----------------------------------------------------------------------
+
+    def transition_tasks(self, req: SigningRequest) -> list[SigningTask]:
+        """Everything a member of the current epoch checks before it signs a transition."""
+        member = self.member
+        keys = member.keys
+        if keys is None or member.chain is None or req.transition is None:
+            raise PolicyRejection("no_epoch", "this member has no active epoch or chain source")
+        t = req.transition
+        try:
+            p = Proposal.from_message(Message("tprop", t.get("proposal", {})))
+            recovery = bytes.fromhex(str(t.get("recovery", "")))
+            bond_key = bytes.fromhex(str(t.get("bond_key", ""))) or None
+        except (MessageError, ValueError) as e:
+            raise PolicyRejection("malformed", f"the transition request is malformed: {e}") from None
+        try:
+            check_proposal(p, keys, self.settings, member.chain.tip_height())
+        except ProposalRefused as e:
+            raise PolicyRejection("bad_proposal", str(e)) from None
+        group_key = verify_new_epoch_key(recovery, p, self._known_hostkeys())
+        mine = member.store.epoch(p.epoch)
+        if mine is not None and mine.group_key != group_key:
+            raise PolicyRejection("bad_epoch_key", "the new key is not the one this member's DKG produced")
+        new_keys = EpochKeys(p.epoch, p.members, p.threshold, group_key, chain_code_of(recovery), [], keys.network)
+        spent = check_transition_tx(
+            req.tx,
+            dict(req.fed_inputs),
+            keys,
+            new_keys.script(TRANSITION_PATH),
+            p,
+            member.chain,
+            self.settings,
+            member.policy_settings.min_confirmations,
+            bond_key,
+        )
+        return tasks_for_inputs(keys, req, spent)
+
+    def status(self) -> dict[str, Any]:
+        p = self.proposal
+        return {
+            "in_progress": None
+            if p is None
+            else {
+                "epoch": p.epoch,
+                "kind": p.kind,
+                "subject": p.subject.hex(),
+                "proposer": p.proposer.hex(),
+                "members": len(p.members),
+                "threshold": p.threshold,
+                "transition_txid": self.member.store.get_meta(f"transition_txid:{p.epoch}") or None,
+            },
+            "last_error": self.last_error,
+        }
