@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "frostfed-plugin.py"
 MESH = Path(__file__).parent / "plugins" / "mesh_plugin.py"
 TYPE = FROSTFED_MSGTYPE.to_bytes(2, "big")
+MEMBER = "02" + "ab" * 32
 
 # Arguments lightning-cli users get wrong, per command: each must give a JSON-RPC error.
 BAD_ARGS: dict[str, list[tuple[list[Any] | dict[str, Any], int]]] = {
@@ -48,6 +49,19 @@ BAD_ARGS: dict[str, list[tuple[list[Any] | dict[str, Any], int]]] = {
         ({"id": "x" * 300}, -32602),
         (["a", "b"], -32602),
     ],
+    "frost-join": [
+        ([], -32602),
+        (["04" + "ab" * 32, "127.0.0.1:9735"], -32602),
+        ([MEMBER, "no-port"], -32602),
+        ([MEMBER, "127.0.0.1:99999"], -32602),
+        ({"id": MEMBER, "address": "127.0.0.1:9735", "bond_sats": -1}, -32602),
+        ({"id": MEMBER, "address": "127.0.0.1:9735", "lock_blocks": "soon"}, -32602),
+        ({"id": MEMBER}, -32602),
+    ],
+    "frost-leave": [(["now"], -32602), ({"force": True}, -32602)],
+    "frost-expel": [([], -32602), (["zz"], -32602), ({"member": 7}, -32602), ({"id": MEMBER}, -32602)],
+    "frost-epochs": [([1], -32602), ({"all": True}, -32602)],
+    "frost-bond-claim": [([], -32602), (["short"], -32602), ({"address": None}, -32602), ({"to": "x"}, -32602)],
 }
 GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
     "frost-status": [],
@@ -57,6 +71,11 @@ GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
     "frost-payout": {"outputs": [{"address": "bcrt1p" + "q" * 58, "sats": 1000}], "feerate": 2},
     "frost-sign": ["cHNidP8BAAoCAAAAAAAAAAAAAAAA"],
     "frost-requests": {"id": "abc"},
+    "frost-join": [MEMBER, "02" + "cd" * 32 + "@127.0.0.1:9735"],
+    "frost-leave": [],
+    "frost-expel": {"member": MEMBER},
+    "frost-epochs": {},
+    "frost-bond-claim": ["bcrt1p" + "q" * 58],
 }
 
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 from coincurve import PrivateKey, PublicKeyXOnly
 
@@ -51,6 +52,7 @@ class MemberKeyChannel(Channel):
         self._paired = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.Task[None] | None = None
+        self._on_paired: list[Callable[[PeerId, PeerId], None]] = []
         inner.on_receive(self._on_frame)
         inner.on_peer_connected(self._on_link_up)
         inner.on_peer_disconnected(self._on_link_down)
@@ -83,6 +85,10 @@ class MemberKeyChannel(Channel):
 
     def member_of(self, node: PeerId) -> PeerId | None:
         return self._by_node.get(node)
+
+    def on_paired(self, callback: Callable[[PeerId, PeerId], None]) -> None:
+        """Run `callback(node, member)` for each pairing learnt from a hello (to keep a record)."""
+        self._on_paired.append(callback)
 
     def remember(self, node: PeerId, member: PeerId) -> None:
         """Pair `node` with `member` from a trusted record (a pairing seen in an earlier run)."""
@@ -167,6 +173,11 @@ class MemberKeyChannel(Channel):
         self._by_node[node] = member
         self._by_member[member] = node
         self._paired.set()
+        for cb in list(self._on_paired):
+            try:
+                cb(node, member)
+            except Exception:
+                log.exception("pairing callback failed")
         if self.inner.connected(node):
             self.peer_connected(member)
 

@@ -22,6 +22,8 @@ from frostfed.federation.node import Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.service import FederationService
 from frostfed.federation.store import Store
+from frostfed.net.channel import PeerId
+from frostfed.net.cln_channel import parse_member
 from frostfed.net.cln_members import MemberKeyChannel
 from frostfed.plugin.cln import PluginContext
 from frostfed.plugin.hostkey import MEMBERKEY_LABEL, derive_secret
@@ -71,11 +73,19 @@ def load_policy(path: str | Path | None) -> PolicySettings:
     return policy
 
 
-def load_pairs(ctx: PluginContext) -> dict[bytes, bytes] | None:
+def load_pairs(ctx: PluginContext) -> dict[PeerId, PeerId]:
+    """Node id -> member key, as learnt in earlier runs (each proven by a hello over the node's link)."""
     path = ctx.data_dir / PAIRS_FILE
     if not path.exists():
-        return None
+        return {}
     return {bytes.fromhex(n): bytes.fromhex(m) for n, m in json.loads(path.read_text()).items()}
+
+
+def save_pairs(ctx: PluginContext, pairs: dict[PeerId, PeerId]) -> None:
+    path = ctx.data_dir / PAIRS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({n.hex(): m.hex() for n, m in sorted(pairs.items())}))
+    tmp.replace(path)
 
 
 async def from_plugin_context(
@@ -89,15 +99,28 @@ async def from_plugin_context(
     member_secret = await derive_secret(ctx.rpc, MEMBERKEY_LABEL)
     channel = MemberKeyChannel(ctx.channel, member_secret)
     pairs = load_pairs(ctx)
-    if pairs is not None and set(pairs) == set(ctx.members) | {ctx.node_id}:
-        for node, member in pairs.items():
-            if node != ctx.node_id:
-                channel.remember(node, member)
-    else:
-        ctx.report(f"waiting for the member keys of {len(ctx.members)} members (all must be online once)")
-        pairs = await channel.wait_for_members(list(ctx.members), timeout=None)
-        (ctx.data_dir / PAIRS_FILE).write_text(json.dumps({n.hex(): m.hex() for n, m in pairs.items()}))
-    members = sorted(pairs.values())
+    pairs[ctx.node_id] = channel.member_id
+    for node, member in pairs.items():
+        if node != ctx.node_id:
+            channel.remember(node, member)
+
+    def record(node: PeerId, member: PeerId) -> None:
+        pairs[node] = member
+        save_pairs(ctx, pairs)
+
+    channel.on_paired(record)
+    missing = [n for n in ctx.members if n not in pairs]
+    if missing:
+        ctx.report(f"waiting for the member keys of {len(missing)} members (each must be online once)")
+        await channel.wait_for_members(missing, timeout=None)
+    save_pairs(ctx, pairs)
+    members = sorted(pairs[n] for n in [*ctx.members, ctx.node_id])
+
+    def add_peer(member: PeerId, address: str) -> None:
+        """A member learnt from a membership change: `address` is `<node id>@<host>:<port>`."""
+        node, addr = parse_member(address)
+        ctx.channel.set_members({**ctx.channel.members, node: addr})
+
     configs = (await ctx.rpc.call("listconfigs"))["configs"]
     bitcoind = bitcoind_from_configs(configs)
     chain = ClnChainSource(LightningSocket(ctx.rpc.socket_path), bitcoind)
@@ -114,6 +137,7 @@ async def from_plugin_context(
         ledger=Ledger(ctx.data_dir / "ledger.sqlite"),
         policy=policy,
         network=ctx.network,
+        add_peer=add_peer,
         **(member_options or {}),
     )
     await member.start()
