@@ -233,6 +233,10 @@ async def test_four_members_connect_and_exchange_messages(net):
     with pytest.raises(CliError) as e:
         await nodes[1].cli("frost-newaddr")
     assert e.value.code == commands.INTERNAL_ERROR
+    with pytest.raises(CliError) as e:
+        await nodes[1].cli("frost-epochs")
+    assert e.value.code == commands.INTERNAL_ERROR and "not JSON" in e.value.message
+    assert (await nodes[1].cli("frost-requests", "known")) == {"id": "known"}  # still answering
 
 
 async def test_members_reconnect_after_a_link_drops(net):

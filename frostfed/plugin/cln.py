@@ -128,7 +128,10 @@ class FrostfedPlugin:
         except Exception as e:  # the plugin answers and stays up
             request.set_exception(RpcException(f"{command.name} failed: {type(e).__name__}: {e}", -32603))
         else:
-            request.set_result(result)
+            try:
+                request.set_result(result)
+            except (TypeError, ValueError) as e:  # not JSON: answer anyway, never leave the caller waiting
+                request.set_exception(RpcException(f"{command.name} gave a result that is not JSON: {e}", -32603))
 
     # ---- start-up ----------------------------------------------------------------------------
 

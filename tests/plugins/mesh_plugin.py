@@ -39,6 +39,9 @@ class MeshService:
             raise RpcError(NOT_FOUND, f"no request {request_id}")
         return {"id": request_id}
 
+    async def epochs(self):
+        return {"raw": b"not json"}  # a service bug the plugin must still answer
+
     async def close(self):
         await self.channel.close()
 
