@@ -39,7 +39,7 @@ async def wait_all_connected(channels: list[NoiseChannel], timeout: float = 20.0
             await asyncio.sleep(0.01)
 
 
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01) -> None:
+async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.01) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(interval)

@@ -159,8 +159,9 @@ async def start_echo_members(n: int, plan: FaultPlan | None = None):
     return noise, stack
 
 
-async def test_five_members_agree_over_a_faulty_network():
-    noise, stack = await start_echo_members(5, FaultPlan(cut=0.01))
+@pytest.mark.parametrize("n", [5, 10])
+async def test_members_agree_over_a_faulty_network(n):
+    noise, stack = await start_echo_members(n, FaultPlan(cut=0.01))
     ids = [ch.node_id for ch in noise]
     try:
         for _, echo in stack:
@@ -175,8 +176,9 @@ async def test_five_members_agree_over_a_faulty_network():
             await mux.close()
 
 
-async def test_equivocation_over_the_network_leaves_every_honest_member_with_the_proof():
-    noise, stack = await start_echo_members(5)
+@pytest.mark.parametrize("plan", [None, FaultPlan(cut=0.01)], ids=["clean", "faulty"])
+async def test_equivocation_over_the_network_leaves_every_honest_member_with_the_proof(plan):
+    noise, stack = await start_echo_members(5, plan)
     ids = [ch.node_id for ch in noise]
     try:
         for _, echo in stack:
@@ -195,3 +197,12 @@ async def test_equivocation_over_the_network_leaves_every_honest_member_with_the
     finally:
         for mux, _ in stack:
             await mux.close()
+
+
+def test_a_closed_session_drops_late_frames_and_can_start_afresh():
+    cores, ids = make(2)
+    a, b = cores
+    sent = [ev for ev in a.broadcast(SID, b"late") if isinstance(ev, Transmit)]
+    b.close_session(SID)
+    assert b.receive(ids[0], sent[0].frame) == []  # dropped, not kept as pending
+    assert b.start_session(SID, ids) == []

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import socket
 
 import pytest
-from netcluster import start_noise_members, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from netcluster import member_key, node_id, start_noise_members, wait_for
 
 from frostfed.net.faults import FaultPlan, FaultyChannel
 from frostfed.net.reliable import (
@@ -19,6 +22,7 @@ from frostfed.net.reliable import (
     ReliableCore,
     Transmit,
 )
+from frostfed.net.tcp import NoiseChannel
 from frostfed.net.wire import WireError
 
 PEERS = [bytes([2]) + hashlib.sha256(bytes([i])).digest() for i in range(6)]
@@ -83,6 +87,28 @@ def test_exactly_once_in_order_over_a_lossy_reordering_network(seed):
     net.run(net.now + 60)
     assert net.delivered == expected
     assert all(core.unacked() == 0 for core in cores.values())
+
+
+@given(
+    seed=st.integers(0, 2**32),
+    drop=st.floats(0, 0.5),
+    dup=st.floats(0, 0.5),
+    window=st.integers(1, 8),
+    sizes=st.lists(st.integers(0, 700), min_size=1, max_size=25),
+)
+@settings(max_examples=40, deadline=None)
+def test_exactly_once_in_order_for_any_loss_rate_and_window(seed, drop, dup, window, sizes):
+    rng = random.Random(seed)
+    cores = {p: ReliableCore(incarnation=1, max_frame=120, window=window, recv_window=window) for p in PEERS[:3]}
+    net = Network(cores, rng, drop=drop, dup=dup)
+    expected: dict[tuple[bytes, bytes], list[bytes]] = {}
+    for i, size in enumerate(sizes):
+        src, dst = rng.sample(list(cores), 2)
+        msg = i.to_bytes(2, "big") + rng.randbytes(size)
+        expected.setdefault((dst, src), []).append(msg)
+        net.send(src, dst, msg)
+    net.run(120.0, step=0.05)
+    assert net.delivered == expected
 
 
 def test_messages_queued_during_an_outage_arrive_after_it():
@@ -228,3 +254,47 @@ async def test_undecodable_frame_closes_that_link_only():
     finally:
         for node in nodes:
             await node.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_messages_wait_for_a_member_that_is_not_up_yet_and_survive_its_restart():
+    ka, kb = member_key(0), member_key(1)
+    ids = [node_id(ka), node_id(kb)]
+    port_b = free_port()
+    a_noise = NoiseChannel(ka, dict.fromkeys(ids), reconnect_max=0.2)
+    await a_noise.start()
+    a_noise.set_address(ids[1], ("127.0.0.1", port_b))
+    a = ReliableChannel(a_noise)
+    first = [f"queued {i}".encode() * 100 for i in range(20)]
+    for m in first:
+        await a.send(ids[1], m)  # b is not running: queued
+
+    async def start_b(incarnation: int):
+        ch = NoiseChannel(kb, dict.fromkeys(ids), listen=("127.0.0.1", port_b), reconnect_max=0.2)
+        await ch.start()
+        ch.set_address(ids[0], a_noise.listen_address)
+        b = ReliableChannel(ch, incarnation=incarnation)
+        got: list[bytes] = []
+        b.on_receive(lambda peer, msg: got.append(msg))
+        return b, got
+
+    b, got = await start_b(1)
+    try:
+        await wait_for(lambda: len(got) == len(first), timeout=15)
+        assert got == first
+        await a.flush(timeout=10)
+        await b.close()  # b goes away; a keeps sending
+        second = [f"while down {i}".encode() for i in range(5)]
+        for m in second:
+            await a.send(ids[1], m)
+        b, got = await start_b(2)  # b restarts with no memory of the first run
+        await wait_for(lambda: len(got) == len(second), timeout=15)
+        assert got == second
+    finally:
+        await b.close()
+        await a.close()

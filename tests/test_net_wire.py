@@ -28,9 +28,11 @@ from frostfed.net.wire import (
     UnknownType,
     UnknownVersion,
     WireError,
+    decode_bundle,
     decode_echo,
     decode_mux,
     decode_reliable,
+    encode_bundle,
     encode_mux,
 )
 
@@ -73,6 +75,21 @@ def test_echo_frames_round_trip(frame):
 @given(st.integers(0, 255), st.binary(max_size=100))
 def test_mux_round_trips(port, body):
     assert decode_mux(encode_mux(port, body)) == (port, body)
+
+
+@given(st.lists(st.binary(max_size=50), min_size=1, max_size=8))
+def test_bundles_round_trip(messages):
+    assert decode_bundle(encode_bundle(messages), 1000) == messages
+
+
+@given(st.binary(max_size=200))
+def test_bundle_decoder_refuses_what_it_cannot_read(data):
+    try:
+        messages = decode_bundle(data, 100)
+    except (Truncated, Oversized, WireError):
+        return
+    assert encode_bundle(messages) == data
+    assert all(len(m) <= 100 for m in messages)
 
 
 def _mutations(decoder, encoded: bytes, cut: int) -> None:

@@ -56,9 +56,7 @@ from frostfed.frost.roast import (
 )
 from frostfed.frost.secp import schnorr_verify
 from frostfed.net.channel import Channel, PeerId
-from frostfed.net.echo import EchoBroadcast
-from frostfed.net.mux import ECHO_PORT, Mux
-from frostfed.net.reliable import ReliableChannel
+from frostfed.net.links import links_over
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +152,9 @@ class Member:
         self._host_seckey = host_seckey
         self._echo_secret = echo_secret
         self.channel = channel
-        self.reliable = ReliableChannel(channel)
-        self.mux = Mux(self.reliable)
-        self.port = self.mux.port(FEDERATION_PORT)
-        self.echo = EchoBroadcast(self.mux.port(ECHO_PORT), echo_secret)
+        self.links = links_over(channel, echo_secret)
+        self.port = self.links.port(FEDERATION_PORT)
+        self.echo = self.links.echo
         self.port.on_receive(self._on_message)
         self.echo.on_deliver(self._on_broadcast)
         self.echo.on_abort(self._on_broadcast_abort)
@@ -215,7 +212,7 @@ class Member:
         for c in self._coordinating.values():
             if not c.done.done():
                 c.done.cancel()
-        await self.mux.close()
+        await self.links.close()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -1,1 +1,11 @@
-"""Transport: authenticated channels, reliable delivery and echo broadcast."""
+"""Transport: authenticated channels, reliable delivery and echo broadcast.
+
+Layers, bottom up (each a `Channel` except the broadcast):
+- `tcp.NoiseChannel`: BOLT 8 Noise links over TCP among members (`noise` holds the sans-I/O handshake
+  and framing); in Core Lightning, a custom-message channel takes its place.
+- `faults.FaultyChannel`: optional, for tests: drops, duplicates, delays and cuts.
+- `reliable.ReliableChannel`: exactly-once, in-order messages up to 4 MiB (`ReliableCore` sans-I/O).
+- `mux.Mux`: numbered ports over one reliable channel.
+- `echo.EchoBroadcast`: echo broadcast with equivocation proofs (`EchoCore` sans-I/O).
+`wire` holds every frame format and its decoder.
+"""

@@ -29,6 +29,11 @@ class Channel(abc.ABC):
     max_payload: int = 65535
     """Largest payload one `send` carries; the reliable layer chunks anything larger."""
 
+    lossless_while_connected: bool = False
+    """True when a message handed to `send` arrives unless its link drops (a TCP stream). The reliable
+    layer then resends on reconnection and keeps only a slow safety-net timer, instead of
+    retransmitting on round-trip timeouts that a busy event loop would trip needlessly."""
+
     def __init__(self) -> None:
         self._receiver: Receiver | None = None
         self._connected: list[PeerEvent] = []
@@ -45,20 +50,24 @@ class Channel(abc.ABC):
 
     def on_peer_connected(self, callback: PeerEvent) -> None:
         """Register a callback run when a link to `peer` comes up (a good moment to retransmit)."""
-        self._connected.append(callback)
+        self._callbacks("_connected").append(callback)
 
     def on_peer_disconnected(self, callback: PeerEvent) -> None:
-        self._disconnected.append(callback)
+        self._callbacks("_disconnected").append(callback)
 
     def peer_connected(self, peer: PeerId) -> None:
         """Called by the implementation when a link to `peer` is established."""
-        for cb in list(self._connected):
+        for cb in list(self._callbacks("_connected")):
             cb(peer)
 
     def peer_disconnected(self, peer: PeerId) -> None:
         """Called by the implementation when the link to `peer` is lost."""
-        for cb in list(self._disconnected):
+        for cb in list(self._callbacks("_disconnected")):
             cb(peer)
+
+    def _callbacks(self, name: str) -> list[PeerEvent]:
+        # Created on first use too, for implementations whose __init__ predates these events.
+        return self.__dict__.setdefault(name, [])
 
     def reject(self, peer: PeerId, reason: str) -> None:
         """The layer above got undecodable input from `peer`: drop the link if the channel can.

@@ -173,6 +173,7 @@ class EchoCore:
         self._sessions: dict[bytes, _Session] = {}
         self._pending: list[tuple[PeerId, bytes, EchoSend | EchoEcho | EchoAbort]] = []
         self._max_pending = max_pending
+        self._closed: set[bytes] = set()
 
     def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> list[Event]:
         """Open a session; frames that arrived for it early are processed now."""
@@ -182,6 +183,7 @@ class EchoCore:
             raise EchoError(f"session {session_id.hex()[:16]} already started")
         if self.node_id not in members or len(set(members)) != len(members):
             raise EchoError("members must be distinct and include this member")
+        self._closed.discard(session_id)  # a closed session may be started afresh
         self._sessions[session_id] = _Session(tuple(members), {m: _Instance() for m in members})
         early = [p for p in self._pending if p[2].session_id == session_id]
         self._pending = [p for p in self._pending if p[2].session_id != session_id]
@@ -194,7 +196,9 @@ class EchoCore:
         return out
 
     def close_session(self, session_id: bytes) -> None:
+        """Forget a finished session; frames still arriving for it are dropped."""
         self._sessions.pop(session_id, None)
+        self._closed.add(session_id)
 
     def proof(self, session_id: bytes) -> EquivocationProof | None:
         s = self._sessions.get(session_id)
@@ -218,6 +222,8 @@ class EchoCore:
         """Raises WireError for undecodable frames and EchoViolation for forbidden ones."""
         frame = decode_echo(data)
         sid = frame.session_id
+        if sid in self._closed:
+            return []
         if sid not in self._sessions:
             if len(self._pending) >= self._max_pending:
                 raise EchoViolation(peer, "too many frames for sessions not started here")

@@ -15,6 +15,7 @@ class LatencyChannel(Channel):
         super().__init__()
         self.inner = inner
         self.max_payload = inner.max_payload
+        self.lossless_while_connected = inner.lossless_while_connected
         self.delay = one_way_seconds
         self._tasks: set[asyncio.Task[None]] = set()
         inner.on_receive(self.deliver)

@@ -26,7 +26,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .channel import Channel, ChannelError, PeerId
-from .wire import DATA_HEADER_LEN, AckFrame, DataFrame, Oversized, decode_reliable
+from .wire import (
+    DATA_HEADER_LEN,
+    AckFrame,
+    DataFrame,
+    Oversized,
+    decode_bundle,
+    decode_reliable,
+    encode_bundle,
+)
 
 MAX_MESSAGE = 4 * 1024 * 1024
 SACK_BITS = 64
@@ -63,6 +71,8 @@ class _InFlight:
     chunk: bytes
     deadline: float
     rto: float
+    sent_at: float
+    retransmitted: bool = False
     sacked: bool = False
 
 
@@ -74,6 +84,10 @@ class _SendState:
     message_starts: deque[int] = field(default_factory=deque)
     unacked_bytes: int = 0
     receiver: int | None = None
+    staged: list[bytes] = field(default_factory=list)
+    srtt: float | None = None
+    rttvar: float = 0.0
+    rto: float = 0.0
 
     def lowest_unacked(self) -> int:
         if self.inflight:
@@ -127,37 +141,70 @@ class ReliableCore:
         self.rto_max = rto_max
         self._send: dict[PeerId, _SendState] = {}
         self._recv: dict[PeerId, _RecvState] = {}
+        self._ack_due: set[PeerId] = set()
+        self.stats = {"data frames": 0, "timeouts": 0}
         self._sizes: dict[tuple[PeerId, int], int] = {}
         """Bytes each queued message counts against the bound, keyed by the seq of its last chunk."""
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def send(self, peer: PeerId, message: bytes, now: float) -> list[Event]:
-        """Queue `message` for `peer`; raises QueueFull or MessageTooLarge (nothing is queued then)."""
+    def send(self, peer: PeerId, message: bytes, now: float, *, defer: bool = False) -> list[Event]:
+        """Queue `message` for `peer`; raises QueueFull or MessageTooLarge (nothing is queued then).
+
+        With `defer`, the message waits for `flush()`, which bundles everything waiting for a peer
+        into as few frames as possible.
+        """
         if len(message) > self.max_message:
             raise MessageTooLarge(f"message of {len(message)} bytes exceeds {self.max_message}")
-        st = self._send.setdefault(peer, _SendState())
+        st = self._send.get(peer)
+        if st is None:
+            st = self._send[peer] = _SendState(rto=self.rto_initial)
         size = max(len(message), 1)
         if st.unacked_bytes + size > self.max_queue_bytes:
             raise QueueFull(f"queue to {peer.hex()[:16]} holds {st.unacked_bytes} bytes (bound {self.max_queue_bytes})")
-        chunks = [message[i : i + self.chunk_size] for i in range(0, len(message), self.chunk_size)] or [b""]
         st.unacked_bytes += size
+        st.staged.append(message)
+        return [] if defer else self.flush(now, peer)
+
+    def flush(self, now: float, peer: PeerId | None = None) -> list[Event]:
+        """Bundle and transmit the messages `send(..., defer=True)` left waiting."""
+        out: list[Event] = []
+        for p in [peer] if peer is not None else list(self._send):
+            st = self._send.get(p)
+            if st is None or not st.staged:
+                continue
+            bundle: list[bytes] = []
+            length = 0
+            for m in st.staged:
+                if bundle and length + 4 + len(m) > self.chunk_size:
+                    self._queue_bundle(p, st, bundle)
+                    bundle, length = [], 0
+                bundle.append(m)
+                length += 4 + len(m)
+            self._queue_bundle(p, st, bundle)
+            st.staged.clear()
+            out += self._fill_window(p, st, now)
+        return out
+
+    def _queue_bundle(self, peer: PeerId, st: _SendState, messages: list[bytes]) -> None:
+        data = encode_bundle(messages)
+        chunks = [data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size)]
         st.message_starts.append(st.next_seq)
-        self._sizes[(peer, st.next_seq + len(chunks) - 1)] = size
+        self._sizes[(peer, st.next_seq + len(chunks) - 1)] = sum(max(len(m), 1) for m in messages)
         for i, chunk in enumerate(chunks):
             st.queue.append((st.next_seq, i == len(chunks) - 1, chunk))
             st.next_seq += 1
-        return self._fill_window(peer, st, now)
 
     def _fill_window(self, peer: PeerId, st: _SendState, now: float) -> list[Event]:
         out: list[Event] = []
         while st.queue and len(st.inflight) < self.window:
             seq, last, chunk = st.queue.popleft()
-            st.inflight[seq] = _InFlight(last, chunk, now + self.rto_initial, self.rto_initial)
+            st.inflight[seq] = _InFlight(last, chunk, now + st.rto, st.rto, now)
             out.append(self._transmit(peer, st, seq))
         return out
 
     def _transmit(self, peer: PeerId, st: _SendState, seq: int) -> Transmit:
+        self.stats["data frames"] += 1
         # Encoded at each (re)transmission so that `base` is current.
         fl = st.inflight[seq]
         return Transmit(peer, DataFrame(self.incarnation, st.base(), seq, fl.last, fl.chunk).encode())
@@ -168,6 +215,8 @@ class ReliableCore:
         for peer, st in self._send.items():
             for seq, fl in st.inflight.items():
                 if fl.deadline <= now and not fl.sacked:
+                    self.stats["timeouts"] += 1
+                    fl.retransmitted = True
                     fl.rto = min(self.rto_max, fl.rto * 2)
                     fl.deadline = now + fl.rto
                     out.append(self._transmit(peer, st, seq))
@@ -183,7 +232,8 @@ class ReliableCore:
             fl = st.inflight[seq]
             if fl.sacked:
                 continue
-            fl.rto = self.rto_initial
+            fl.retransmitted = True
+            fl.rto = st.rto
             fl.deadline = now + fl.rto
             out.append(self._transmit(peer, st, seq))
         return out
@@ -193,20 +243,40 @@ class ReliableCore:
         return min(deadlines, default=None)
 
     def unacked(self, peer: PeerId | None = None) -> int:
-        """Chunks queued or in flight (towards `peer`, or all peers)."""
+        """Messages waiting plus chunks queued or in flight (towards `peer`, or all peers)."""
         states = [self._send[peer]] if peer is not None and peer in self._send else []
         if peer is None:
             states = list(self._send.values())
-        return sum(len(st.queue) + len(st.inflight) for st in states)
+        return sum(len(st.staged) + len(st.queue) + len(st.inflight) for st in states)
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def receive(self, peer: PeerId, data: bytes, now: float) -> list[Event]:
-        """Process a frame from `peer`; raises a WireError for undecodable or impossible input."""
+    def receive(self, peer: PeerId, data: bytes, now: float, *, defer_ack: bool = False) -> list[Event]:
+        """Process a frame from `peer`; raises a WireError for undecodable or impossible input.
+
+        With `defer_ack`, the acknowledgement is held back until `take_acks()`, so that a driver that
+        processes a burst of frames answers it with one acknowledgement per peer.
+        """
         frame = decode_reliable(data)
         if isinstance(frame, AckFrame):
             return self._on_ack(peer, frame, now)
-        return self._on_data(peer, frame)
+        out = self._on_data(peer, frame)
+        self._ack_due.add(peer)
+        return out if defer_ack else out + self.take_acks()
+
+    def take_acks(self) -> list[Event]:
+        out: list[Event] = []
+        for peer in self._ack_due:
+            rs = self._recv[peer]
+            selective = 0
+            for seq in rs.buffer:
+                bit = seq - rs.expected - 1
+                if 0 <= bit < SACK_BITS:
+                    selective |= 1 << bit
+            ack = AckFrame(rs.incarnation, self.incarnation, rs.expected, selective)
+            out.append(Transmit(peer, ack.encode()))
+        self._ack_due.clear()
+        return out
 
     def _on_ack(self, peer: PeerId, ack: AckFrame, now: float) -> list[Event]:
         st = self._send.get(peer)
@@ -221,18 +291,35 @@ class ReliableCore:
                     fl.deadline = now + fl.rto
                     out.append(self._transmit(peer, st, seq))
         st.receiver = ack.receiver
+        sample = None
         for seq in [s for s in st.inflight if s < ack.cumulative]:
             fl = st.inflight.pop(seq)
+            if not fl.retransmitted:
+                sample = now - fl.sent_at
             if fl.last:
                 st.unacked_bytes -= self._sizes.pop((peer, seq))
         bits = ack.selective
         while bits:
             low = bits & -bits
             seq = ack.cumulative + low.bit_length()
-            if seq in st.inflight:
-                st.inflight[seq].sacked = True
+            fl = st.inflight.get(seq)
+            if fl is not None and not fl.sacked:
+                fl.sacked = True
+                if not fl.retransmitted:
+                    sample = now - fl.sent_at
             bits ^= low
+        if sample is not None:
+            self._update_rto(st, sample)
         return out + self._fill_window(peer, st, now)
+
+    def _update_rto(self, st: _SendState, sample: float) -> None:
+        """RFC 6298 estimate from frames acknowledged without retransmission (Karn's rule)."""
+        if st.srtt is None:
+            st.srtt, st.rttvar = sample, sample / 2
+        else:
+            st.rttvar = 0.75 * st.rttvar + 0.25 * abs(st.srtt - sample)
+            st.srtt = 0.875 * st.srtt + 0.125 * sample
+        st.rto = min(self.rto_max, max(self.rto_initial, st.srtt + 4 * st.rttvar))
 
     def _on_data(self, peer: PeerId, frame: DataFrame) -> list[Event]:
         rs = self._recv.get(peer)
@@ -240,6 +327,13 @@ class ReliableCore:
             rs = self._recv[peer] = _RecvState(frame.incarnation, frame.base)
         elif frame.incarnation < rs.incarnation:
             return []  # a frame from before the peer restarted
+        if frame.base > rs.expected:
+            # Only after this side restarted (and started from a delayed frame's older base): the
+            # sender holds nothing below `base` any more, so pick up there, at a message boundary.
+            rs.buffer = {s: c for s, c in rs.buffer.items() if s >= frame.base}
+            rs.partial.clear()
+            rs.partial_bytes = 0
+            rs.expected = frame.base
         out: list[Event] = []
         if rs.expected <= frame.seq < rs.expected + self.recv_window:
             rs.buffer.setdefault(frame.seq, (frame.last, frame.chunk))
@@ -248,19 +342,13 @@ class ReliableCore:
                 rs.expected += 1
                 rs.partial.append(chunk)
                 rs.partial_bytes += len(chunk)
-                if rs.partial_bytes > self.max_message:
+                if rs.partial_bytes > self.max_message + 4:
                     raise Oversized(f"message from {peer.hex()[:16]} exceeds {self.max_message} bytes")
                 if last:
-                    out.append(Delivered(peer, b"".join(rs.partial)))
+                    bundle = b"".join(rs.partial)
                     rs.partial.clear()
                     rs.partial_bytes = 0
-        selective = 0
-        for seq in rs.buffer:
-            bit = seq - rs.expected - 1
-            if 0 <= bit < SACK_BITS:
-                selective |= 1 << bit
-        ack = AckFrame(frame.incarnation, self.incarnation, rs.expected, selective)
-        out.append(Transmit(peer, ack.encode()))
+                    out += [Delivered(peer, m) for m in decode_bundle(bundle, self.max_message)]
         return out
 
 
@@ -271,6 +359,7 @@ class ReliableChannel(Channel):
     """
 
     max_payload = MAX_MESSAGE
+    lossless_while_connected = True
 
     def __init__(
         self,
@@ -279,10 +368,18 @@ class ReliableChannel(Channel):
         incarnation: int | None = None,
         window: int = 64,
         max_queue_bytes: int = 64 * 1024 * 1024,
-        rto_initial: float = 0.2,
-        rto_max: float = 2.0,
+        rto_initial: float | None = None,
+        rto_max: float | None = None,
     ) -> None:
+        """`rto_initial`/`rto_max` default to 0.2 s / 2 s; over a channel that is lossless while
+        connected, to 10 s / 60 s, as there reconnection triggers the resend and the timer is only a
+        safety net (a busy loop otherwise trips it and wastes time on duplicates)."""
         super().__init__()
+        lossless = channel.lossless_while_connected
+        if rto_initial is None:
+            rto_initial = 10.0 if lossless else 0.2
+        if rto_max is None:
+            rto_max = 60.0 if lossless else 2.0
         self.inner = channel
         self.core = ReliableCore(
             incarnation=incarnation if incarnation is not None else time.time_ns(),
@@ -295,7 +392,9 @@ class ReliableChannel(Channel):
         self._outboxes: dict[PeerId, asyncio.Queue[bytes]] = {}
         self._senders: dict[PeerId, asyncio.Task[None]] = {}
         self._timer: asyncio.Task[None] | None = None
-        self._wakeup = asyncio.Event()
+        self._ack_scheduled = False
+        self._flush_scheduled = False
+        self._tick = min(rto_initial / 4, 0.5)
         self._progress = asyncio.Event()
         self._closed = False
         channel.on_receive(self._on_frame)
@@ -314,8 +413,11 @@ class ReliableChannel(Channel):
         if self._closed:
             raise ChannelError("channel closed")
         self._ensure_timer()
-        self._dispatch(self.core.send(peer, payload, self._now()))
-        self._wakeup.set()
+        self._dispatch(self.core.send(peer, payload, self._now(), defer=True))
+        if not self._flush_scheduled:
+            # Everything sent in this turn of the loop leaves together, bundled per peer.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued message has been acknowledged."""
@@ -347,12 +449,26 @@ class ReliableChannel(Channel):
             return
         self._ensure_timer()
         try:
-            events = self.core.receive(peer, data, self._now())
+            events = self.core.receive(peer, data, self._now(), defer_ack=True)
         except ValueError as exc:  # WireError and its subclasses
             self.inner.reject(peer, f"reliable layer: {exc}")
             return
+        if not self._ack_scheduled:
+            # One acknowledgement per peer for all frames that arrive in this turn of the loop.
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_acks)
         self._dispatch(events)
         self._progress.set()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._closed:
+            self._dispatch(self.core.flush(self._now()))
+
+    def _send_acks(self) -> None:
+        self._ack_scheduled = False
+        if not self._closed:
+            self._dispatch(self.core.take_acks())
 
     def _on_connected(self, peer: PeerId) -> None:
         if not self._closed:
@@ -383,10 +499,8 @@ class ReliableChannel(Channel):
 
     async def _timer_loop(self) -> None:
         while not self._closed:
+            # Polled rather than woken per send: frames sent meanwhile are due no sooner than rto_initial.
             deadline = self.core.next_deadline()
-            delay = 0.5 if deadline is None else max(0.0, deadline - self._now())
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wakeup.wait()
+            delay = self._tick if deadline is None else min(self._tick, max(0.005, deadline - self._now()))
+            await asyncio.sleep(delay)
             self._dispatch(self.core.tick(self._now()))

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from coincurve import PrivateKey
+from coincurve import PrivateKey, PublicKey
 
 from .channel import Channel, ChannelError, PeerId
 from .noise import (
@@ -42,6 +43,27 @@ def short(peer: bytes) -> str:
     return peer.hex()[:16]
 
 
+def _check_member_id(peer: bytes) -> None:
+    try:
+        ok = len(peer) == 33 and PublicKey(peer).format() == peer
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ChannelError(f"member id {peer.hex()} is not a compressed secp256k1 public key")
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """Let the kernel notice a silently dead peer (about 30 s), so the link is redialed."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+
+
 @dataclass(eq=False)
 class _Link:
     peer: PeerId
@@ -56,6 +78,7 @@ class NoiseChannel(Channel):
     """Authenticated, encrypted datagrams of up to 65535 bytes to the members in `members`."""
 
     max_payload = MAX_MESSAGE
+    lossless_while_connected = True
 
     def __init__(
         self,
@@ -67,10 +90,13 @@ class NoiseChannel(Channel):
         handshake_timeout: float = 10.0,
         reconnect_min: float = 0.05,
         reconnect_max: float = 5.0,
+        max_pending_handshakes: int = 64,
     ) -> None:
         super().__init__()
         self._private = private_key
         self.node_id: PeerId = PrivateKey(private_key).public_key.format()
+        for peer in members:
+            _check_member_id(peer)
         self._addresses: dict[PeerId, Address | None] = {p: a for p, a in members.items() if p != self.node_id}
         self._listen_at = listen
         self._prologue = prologue
@@ -82,6 +108,8 @@ class NoiseChannel(Channel):
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._closing = False
+        self._pending_handshakes = 0
+        self._max_pending_handshakes = max_pending_handshakes
         self.refusals: deque[str] = deque(maxlen=100)
         """The latest reasons for refused or closed connections, for status displays and tests."""
 
@@ -107,11 +135,22 @@ class NoiseChannel(Channel):
 
     def add_member(self, peer: PeerId, address: Address | None) -> None:
         """Admit a new member (a joiner, once the federation has agreed to it) and dial it."""
+        _check_member_id(peer)
         if peer == self.node_id:
             return
         self._addresses[peer] = address
         if address is not None:
             self._maybe_dial(peer)
+
+    def remove_member(self, peer: PeerId) -> None:
+        """Stop accepting and dialing `peer` (it left or was expelled) and close its link."""
+        self._addresses.pop(peer, None)
+        dialer = self._dialers.pop(peer, None)
+        if dialer is not None:
+            dialer.cancel()
+        link = self._links.get(peer)
+        if link is not None:
+            self._close_link(link, f"{short(peer)} is no longer a member")
 
     def set_address(self, peer: PeerId, address: Address) -> None:
         """Learn or change where a member listens; starts dialing it if this side dials."""
@@ -189,6 +228,7 @@ class NoiseChannel(Channel):
             self.peer_disconnected(link.peer)
 
     def _install(self, link: _Link) -> None:
+        _keepalive(link.writer)
         old = self._links.get(link.peer)
         if old is not None:
             # The newer link wins: the peer redialed, so the old one is stale.
@@ -233,6 +273,12 @@ class NoiseChannel(Channel):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         where = writer.get_extra_info("peername")
+        if self._pending_handshakes >= self._max_pending_handshakes:
+            # Unauthenticated connections cost a task each until their timeout: cap them.
+            self._refuse(f"incoming {where}: too many handshakes in progress")
+            writer.close()
+            return
+        self._pending_handshakes += 1
         try:
             hs = Handshake(self._private, None, prologue=self._prologue)
             async with asyncio.timeout(self._handshake_timeout):
@@ -256,6 +302,8 @@ class NoiseChannel(Channel):
             self._refuse(f"incoming {where}: {exc.__class__.__name__}")
             writer.close()
             return
+        finally:
+            self._pending_handshakes -= 1
         peer = transport.remote_static
         if peer not in self._addresses or self._closing:
             self._refuse(f"incoming {where}: static key {peer.hex()} is not a member")
@@ -272,7 +320,7 @@ class NoiseChannel(Channel):
 
     async def _dial_loop(self, peer: PeerId) -> None:
         delay = self._reconnect_min
-        while not self._closing:
+        while not self._closing and peer in self._addresses:
             link = self._links.get(peer)
             if link is not None and not link.closed.is_set():
                 await link.closed.wait()
@@ -280,7 +328,9 @@ class NoiseChannel(Channel):
                 continue
             try:
                 link = await self._dial(peer)
-            except (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError, ChannelError) as exc:
+            except TimeoutError:
+                self._refuse(f"outgoing to {short(peer)}: handshake timed out")
+            except (ConnectionError, OSError, asyncio.IncompleteReadError, ChannelError) as exc:
                 log.debug("dial %s failed: %s", short(peer), exc.__class__.__name__)
             except HandshakeError as exc:
                 self._refuse(f"outgoing to {short(peer)}: {exc.reason}")

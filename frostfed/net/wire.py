@@ -90,6 +90,9 @@ class Reader:
             raise UnknownType(f"frame type {kind}")
         return kind
 
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
     def end(self) -> None:
         if self._pos != len(self._data):
             raise TrailingBytes(f"{len(self._data) - self._pos} bytes after the frame")
@@ -183,6 +186,21 @@ def decode_reliable(data: bytes) -> DataFrame | AckFrame:
     selective = r.u64("selective")
     r.end()
     return AckFrame(incarnation, receiver, cumulative, selective)
+
+
+def encode_bundle(messages: list[bytes]) -> bytes:
+    """Several messages sent as one, so that a burst of small messages costs one frame."""
+    return b"".join(struct.pack(">I", len(m)) + m for m in messages)
+
+
+def decode_bundle(data: bytes, max_message: int) -> list[bytes]:
+    r = Reader(data)
+    out = []
+    while r.remaining():
+        out.append(r.var_bytes(max_message, "bundled message"))
+    if not out:
+        raise Malformed("empty bundle")
+    return out
 
 
 # --- echo broadcast ---------------------------------------------------------------------------
