@@ -108,7 +108,7 @@ class ClnChannel(Channel):
         try:
             await self.rpc.call("sendcustommsg", {"node_id": peer.hex(), "msg": msg.hex()})
         except Exception as e:  # lightningd's refusal or an unreachable RPC socket alike
-            if peer in self._links and "No such peer" in str(e):
+            if peer in self._links and ("No such peer" in str(e) or "not connected" in str(e)):
                 self._mark_disconnected(peer)
             self._wake.set()
             raise ChannelError(f"sendcustommsg to {peer.hex()[:16]}: {e}") from e
