@@ -1,0 +1,177 @@
+"""A `ChainSource` over the Lightning node's own Bitcoin backend.
+
+lightningd answers `getchaininfo`, `getutxout`, `getrawblockbyheight` and `sendrawtransaction` from the
+bitcoind it is configured with, so the plugin needs no chain settings of its own. Those calls say
+nothing about confirmations, coinbase maturity, fee estimates or mempool acceptance; for these the
+source talks to the same bitcoind directly, with the `bitcoin-rpc*` / `bitcoin-datadir` settings that
+`listconfigs` shows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from bitcoin.core import CBlock, CTransaction, b2lx
+
+from .chain import (
+    BitcoindChainSource,
+    BitcoindRpc,
+    ChainError,
+    ChainRpcError,
+    ChainSource,
+    ChainUnavailable,
+    MempoolVerdict,
+    Utxo,
+)
+
+DEFAULT_RPC_PORTS = {"bitcoin": 8332, "testnet": 18332, "testnet4": 48332, "signet": 38332, "regtest": 18443}
+COOKIE_SUBDIRS = {
+    "bitcoin": "",
+    "testnet": "testnet3",
+    "testnet4": "testnet4",
+    "signet": "signet",
+    "regtest": "regtest",
+}
+_AMOUNT = re.compile(r"^(\d+)(sat|msat)$")
+_BCLI_ERROR = re.compile(r"error code: (-?\d+)\s*error message:\s*(.*)", re.S)
+
+
+class LightningSocket:
+    """Blocking JSON-RPC calls to lightningd's unix socket, one connection each (any thread)."""
+
+    def __init__(self, socket_path: str | Path, *, timeout: float = 60.0) -> None:
+        self.socket_path = str(socket_path)
+        self.timeout = timeout
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with self._lock:
+            self._n += 1
+            rid = f"frostfed-chain:{method}#{self._n}"
+        request = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params or {}})
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                s.connect(self.socket_path)
+                s.sendall(request.encode())
+                answer = self._read(s, rid)
+        except (OSError, ValueError) as e:
+            raise ChainUnavailable(f"lightningd RPC at {self.socket_path}: {e}") from None
+        if "error" in answer:
+            err = answer["error"]
+            raise ChainRpcError(method, int(err.get("code", -1)), str(err.get("message", err)))
+        return answer.get("result")
+
+    @staticmethod
+    def _read(s: socket.socket, rid: str) -> dict[str, Any]:
+        decoder = json.JSONDecoder()
+        buf = ""
+        while True:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("lightningd closed the connection")
+            buf += chunk.decode()
+            while True:
+                buf = buf.lstrip()
+                try:
+                    obj, end = decoder.raw_decode(buf)
+                except ValueError:
+                    break
+                buf = buf[end:]
+                if isinstance(obj, dict) and obj.get("id") == rid:
+                    return obj
+
+
+def bitcoind_from_configs(configs: dict[str, Any]) -> BitcoindRpc | None:
+    """The node's bitcoind RPC settings from a `listconfigs` answer (None if there are none)."""
+
+    def value(name: str) -> Any:
+        entry = configs.get(name) or {}
+        for key in ("value_str", "value_int"):
+            if key in entry:
+                return entry[key]
+        return None
+
+    network = value("network") or "bitcoin"
+    host = value("bitcoin-rpcconnect") or "127.0.0.1"
+    port = int(value("bitcoin-rpcport") or DEFAULT_RPC_PORTS.get(network, 8332))
+    user, password = value("bitcoin-rpcuser"), value("bitcoin-rpcpassword")
+    if user is not None and password is not None:
+        return BitcoindRpc(host, port, user=str(user), password=str(password))
+    datadir = value("bitcoin-datadir")
+    if datadir is None:
+        datadir = str(Path.home() / ".bitcoin")
+    cookie = Path(datadir) / COOKIE_SUBDIRS.get(network, network) / ".cookie"
+    if not cookie.exists():
+        return None
+    return BitcoindRpc(host, port, cookie_file=cookie)
+
+
+class ClnChainSource(ChainSource):
+    """Chain data through lightningd; confirmations and fees through the node's bitcoind."""
+
+    def __init__(self, lightning: LightningSocket, bitcoind: BitcoindRpc | None = None) -> None:
+        self.lightning = lightning
+        self.bitcoind = BitcoindChainSource(bitcoind) if bitcoind is not None else None
+
+    @classmethod
+    def from_node(cls, socket_path: str | Path) -> ClnChainSource:
+        """Use the node at `socket_path`, and its bitcoind if `listconfigs` says how to reach it."""
+        lightning = LightningSocket(socket_path)
+        configs = lightning.call("listconfigs")["configs"]
+        return cls(lightning, bitcoind_from_configs(configs))
+
+    def _need_bitcoind(self, what: str) -> BitcoindChainSource:
+        if self.bitcoind is None:
+            raise ChainError(
+                f"{what} needs bitcoind's RPC: lightningd's listconfigs shows no usable bitcoin-rpc* settings"
+            )
+        return self.bitcoind
+
+    def get_utxo(self, txid: str, vout: int) -> Utxo | None:
+        if len(txid) != 64 or not all(c in "0123456789abcdefABCDEF" for c in txid) or vout < 0:
+            raise ValueError(f"not an outpoint: {txid}:{vout}")
+        seen = self.lightning.call("getutxout", {"txid": txid, "vout": vout})
+        if not isinstance(seen, dict) or seen.get("amount") is None:
+            return None
+        amount = _AMOUNT.match(str(seen["amount"]))
+        if amount is None or not isinstance(seen.get("script"), str):
+            raise ChainRpcError("getutxout", 0, f"unexpected answer {seen!r}")
+        utxo = self._need_bitcoind("the confirmations of an output").get_utxo(txid, vout)
+        if utxo is None:  # spent between the two calls
+            return None
+        sats = int(amount.group(1)) // (1000 if amount.group(2) == "msat" else 1)
+        if sats != utxo.amount_sats or bytes.fromhex(seen["script"]) != utxo.script_pubkey:
+            raise ChainError(f"lightningd and bitcoind disagree about {txid}:{vout}")
+        return utxo
+
+    def tip_height(self) -> int:
+        info = self.lightning.call("getchaininfo", {"last_height": 0})
+        return int(info["blockcount"])
+
+    def block_transactions(self, height: int) -> list[CTransaction]:
+        got = self.lightning.call("getrawblockbyheight", {"height": height})
+        if not isinstance(got, dict) or got.get("block") is None:
+            raise ChainRpcError("getrawblockbyheight", -8, f"no block at height {height}")
+        return list(CBlock.deserialize(bytes.fromhex(got["block"])).vtx)
+
+    def broadcast(self, tx: CTransaction) -> str:
+        got = self.lightning.call("sendrawtransaction", {"tx": tx.serialize().hex(), "allowhighfees": False})
+        if not got.get("success"):
+            errmsg = str(got.get("errmsg", ""))
+            m = _BCLI_ERROR.search(errmsg)
+            code, message = (int(m.group(1)), m.group(2).strip()) if m else (0, errmsg.strip())
+            raise ChainRpcError("sendrawtransaction", code, message)
+        return b2lx(tx.GetTxid())
+
+    def fee_rate(self, target_blocks: int = 6) -> float | None:
+        return self._need_bitcoind("a fee estimate").fee_rate(target_blocks)
+
+    def test_accept(self, tx: CTransaction) -> MempoolVerdict:
+        return self._need_bitcoind("a mempool acceptance test").test_accept(tx)

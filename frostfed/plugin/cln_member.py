@@ -1,0 +1,144 @@
+"""The federation member inside lightningd: the default service factory of the plugin.
+
+Member identity: the plugin cannot sign with the node key, so each member signs as a *member key*
+derived from `makesecret` and paired with its node id over the node's links (MemberKeyChannel). The
+ChillDKG host key and the sealing seed come from `makesecret` too: nothing secret is stored in clear.
+Chain data comes from lightningd's backend, confirmations and fees from the node's own bitcoind
+(ClnChainSource). The first start waits until every configured member has told its member key; the
+pairing is then kept in the data directory so a member restarts while others are down.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from frostfed.bitcoin.cln_chain import ClnChainSource, LightningSocket, bitcoind_from_configs
+from frostfed.bitcoin.ledger import Ledger
+from frostfed.federation.config import ConfigError, PolicySettings, default_threshold
+from frostfed.federation.node import Member
+from frostfed.federation.sealing import Sealer
+from frostfed.federation.service import FederationService
+from frostfed.federation.store import Store
+from frostfed.net.channel import PeerId
+from frostfed.net.cln_channel import parse_member
+from frostfed.net.cln_members import MemberKeyChannel
+from frostfed.plugin.cln import PluginContext
+from frostfed.plugin.hostkey import MEMBERKEY_LABEL, derive_secret
+
+SEAL_LABEL = "frostfed/seal/v1"
+PAIRS_FILE = "member-keys.json"
+
+
+class PluginService(FederationService):
+    """The federation service, plus a clean stop when lightningd shuts the plugin down."""
+
+    async def close(self) -> None:
+        await self.member.stop()
+
+
+POLICY_KEYS: dict[str, tuple[type, ...]] = {
+    "min_feerate": (int, float),
+    "max_feerate": (int, float),
+    "max_fee_sats": (int,),
+    "min_confirmations": (int,),
+    "payout_check_command": (str,),
+}
+
+
+def load_policy(path: str | Path | None) -> PolicySettings:
+    """The [policy] table of the `frost-config` file (the daemon's keys), or the default policy."""
+    if not path:
+        return PolicySettings()
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"frost-config {path}: {e}") from None
+    table = doc.get("policy", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"frost-config {path}: [policy] must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        kinds = POLICY_KEYS.get(key)
+        if kinds is None:
+            raise ConfigError(f"frost-config {path}: unknown setting policy.{key}")
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ConfigError(f"frost-config {path}: policy.{key} has the wrong type")
+        values[key] = value
+    policy = PolicySettings(**values)
+    if not 0 < policy.min_feerate <= policy.max_feerate or policy.max_fee_sats < 0 or policy.min_confirmations < 1:
+        raise ConfigError(f"frost-config {path}: inconsistent [policy] limits")
+    return policy
+
+
+def load_pairs(ctx: PluginContext) -> dict[PeerId, PeerId]:
+    """Node id -> member key, as learnt in earlier runs (each proven by a hello over the node's link)."""
+    path = ctx.data_dir / PAIRS_FILE
+    if not path.exists():
+        return {}
+    return {bytes.fromhex(n): bytes.fromhex(m) for n, m in json.loads(path.read_text()).items()}
+
+
+def save_pairs(ctx: PluginContext, pairs: dict[PeerId, PeerId]) -> None:
+    path = ctx.data_dir / PAIRS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({n.hex(): m.hex() for n, m in sorted(pairs.items())}))
+    tmp.replace(path)
+
+
+async def from_plugin_context(
+    ctx: PluginContext, *, member_options: dict[str, Any] | None = None
+) -> PluginService | None:
+    """The running member, or None (with the reason reported) when no members are configured."""
+    if not ctx.members:
+        ctx.report("no members configured: set frost-members to the other members' <node id>@<host>:<port>")
+        return None
+    policy = load_policy(ctx.options.get("frost-config"))
+    member_secret = await derive_secret(ctx.rpc, MEMBERKEY_LABEL)
+    channel = MemberKeyChannel(ctx.channel, member_secret)
+    pairs = load_pairs(ctx)
+    pairs[ctx.node_id] = channel.member_id
+    for node, member in pairs.items():
+        if node != ctx.node_id:
+            channel.remember(node, member)
+
+    def record(node: PeerId, member: PeerId) -> None:
+        pairs[node] = member
+        save_pairs(ctx, pairs)
+
+    channel.on_paired(record)
+    missing = [n for n in ctx.members if n not in pairs]
+    if missing:
+        ctx.report(f"waiting for the member keys of {len(missing)} members (each must be online once)")
+        await channel.wait_for_members(missing, timeout=None)
+    save_pairs(ctx, pairs)
+    members = sorted(pairs[n] for n in [*ctx.members, ctx.node_id])
+
+    def add_peer(member: PeerId, address: str) -> None:
+        """A member learnt from a membership change: `address` is `<node id>@<host>:<port>`."""
+        node, addr = parse_member(address)
+        ctx.channel.set_members({**ctx.channel.members, node: addr})
+
+    configs = (await ctx.rpc.call("listconfigs"))["configs"]
+    bitcoind = bitcoind_from_configs(configs)
+    chain = ClnChainSource(LightningSocket(ctx.rpc.socket_path), bitcoind)
+    member = Member(
+        me=channel.member_id,
+        echo_secret=member_secret,
+        host_seckey=ctx.host_seed,
+        sealer=Sealer.from_seed(await derive_secret(ctx.rpc, SEAL_LABEL)),
+        store=Store(ctx.data_dir / "frostfed.sqlite"),
+        channel=channel,
+        members=members,
+        threshold=int(ctx.options["frost-threshold"]) or default_threshold(len(members)),
+        chain=chain,
+        ledger=Ledger(ctx.data_dir / "ledger.sqlite"),
+        policy=policy,
+        network=ctx.network,
+        add_peer=add_peer,
+        **(member_options or {}),
+    )
+    await member.start()
+    return PluginService(member, bitcoind)

@@ -1,0 +1,98 @@
+"""Member keys paired with node ids: hellos proven by the link and by a signature of the member key."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+from clnsim import Faults, SimNetwork
+from test_cln_plugin import connected_all, inbox, mesh, settle
+
+from frostfed.net.channel import ChannelError
+from frostfed.net.cln_channel import FROSTFED_MSGTYPE, ClnChannel
+from frostfed.net.cln_members import DATA, MemberKeyChannel
+from frostfed.net.lightning_rpc import LightningRpc
+
+TYPE = FROSTFED_MSGTYPE.to_bytes(2, "big")
+
+
+def node(i: int) -> bytes:
+    return bytes([2]) + hashlib.sha256(f"node {i}".encode()).digest()
+
+
+def secret(i: int) -> bytes:
+    return hashlib.sha256(f"member {i}".encode()).digest()
+
+
+async def member_channel(node_id: bytes, sec: bytes) -> MemberKeyChannel:
+    inner = ClnChannel(LightningRpc("/nonexistent", timeout=1), node_id)  # sends fail: receive path only
+    await inner.start()
+    return MemberKeyChannel(inner, sec, hello_interval=60)
+
+
+def inject(ch: MemberKeyChannel, from_node: bytes, frame: bytes) -> None:
+    ch.inner.handle_custommsg(from_node.hex(), (TYPE + frame).hex())
+
+
+async def test_pairing_rules():
+    me = await member_channel(node(0), secret(0))
+    alice = await member_channel(node(1), secret(1))
+    thief = await member_channel(node(2), secret(1))  # holds alice's member secret on another node
+    got: list[tuple[bytes, bytes]] = []
+    me.on_receive(lambda p, d: got.append((p, d)))
+
+    inject(me, node(2), alice.hello(ask=False))  # alice's hello relayed by node 2: signed over node 1
+    inject(me, node(3), bytes([DATA]) + b"who?")  # data from an unpaired node
+    await asyncio.sleep(0.05)
+    assert me.member_of(node(2)) is None and got == []
+
+    inject(me, node(1), alice.hello(ask=False))
+    inject(me, node(1), bytes([DATA]) + b"hi")
+    await asyncio.sleep(0.05)
+    assert me.member_of(node(1)) == alice.member_id and me.node_of(alice.member_id) == node(1)
+    assert got == [(alice.member_id, b"hi")]
+
+    inject(me, node(2), thief.hello(ask=False))  # a valid signature, but the key is node 1's
+    await asyncio.sleep(0.05)
+    assert me.member_of(node(2)) is None and me.node_of(alice.member_id) == node(1)
+
+    inject(me, node(1), alice.hello(ask=False)[:-1])  # truncated
+    await asyncio.sleep(0.05)
+    assert me.member_of(node(1)) == alice.member_id
+    with pytest.raises(ChannelError, match="not paired"):
+        await me.send(thief.member_id[:1] + b"\x99" * 32, b"x")
+    for ch in (me, alice, thief):
+        await ch.close()
+
+
+async def test_members_talk_by_member_key_through_faults(monkeypatch):
+    monkeypatch.setenv("MESH_MEMBER_KEYS", "1")
+    net = SimNetwork(seed=9, faults=Faults(drop=0.2, delay=0.2, max_delay=0.1, disconnect=0.02, seed=4))
+    try:
+        nodes = await mesh(net, 4)
+        await settle(lambda: connected_all(nodes), timeout=30)
+        ids = {n.index: (await n.cli("mesh-identity"))["member_id"] for n in nodes}
+        assert all(ids[n.index] != n.node_id for n in nodes) and len(set(ids.values())) == 4
+        count = 5
+        for i in range(count):
+            for src in nodes:
+                for dst in nodes:
+                    if dst is not src:
+                        # queued even before the pairing is known: the reliable layer retransmits
+                        await src.cli("mesh-send", ids[dst.index], f"{src.index}:{i}")
+
+        async def complete() -> bool:
+            return [len(await inbox(n)) for n in nodes] == [3 * count] * 4
+
+        await settle(complete, timeout=60, interval=0.2)
+        for dst in nodes:
+            msgs = await inbox(dst)
+            for src in nodes:
+                if src is not dst:
+                    assert [m["text"] for m in msgs if m["peer"] == ids[src.index]] == [
+                        f"{src.index}:{i}" for i in range(count)
+                    ]
+            assert dst.fatal == []
+    finally:
+        await net.close()
