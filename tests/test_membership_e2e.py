@@ -213,3 +213,34 @@ def test_a_long_offline_member_is_expelled_automatically(tmp_path, regtest: Regt
         pay_one(cluster, cluster.members, rest[1])
     finally:
         cluster.stop()
+
+
+def test_a_member_killed_while_the_transition_is_signed_catches_up(tmp_path, regtest: RegtestBitcoind) -> None:
+    cluster = Cluster(tmp_path, regtest, 4, 3, membership=MEMBERSHIP)
+    cluster.start({3: {"FROSTFED_TEST_FAULTS": "delay-psig"}})
+    try:
+        cluster.fund(100_000)
+        m0, m1, expelled, slow = cluster.members
+        box: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: box.update(r=m0.call("frost-expel", [expelled.id.hex()])))
+        worker.start()
+        deadline = time.monotonic() + 20
+        while not any(e["status"] == "pending" for e in slow.call("frost-epochs")["epochs"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        slow.kill()  # it holds the new epoch's share, and may be signing the transition
+        worker.join(60)
+        r = box["r"]
+        assert r["epoch"] == 1 and slow.id.hex() not in r["signers"]
+        regtest.mine(1)
+        wait_for_epoch([m0, m1], 30, epoch=1)
+        slow.start()
+        slow.wait_ready()
+        key = wait_for_epoch([m0, m1, slow], 30, epoch=1)
+        assert key == r["group_key"]
+        time.sleep(1.5)
+        payout = pay_one(cluster, [m0, m1, slow], slow)
+        assert slow.id.hex() in payout["signers"]  # t = 3 of the 3: it signs with its surviving share
+    finally:
+        cluster.stop()

@@ -146,7 +146,10 @@ class Membership:
             attempt = max(stored + 1, self.member.dkg_attempts_seen.get(p.epoch, 0))
             self.member._start_dkg(p.epoch, p.members, p.threshold, attempt)
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: str, forget_key: bool = True) -> None:
+        """Give up on the change in progress. Its new key share is deleted only when the change is
+        known to have failed (an abort); after a mere timeout it is kept, since the transition may
+        still have been broadcast by a proposer this member no longer hears."""
         p = self.proposal
         if p is None:
             return
@@ -156,7 +159,7 @@ class Membership:
         if run is not None and run.epoch == p.epoch:
             self.member.stop_dkg()
         rec = self.member.store.epoch(p.epoch)
-        if rec is not None and rec.status == "pending" and rec.activation_txid is None:
+        if forget_key and rec is not None and rec.status == "pending" and rec.activation_txid is None:
             self.member.store.delete_epoch(p.epoch)
         self.proposal = None
         self.member.store.set_meta("proposal", "")
@@ -523,12 +526,33 @@ class Membership:
                 p.proposer != member.me
                 and time.monotonic() - self._adopted_at > 2 * self.settings.change_timeout_seconds
             ):
-                self._drop("the change never completed (its proposer went silent)")
+                self._drop("the change never completed (its proposer went silent)", forget_key=False)
             return
         utxo = await asyncio.to_thread(member.chain.get_utxo, txid, 0)
         if utxo is None or utxo.confirmations < self.settings.transition_confirmations:
             return
+        rec = member.store.epoch(p.epoch)
+        if rec is not None:  # the transaction must pay the key this member's own DKG produced
+            new_keys = EpochKeys(p.epoch, p.members, p.threshold, rec.group_key, rec.chain_code, [], member.network)
+            if utxo.script_pubkey != new_keys.script(TRANSITION_PATH):
+                log.warning("transaction %s does not pay epoch %d's key; not activating", txid, p.epoch)
+                member.store.set_meta(f"transition_txid:{p.epoch}", "")
+                return
         self._activate(p)
+
+    def hint(self, peer: PeerId, epoch: int, txid: str) -> None:
+        """A member of the proposed epoch runs it already: take its transaction id as a hint, if this
+        member took part in that epoch's DKG and never heard the proposer's `tdone`."""
+        p = self.proposal
+        store = self.member.store
+        if p is None or p.epoch != epoch or peer not in p.members or store.epoch(epoch) is None:
+            return
+        if not store.get_meta(f"transition_txid:{epoch}"):
+            try:
+                bytes.fromhex(txid)
+            except ValueError:
+                return
+            store.set_meta(f"transition_txid:{epoch}", txid)
 
     def _maybe_expel(self) -> None:
         """Only the first online member (in member order) proposes, so members do not race."""

@@ -279,13 +279,18 @@ class Member:
             log.exception("%s from %s could not be handled", kind, peer.hex()[:16])
 
     def _on_heartbeat(self, peer: PeerId, msg: Message) -> None:
-        return None
+        """Heartbeats carry the sender's epoch and the transaction that opened it, so a member that
+        missed the end of a membership change learns where to look (it checks the chain itself)."""
+        epoch = msg.body.get("epoch")
+        txid = msg.body.get("txid")
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and isinstance(txid, str) and len(txid) == 64:
+            self.membership.hint(peer, epoch, txid)
 
     async def _heartbeat_loop(self) -> None:
         reconcile_every = max(1, int(5 / self.heartbeat_seconds))
         beat = 0
         while not self._stopping:
-            await self._send_all_others("hb", {"t": int(time.time())})
+            await self._send_all_others("hb", self._heartbeat_body())
             beat += 1
             if self.ledger is not None and self.chain is not None and beat % reconcile_every == 0:
                 with contextlib.suppress(Exception):
@@ -297,6 +302,15 @@ class Member:
             with contextlib.suppress(Exception):
                 await self.membership.tick()
             await asyncio.sleep(self.heartbeat_seconds)
+
+    def _heartbeat_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"t": int(time.time())}
+        if self.keys is not None:
+            body["epoch"] = self.keys.epoch
+            rec = self.store.epoch(self.keys.epoch)
+            if rec is not None and rec.activation_txid:
+                body["txid"] = rec.activation_txid
+        return body
 
     async def _send_all_others(self, kind: str, body: dict[str, Any]) -> None:
         await asyncio.gather(*(self._send(m, kind, body) for m in self.members if m != self.me))
