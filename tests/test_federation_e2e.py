@@ -208,6 +208,7 @@ def test_every_members_reason_is_reported(tmp_path: Path, all_running: Cluster) 
 def test_a_double_payout_is_refused(all_running: Cluster) -> None:
     fed = all_running
     fed.fund(100_000)
+    fed.fund(100_000)  # a second coin: the first payout's change is unconfirmed
     a = fed.miner_address()
     fed.credit(a, 12_000)
     first = payout(fed.members[1], [{"address": a, "sats": 12_000}])
@@ -220,6 +221,7 @@ def test_a_double_payout_is_refused(all_running: Cluster) -> None:
     with pytest.raises(RpcCallError) as err:  # confirmed: paid
         payout(fed.members[3], [{"address": a, "sats": 12_000}])
     assert "already_paid" in str(err.value.data["rejections"])
+    assert fed.members[1].call("frost-requests", [first["id"]])["requests"][0]["status"] == "confirmed"
 
 
 @pytest.mark.parametrize(

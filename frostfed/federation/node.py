@@ -293,8 +293,14 @@ class Member:
             await self._send_all_others("hb", self._heartbeat_body())
             beat += 1
             if self.ledger is not None and self.chain is not None and beat % reconcile_every == 0:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations)
+                try:
+                    confirmed = await asyncio.to_thread(
+                        self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations
+                    )
+                    for txid in confirmed:
+                        self.store.mark_confirmed(txid)
+                except Exception as e:  # the chain source is down: try again later
+                    log.warning("ledger reconciliation failed: %s", e)
             if self._dkg is not None and time.time() - self._dkg_progress > self.dkg_timeout:
                 run = self._dkg
                 log.warning("DKG attempt %d made no progress; starting the next", run.attempt)
@@ -781,13 +787,22 @@ class Member:
 
     # -- what the commands read ------------------------------------------------------------------
 
+    def _state(self) -> str:
+        if self.keys is not None:
+            return "active"
+        if self.store.get_meta("left_at_epoch"):
+            return "left"
+        if self._dkg is not None:
+            return "dkg"
+        return "joining" if self.joining else "starting"
+
     def status(self) -> dict[str, Any]:
         keys = self.keys
         now = time.time()
         return {
             "id": self.me.hex(),
             "epoch": keys.epoch if keys else None,
-            "state": "active" if keys else ("dkg" if self._dkg else "starting"),
+            "state": self._state(),
             "dkg_attempt": self._dkg_attempt if not keys else None,
             "dkg_error": self.dkg_error,
             "threshold": self.threshold,

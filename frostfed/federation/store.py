@@ -247,6 +247,14 @@ class Store:
             (status, json.dumps(outcome) if outcome is not None else None, time.time(), rid),
         )
 
+    def mark_confirmed(self, txid: str) -> None:
+        """A payout this member signed or coordinated is in a block deep enough for the ledger."""
+        self._exec(
+            "UPDATE requests SET status='confirmed', updated=? WHERE status='broadcast' AND "
+            "json_extract(outcome, '$.txid') = ?",
+            (time.time(), txid),
+        )
+
     def requests(self, rid: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, kind, coordinator, status, payload, outcome, created, updated FROM requests"
         rows = (
