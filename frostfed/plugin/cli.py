@@ -99,12 +99,24 @@ def main(argv: list[str] | None = None) -> None:
     if ns.command == "keygen":
         from frostfed.federation.identity import create_identity_file
 
-        if len(ns.args) != 1:
-            parser.error("keygen takes the path of the key file to create")
+        sub = argparse.ArgumentParser(prog="frostfed keygen")
+        sub.add_argument("path")
+        sub.add_argument("--passphrase-file", type=Path, help="seal the key under this file's passphrase")
+        kopts = sub.parse_args(ns.args)
+        passphrase = None
+        if kopts.passphrase_file is not None:
+            try:
+                passphrase = kopts.passphrase_file.read_bytes().strip()
+            except OSError as e:
+                print(f"frostfed: cannot read {kopts.passphrase_file}: {e.strerror}", file=sys.stderr)
+                sys.exit(2)
         try:
-            ident = create_identity_file(Path(ns.args[0]))
+            ident = create_identity_file(Path(kopts.path), passphrase)
+        except ValueError as e:
+            print(f"frostfed: {e}", file=sys.stderr)
+            sys.exit(2)
         except FileExistsError:
-            print(f"frostfed: {ns.args[0]} exists; not overwriting an identity", file=sys.stderr)
+            print(f"frostfed: {kopts.path} exists; not overwriting an identity", file=sys.stderr)
             sys.exit(2)
         print(ident.id.hex())
         return

@@ -65,11 +65,18 @@ def sealer_for(config: Config, seal_seed: bytes) -> Sealer:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, salt_file)
+    passphrase = read_passphrase(config)
+    assert passphrase is not None
+    return Sealer.from_passphrase(passphrase, salt_file.read_bytes())
+
+
+def read_passphrase(config: Config) -> bytes | None:
+    if config.passphrase_file is None:
+        return None
     try:
-        passphrase = config.passphrase_file.read_bytes().strip()
+        return config.passphrase_file.read_bytes().strip()
     except OSError as e:
         raise ValueError(f"cannot read passphrase file {config.passphrase_file}: {e.strerror}") from None
-    return Sealer.from_passphrase(passphrase, salt_file.read_bytes())
 
 
 def setup_logging(data_dir: Path, level: int = logging.INFO) -> None:
@@ -83,7 +90,7 @@ def setup_logging(data_dir: Path, level: int = logging.INFO) -> None:
 
 
 async def run(config: Config) -> None:
-    identity = load_identity_file(config.identity_key_file)
+    identity = load_identity_file(config.identity_key_file, read_passphrase(config))
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(config.data_dir / "frostfed.sqlite")
     ledger = Ledger(config.data_dir / "ledger.sqlite")
