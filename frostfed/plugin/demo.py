@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         demo.close()
     print("\nsummary")
     for label, value in demo.summary:
-        print(f"  {label:20} {value}")
-    print(f"  {'result':20} {'every payout and membership change confirmed' if ok else 'FAILED'}")
+        print(f"  {label:28} {value}")
+    print(f"  {'result':28} {'every payout and membership change confirmed' if ok else 'FAILED'}")
     if args.dir is None and ok:
         shutil.rmtree(base, ignore_errors=True)
     return 0 if ok else 1
