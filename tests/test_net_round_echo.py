@@ -12,7 +12,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
-from netcluster import member_key, start_noise_members
+from netcluster import member_key, node_id, start_noise_members
 
 from frostfed.net.echo import (
     Aborted,
@@ -27,6 +27,7 @@ from frostfed.net.echo import (
     verify_equivocation_proof,
 )
 from frostfed.net.faults import FaultPlan, FaultyChannel
+from frostfed.net.links import open_noise_links
 from frostfed.net.mux import ROUND_ECHO_PORT, Mux
 from frostfed.net.reliable import ReliableChannel
 from frostfed.net.round_echo import RoundEchoBroadcast, RoundEchoCore, sign_echo, verify_echo
@@ -455,3 +456,29 @@ def test_arbitrary_bytes_never_crash_the_decoder_or_the_core(data):
         core.receive(peer, data)
     with contextlib.suppress(WireError, EchoViolation):
         core.receive(peer, b"\x01\x32" + bytes(32) + data)  # a round echo header of the started session
+
+
+async def test_member_links_run_the_round_echo_beside_the_echo():
+    """The same session id on both broadcasts: each has its own port, neither sees the other's frames."""
+    keys = [member_key(i) for i in range(3)]
+    ids = [node_id(k) for k in keys]
+    links = [await open_noise_links(k, dict.fromkeys(ids)) for k in keys]
+    for ln in links:
+        for other in links:
+            if other is not ln:
+                ln.channel.set_address(other.channel.node_id, other.channel.listen_address)
+    try:
+        for ln in links:
+            ln.echo.start_session(SID, ids)
+            ln.round_echo.start_session(SID, ids)
+        for ln, i in zip(links, ids, strict=True):
+            await ln.round_echo.broadcast(SID, b"round " + i)
+            await ln.echo.broadcast(SID, b"echo " + i)
+        async with asyncio.timeout(30):
+            rounds = [await ln.round_echo.receive_all(SID) for ln in links]
+            echoes = [await ln.echo.receive_all(SID, ids) for ln in links]
+        assert all(r == {i: b"round " + i for i in ids} for r in rounds)
+        assert all(r == {i: b"echo " + i for i in ids} for r in echoes)
+    finally:
+        for ln in links:
+            await ln.close()
