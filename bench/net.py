@@ -7,10 +7,11 @@
 2. Echo broadcast among n = 5, 15, 50 members (Noise + reliable delivery + mux, all in one process):
    every member broadcasts 1 KiB in one session (as in ChillDKG's first round); time until every
    member has delivered every message. The baseline, measured in the same run over the same links,
-   is plain all-to-all sending of the same messages through the reliable layer.
+   is plain all-to-all sending of the same messages through the reliable layer. The same round is then
+   run, over the same links, with the round echo broadcast (one echo per member for the whole round).
 
 All members share one process and one core, so the times for n members include n members' CPU work;
-the last column divides the process CPU time of the echo round by n (what one member would spend).
+the CPU columns divide the process CPU time of a round by n (what one member would spend).
 
 Usage: python bench/net.py [n ...]
 """
@@ -28,8 +29,9 @@ import time
 from coincurve import PrivateKey
 
 from frostfed.net.echo import EchoBroadcast
-from frostfed.net.mux import ECHO_PORT, Mux
+from frostfed.net.mux import ECHO_PORT, ROUND_ECHO_PORT, Mux
 from frostfed.net.reliable import ReliableChannel
+from frostfed.net.round_echo import RoundEchoBroadcast
 from frostfed.net.tcp import NoiseChannel
 
 RELIABLE_OPTS: dict = {}
@@ -171,13 +173,14 @@ async def point_to_point() -> list[tuple[str, str, float, float]]:
 # -- echo broadcast ----------------------------------------------------------------------------
 
 
-async def echo_round(n: int) -> tuple[float, float, float, float]:
+async def echo_round(n: int) -> tuple[float, float, float, float, float, float]:
     start = time.perf_counter()
     noise = await noise_members(n, handshake_timeout=60)
     setup = time.perf_counter() - start
     ids = [c.node_id for c in noise]
     muxes = [Mux(ReliableChannel(c, **RELIABLE_OPTS)) for c in noise]
     echoes = [EchoBroadcast(m.port(ECHO_PORT), key(i)) for i, m in enumerate(muxes)]
+    rounds = [RoundEchoBroadcast(m.port(ROUND_ECHO_PORT), key(i)) for i, m in enumerate(muxes)]
     plain_ports = [m.port(16) for m in muxes]
     try:
         payloads = {i: os.urandom(1024) for i in ids}
@@ -218,10 +221,24 @@ async def echo_round(n: int) -> tuple[float, float, float, float]:
         cpu = time.process_time() - cpu
         if not all(r == payloads for r in results):
             raise SystemExit("echo broadcast delivered wrong messages")
+
+        sid = hashlib.sha256(f"bench round session {n}".encode()).digest()
+        for r in rounds:
+            r.start_session(sid, ids)
+        start = time.perf_counter()
+        round_cpu = time.process_time()
+        for r in rounds:
+            await r.broadcast(sid, payloads[r.node_id])
+        async with asyncio.timeout(300):
+            results = await asyncio.gather(*(r.receive_all(sid) for r in rounds))
+        round_echo = time.perf_counter() - start
+        round_cpu = time.process_time() - round_cpu
+        if not all(r == payloads for r in results):
+            raise SystemExit("round echo broadcast delivered wrong messages")
     finally:
         for m in muxes:
             await m.close()
-    return setup, plain, echo, cpu / n
+    return setup, plain, echo, cpu / n, round_echo, round_cpu / n
 
 
 async def main(ns: list[int]) -> None:
@@ -233,12 +250,14 @@ async def main(ns: list[int]) -> None:
     print("Echo broadcast, every member broadcasts 1 KiB (all members in one process)")
     print(
         f"{'n':>4} {'links up s':>11} {'all-to-all ms':>14} {'echo ms':>9} {'echo/plain':>11}"
-        f" {'echo CPU ms/member':>19}"
+        f" {'echo CPU ms/member':>19} | {'round echo ms':>14} {'round/plain':>12} {'round CPU ms/member':>20}"
     )
     for n in ns:
-        setup, plain, echo, cpu = await echo_round(n)
+        setup, plain, echo, cpu, rnd, rnd_cpu = await echo_round(n)
         print(
             f"{n:>4} {setup:>11.2f} {plain * 1000:>14.1f} {echo * 1000:>9.1f} {echo / plain:>11.2f} {cpu * 1000:>19.1f}"
+            f" | {rnd * 1000:>14.1f} {rnd / plain:>12.2f} {rnd_cpu * 1000:>20.1f}",
+            flush=True,
         )
 
 

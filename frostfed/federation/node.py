@@ -154,7 +154,7 @@ class Member:
         self.channel = channel
         self.links = links_over(channel, echo_secret)
         self.port = self.links.port(FEDERATION_PORT)
-        self.echo = self.links.echo
+        self.echo = self.links.round_echo
         self.port.on_receive(self._on_message)
         self.echo.on_deliver(self._on_broadcast)
         self.echo.on_abort(self._on_broadcast_abort)

@@ -7,5 +7,7 @@ Layers, bottom up (each a `Channel` except the broadcast):
 - `reliable.ReliableChannel`: exactly-once, in-order messages up to 4 MiB (`ReliableCore` sans-I/O).
 - `mux.Mux`: numbered ports over one reliable channel.
 - `echo.EchoBroadcast`: echo broadcast with equivocation proofs (`EchoCore` sans-I/O).
+- `round_echo.RoundEchoBroadcast`: the same guarantees for rounds where every member broadcasts once,
+  with O(n) frames and signature checks per member instead of O(n²) (`RoundEchoCore` sans-I/O).
 `wire` holds every frame format and its decoder.
 """

@@ -1,4 +1,4 @@
-"""One member's whole transport, assembled: channel -> reliable delivery -> ports -> echo broadcast.
+"""One member's whole transport, assembled: channel -> reliable delivery -> ports -> echo broadcasts.
 
 The federation needs the same stack over Noise (standalone daemon) and over Core Lightning custom
 messages (plugin); `links_over` builds it on any channel, `open_noise_links` on a new NoiseChannel.
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from .channel import Channel, PeerId
 from .echo import EchoBroadcast
-from .mux import ECHO_PORT, Mux, Port
+from .mux import ECHO_PORT, ROUND_ECHO_PORT, Mux, Port
 from .reliable import ReliableChannel
+from .round_echo import RoundEchoBroadcast
 from .tcp import Address, NoiseChannel
 
 
@@ -22,6 +23,7 @@ class MemberLinks:
     reliable: ReliableChannel
     mux: Mux
     echo: EchoBroadcast
+    round_echo: RoundEchoBroadcast
 
     def port(self, number: int) -> Port:
         """A reliable, ordered channel of its own for one protocol (numbers 16 and up are free)."""
@@ -35,7 +37,13 @@ def links_over(channel: Channel, private_key: bytes, **reliable_options) -> Memb
     """The stack on an existing channel (e.g. Core Lightning custom messages); takes ownership of it."""
     reliable = ReliableChannel(channel, **reliable_options)
     mux = Mux(reliable)
-    return MemberLinks(channel, reliable, mux, EchoBroadcast(mux.port(ECHO_PORT), private_key))
+    return MemberLinks(
+        channel,
+        reliable,
+        mux,
+        EchoBroadcast(mux.port(ECHO_PORT), private_key),
+        RoundEchoBroadcast(mux.port(ROUND_ECHO_PORT), private_key),
+    )
 
 
 async def open_noise_links(

@@ -11,6 +11,8 @@ from .wire import WireError, decode_mux, encode_mux
 
 ECHO_PORT = 1
 """The port `EchoBroadcast` uses by convention; the federation numbers its own from 16 up."""
+ROUND_ECHO_PORT = 2
+"""The port `RoundEchoBroadcast` uses by convention."""
 
 MUX_OVERHEAD = 3
 

@@ -1,0 +1,411 @@
+"""Round echo broadcast: one echo per member for a whole round instead of one per member per sender.
+
+In a ChillDKG round every member broadcasts exactly one message. The per-sender echo broadcast
+(`echo.py`) costs every member about n² messages and n² signature checks per round; this variant
+needs O(n) of each, with the same guarantees. Protocol for one session (a 32-byte id and a member
+list, in the same order everywhere):
+
+1. Each member S signs the statement "in session sid, S broadcast the message with hash d"
+   (`echo.sign_statement`) and sends the message with that statement to every member.
+2. A member that holds the messages of all n members signs the vector of their hashes, in member
+   order, and sends every member ONE echo: that signature plus the n sender statements.
+3. A member delivers the whole round once it holds all n messages and, from every member, a validly
+   signed echo whose vector equals the hashes of the messages it holds.
+
+Sender statements carried in echoes are checked only when their hash differs from the one held here
+(or from an earlier echo's, for a sender whose message has not arrived yet): two valid statements of
+one sender with different hashes are an `echo.EquivocationProof`, the same transferable object the
+per-sender echo produces. The member that finds one aborts the session, sends the proof to every
+member (who check it and abort too) and delivers nothing of that session. An echo that carries a
+forged statement convicts its signer of misbehaving, not the sender, and is dropped.
+
+`RoundEchoCore` is the protocol without I/O; `RoundEchoBroadcast` runs it over a `Channel` (normally
+the `ROUND_ECHO_PORT` of a member's `Mux`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from coincurve import PrivateKey, PublicKeyXOnly
+
+from ..frost.secp import tagged_hash
+from .channel import Channel, PeerId
+from .echo import (
+    Aborted,
+    Delivered,
+    EchoError,
+    EchoViolation,
+    EquivocationDetected,
+    EquivocationProof,
+    InvalidProof,
+    Transmit,
+    message_digest,
+    sign_statement,
+    verify_equivocation_proof,
+    verify_statement,
+)
+from .wire import (
+    MAX_ROUND_MEMBERS,
+    SESSION_ID_LEN,
+    RoundAbort,
+    RoundEcho,
+    RoundSend,
+    Statement,
+    WireError,
+    decode_round,
+)
+
+VECTOR_TAG = "frostfed/round-echo/vector"
+
+log = logging.getLogger("frostfed.net.round_echo")
+
+Event = Transmit | Delivered | Aborted
+
+
+def vector_hash(session_id: bytes, senders: Sequence[PeerId], digests: Sequence[bytes]) -> bytes:
+    """What an echo signs: the session, and each member with the hash of the message it holds from it."""
+    body = [session_id, struct.pack(">H", len(senders))]
+    body += [s + d for s, d in zip(senders, digests, strict=True)]
+    return tagged_hash(VECTOR_TAG, b"".join(body))
+
+
+def sign_echo(secret_key: bytes, session_id: bytes, statements: Sequence[Statement]) -> RoundEcho:
+    key = PrivateKey(secret_key)
+    msg = vector_hash(session_id, [st.sender for st in statements], [st.digest for st in statements])
+    return RoundEcho(session_id, key.public_key.format(), tuple(statements), key.sign_schnorr(msg, os.urandom(32)))
+
+
+def verify_echo(echo: RoundEcho) -> bool:
+    try:
+        xonly = PublicKeyXOnly(echo.signer[1:])
+    except ValueError:
+        return False
+    msg = vector_hash(echo.session_id, [st.sender for st in echo.statements], [st.digest for st in echo.statements])
+    return xonly.verify(echo.signature, msg)
+
+
+@dataclass
+class _Session:
+    members: tuple[PeerId, ...]
+    held: dict[PeerId, Statement] = field(default_factory=dict)
+    """Sender statements received from the senders themselves, verified."""
+    payloads: dict[PeerId, bytes] = field(default_factory=dict)
+    echoes: dict[PeerId, RoundEcho] = field(default_factory=dict)
+    """Echoes with a valid signature and no proven conflict, by signer (the first one counts)."""
+    hearsay: dict[PeerId, tuple[Statement, bool]] = field(default_factory=dict)
+    """For senders not heard from directly: the first statement an echo carried, and whether it was checked."""
+    echoed: bool = False
+    delivered: bool = False
+    proof: EquivocationProof | None = None
+
+    def index(self, sender: PeerId) -> int:
+        return self.members.index(sender)
+
+
+class RoundEchoCore:
+    """Round echo broadcast for one member across any number of sessions; no I/O."""
+
+    def __init__(self, secret_key: bytes, *, max_pending: int = 4096) -> None:
+        self._secret = secret_key
+        self.node_id: PeerId = PrivateKey(secret_key).public_key.format()
+        self._sessions: dict[bytes, _Session] = {}
+        self._pending: list[tuple[PeerId, RoundSend | RoundEcho | RoundAbort]] = []
+        self._max_pending = max_pending
+        self._closed: set[bytes] = set()
+
+    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> list[Event]:
+        """Open a session; frames that arrived for it early are processed now."""
+        if len(session_id) != SESSION_ID_LEN:
+            raise EchoError(f"session id must be {SESSION_ID_LEN} bytes")
+        if session_id in self._sessions:
+            raise EchoError(f"session {session_id.hex()[:16]} already started")
+        if self.node_id not in members or len(set(members)) != len(members):
+            raise EchoError("members must be distinct and include this member")
+        if len(members) > MAX_ROUND_MEMBERS:
+            raise EchoError(f"at most {MAX_ROUND_MEMBERS} members")
+        self._closed.discard(session_id)  # a closed session may be started afresh
+        self._sessions[session_id] = _Session(tuple(members))
+        early = [p for p in self._pending if p[1].session_id == session_id]
+        self._pending = [p for p in self._pending if p[1].session_id != session_id]
+        out: list[Event] = []
+        for peer, frame in early:
+            try:
+                out += self._handle(peer, frame)
+            except EchoViolation as exc:
+                log.warning("round echo: %s", exc)
+        return out
+
+    def close_session(self, session_id: bytes) -> None:
+        """Forget a finished session; frames still arriving for it are dropped."""
+        self._sessions.pop(session_id, None)
+        self._closed.add(session_id)
+
+    def proof(self, session_id: bytes) -> EquivocationProof | None:
+        s = self._sessions.get(session_id)
+        return s.proof if s is not None else None
+
+    def broadcast(self, session_id: bytes, payload: bytes) -> list[Event]:
+        session = self._session(session_id)
+        if session.proof is not None:
+            raise EquivocationDetected(session_id, session.proof)
+        if self.node_id in session.held:
+            raise EchoError("this member already broadcast in this session")
+        st = sign_statement(self._secret, session_id, self.node_id, message_digest(payload))
+        frame = RoundSend(st, payload).encode()
+        out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
+        return out + self._hold(session, st, payload)
+
+    def receive(self, peer: PeerId, data: bytes) -> list[Event]:
+        """Raises WireError for undecodable frames and EchoViolation for forbidden ones."""
+        frame = decode_round(data)
+        sid = frame.session_id
+        if sid in self._closed:
+            return []
+        if sid not in self._sessions:
+            if len(self._pending) >= self._max_pending:
+                raise EchoViolation(peer, "too many frames for sessions not started here")
+            self._pending.append((peer, frame))
+            return []
+        return self._handle(peer, frame)
+
+    # -- protocol --------------------------------------------------------------------------------
+
+    def _session(self, session_id: bytes) -> _Session:
+        s = self._sessions.get(session_id)
+        if s is None:
+            raise EchoError(f"session {session_id.hex()[:16]} not started")
+        return s
+
+    def _handle(self, peer: PeerId, frame: RoundSend | RoundEcho | RoundAbort) -> list[Event]:
+        session = self._sessions[frame.session_id]
+        if isinstance(frame, RoundAbort):
+            return self._on_abort(peer, session, EquivocationProof(frame.first, frame.second))
+        if session.proof is not None:
+            return []
+        if peer not in session.members:
+            raise EchoViolation(peer, "not a member of the session")
+        if isinstance(frame, RoundSend):
+            return self._on_send(peer, session, frame)
+        return self._on_echo(peer, session, frame)
+
+    def _on_send(self, peer: PeerId, session: _Session, frame: RoundSend) -> list[Event]:
+        st = frame.statement
+        if st.sender != peer or st.signer != peer:
+            raise EchoViolation(peer, "message sent on behalf of another member")
+        if message_digest(frame.payload) != st.digest:
+            raise EchoViolation(peer, "message does not match its statement")
+        known = session.held.get(peer)
+        if known is not None and known.digest == st.digest:
+            return []  # duplicate
+        if not verify_statement(st):
+            raise EchoViolation(peer, "invalid sender signature")
+        if known is not None:
+            return self._abort(session, EquivocationProof(known, st))
+        return self._hold(session, st, frame.payload)
+
+    def _hold(self, session: _Session, st: Statement, payload: bytes) -> list[Event]:
+        """Keep a sender's (verified) message and check it against every echo already here."""
+        sender = st.sender
+        session.held[sender] = st
+        session.payloads[sender] = payload
+        session.hearsay.pop(sender, None)
+        i = session.index(sender)
+        for signer, echo in list(session.echoes.items()):
+            carried = echo.statements[i]
+            if carried.digest == st.digest:
+                continue
+            if verify_statement(carried):
+                return self._abort(session, EquivocationProof(st, carried))
+            log.warning("round echo: %s echoed a forged statement of %s", signer.hex()[:16], sender.hex()[:16])
+            del session.echoes[signer]
+        out: list[Event] = []
+        if not session.echoed and len(session.held) == len(session.members):
+            session.echoed = True
+            echo = sign_echo(self._secret, st.session_id, [session.held[m] for m in session.members])
+            session.echoes[self.node_id] = echo
+            data = echo.encode()
+            out += [Transmit(m, data) for m in session.members if m != self.node_id]
+        return out + self._check_delivery(session)
+
+    def _on_echo(self, peer: PeerId, session: _Session, echo: RoundEcho) -> list[Event]:
+        if echo.signer != peer:
+            raise EchoViolation(peer, "echo not signed by the member that sent it")
+        if tuple(st.sender for st in echo.statements) != session.members:
+            raise EchoViolation(peer, "echo does not list the session's members in order")
+        if peer in session.echoes:
+            return []  # the first echo from a member counts
+        if not verify_echo(echo):
+            raise EchoViolation(peer, "invalid echo signature")
+        for carried in echo.statements:
+            out = self._compare(peer, session, carried)
+            if out:
+                return out
+        session.echoes[peer] = echo
+        return self._check_delivery(session)
+
+    def _compare(self, peer: PeerId, session: _Session, carried: Statement) -> list[Event]:
+        """Check one statement an echo carries against what is known of its sender; statements are
+        verified only here, when the hashes differ."""
+        sender = carried.sender
+        known = session.held.get(sender)
+        if known is None:
+            first = session.hearsay.get(sender)
+            if first is None:
+                session.hearsay[sender] = (carried, False)
+                return []
+            known, checked = first
+            if known.digest == carried.digest:
+                return []
+            if not checked and not verify_statement(known):
+                session.hearsay[sender] = (carried, False)  # the earlier echo lied; this one may too
+                return self._compare(peer, session, carried)
+            session.hearsay[sender] = (known, True)
+        elif known.digest == carried.digest:
+            return []
+        if not verify_statement(carried):
+            raise EchoViolation(peer, f"echo carries a forged statement of {sender.hex()[:16]}")
+        return self._abort(session, EquivocationProof(known, carried))
+
+    def _abort(self, session: _Session, proof: EquivocationProof) -> list[Event]:
+        session.proof = proof
+        frame = RoundAbort(proof.first, proof.second).encode()
+        out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
+        return [*out, Aborted(proof.session_id, proof)]
+
+    def _on_abort(self, peer: PeerId, session: _Session, proof: EquivocationProof) -> list[Event]:
+        if session.proof is not None:
+            return []
+        try:
+            sender = verify_equivocation_proof(proof)
+        except InvalidProof as exc:
+            raise EchoViolation(peer, f"invalid equivocation proof: {exc}") from exc
+        if sender not in session.members:
+            raise EchoViolation(peer, "proof names a non-member")
+        session.proof = proof
+        return [Aborted(proof.session_id, proof)]
+
+    def _check_delivery(self, session: _Session) -> list[Event]:
+        n = len(session.members)
+        if session.delivered or len(session.held) != n or len(session.echoes) != n:
+            return []
+        digests = [session.held[m].digest for m in session.members]
+        for echo in session.echoes.values():
+            if [st.digest for st in echo.statements] != digests:
+                return []
+        session.delivered = True
+        sid = session.held[session.members[0]].session_id
+        return [Delivered(sid, m, session.payloads[m]) for m in session.members]
+
+
+Deliver = Callable[[bytes, PeerId, bytes], None]
+Abort = Callable[[bytes, EquivocationProof], None]
+
+
+class RoundEchoBroadcast:
+    """Runs `RoundEchoCore` over `channel` (which must deliver reliably: a ReliableChannel or a Mux port).
+
+    The API is `EchoBroadcast`'s: a delivered round calls the deliver callbacks once per sender, in
+    member order, all within one step of the event loop."""
+
+    def __init__(self, channel: Channel, secret_key: bytes) -> None:
+        self.channel = channel
+        self.core = RoundEchoCore(secret_key)
+        self.node_id = self.core.node_id
+        self._results: dict[bytes, dict[PeerId, bytes]] = {}
+        self._changed: dict[bytes, asyncio.Event] = {}
+        self._on_deliver: list[Deliver] = []
+        self._on_abort: list[Abort] = []
+        self._send_tasks: set[asyncio.Task[None]] = set()
+        channel.on_receive(self._on_frame)
+
+    def on_deliver(self, callback: Deliver) -> None:
+        """`callback(session_id, sender, payload)` for each message of a delivered round."""
+        self._on_deliver.append(callback)
+
+    def on_abort(self, callback: Abort) -> None:
+        """`callback(session_id, proof)` when a session aborts on an equivocation."""
+        self._on_abort.append(callback)
+
+    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> None:
+        self._results.setdefault(session_id, {})
+        self._changed.setdefault(session_id, asyncio.Event())
+        self._run(self.core.start_session(session_id, members))
+
+    async def broadcast(self, session_id: bytes, payload: bytes) -> None:
+        """Send this member's message of the round; returns once queued."""
+        events = self.core.broadcast(session_id, payload)
+        await asyncio.gather(*(self.channel.send(e.peer, e.frame) for e in events if isinstance(e, Transmit)))
+        self._run([e for e in events if not isinstance(e, Transmit)])
+
+    def proof(self, session_id: bytes) -> EquivocationProof | None:
+        return self.core.proof(session_id)
+
+    def delivered(self, session_id: bytes) -> dict[PeerId, bytes]:
+        return dict(self._results.get(session_id, {}))
+
+    async def receive_all(self, session_id: bytes) -> dict[PeerId, bytes]:
+        """Wait for the whole round; raises EquivocationDetected if the session aborts."""
+        while True:
+            proof = self.core.proof(session_id)
+            if proof is not None:
+                raise EquivocationDetected(session_id, proof)
+            got = self._results.get(session_id)
+            if got:
+                return dict(got)
+            event = self._changed.setdefault(session_id, asyncio.Event())
+            event.clear()
+            await event.wait()
+
+    def close_session(self, session_id: bytes) -> None:
+        self.core.close_session(session_id)
+        self._results.pop(session_id, None)
+        self._changed.pop(session_id, None)
+
+    def _on_frame(self, peer: PeerId, data: bytes) -> None:
+        try:
+            events = self.core.receive(peer, data)
+        except WireError as exc:
+            self.channel.reject(peer, f"round echo: {exc}")
+            return
+        except EchoViolation as exc:
+            log.warning("round echo: %s", exc)
+            return
+        self._run(events)
+
+    def _run(self, events: list[Event]) -> None:
+        delivered = [ev for ev in events if isinstance(ev, Delivered)]
+        for ev in delivered:  # the whole round is visible before the first callback runs
+            self._results.setdefault(ev.session_id, {})[ev.sender] = ev.payload
+        for ev in events:
+            if isinstance(ev, Transmit):
+                task = asyncio.get_running_loop().create_task(self._send(ev.peer, ev.frame))
+                self._send_tasks.add(task)
+                task.add_done_callback(self._send_tasks.discard)
+            elif isinstance(ev, Delivered):
+                for cb in self._on_deliver:
+                    cb(ev.session_id, ev.sender, ev.payload)
+                self._wake(ev.session_id)
+            else:
+                log.warning(
+                    "round echo session %s aborted: %s equivocated", ev.session_id.hex()[:16], ev.proof.sender.hex()
+                )
+                for cb in self._on_abort:
+                    cb(ev.session_id, ev.proof)
+                self._wake(ev.session_id)
+
+    def _wake(self, session_id: bytes) -> None:
+        event = self._changed.get(session_id)
+        if event is not None:
+            event.set()
+
+    async def _send(self, peer: PeerId, frame: bytes) -> None:
+        try:
+            await self.channel.send(peer, frame)
+        except Exception as exc:  # a full queue: the peer is gone for long; log, the session will time out
+            log.warning("round echo: cannot send to %s: %s", peer.hex()[:16], exc)
