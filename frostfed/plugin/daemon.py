@@ -103,6 +103,7 @@ async def run(config: Config) -> None:
         identity.private_key.secret,
         {m.id: (m.host, m.port) for m in config.members},
         listen=(config.listen_host, config.listen_port),
+        reconnect_max=2.0,  # a member coming up late is reached within 2 s
     )
     faults = frozenset(f for f in os.environ.get("FROSTFED_TEST_FAULTS", "").split(",") if f)
     latency_ms = float(os.environ.get("FROSTFED_TEST_LATENCY_MS", "0") or 0)

@@ -110,11 +110,16 @@ def write_cluster(
     of `n` nodes that will join the federation those members form."""
     base.mkdir(parents=True, exist_ok=True)
     members = []
+    taken = {m.port for m in joining_contacts or []}
     for i in range(first_index, first_index + n):
         d = base / f"member{i}"
         d.mkdir(parents=True, exist_ok=True)
         ident = create_identity_file(d / "identity.key")
-        members.append(LocalMember(i, ident.id, d, d / "frostfed.toml", free_port()))
+        port = free_port()
+        while port in taken:  # the kernel may hand the same free port out twice in a row
+            port = free_port()
+        taken.add(port)
+        members.append(LocalMember(i, ident.id, d, d / "frostfed.toml", port))
     listed = joining_contacts if joining_contacts is not None else members
     lines_members = "".join(
         f'[[federation.members]]\nid = "{m.id.hex()}"\naddress = "127.0.0.1:{m.port}"\n\n' for m in listed
