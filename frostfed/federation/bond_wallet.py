@@ -87,10 +87,19 @@ class BondWallet(ABC):
     ) -> tuple[bytes, list[bytes]]:
         """Sign the offered coin's input of `tx`, whose other inputs spend `prevouts`. Refused unless
         `tx` spends the coin exactly once, pays `bond` exactly, and hands the joiner back everything
-        but `max_fee_sats` on its change script."""
+        but `max_fee_sats` on its change script; a refusal or a failure releases the coin."""
         coin = self.coin
         if coin is None or coin.outpoint != outpoint:
             raise BondWalletError("this wallet offered no such coin")
+        try:
+            return self._sign_checked(tx, prevouts, coin, bond, max_fee_sats)
+        except BondWalletError:
+            self.release()  # a join that went wrong will not be retried with this coin
+            raise
+
+    def _sign_checked(
+        self, tx: CTransaction, prevouts: dict[Outpoint, CTxOut], coin: WalletCoin, bond: CTxOut, max_fee_sats: int
+    ) -> tuple[bytes, list[bytes]]:
         index = check_join_tx(tx, coin, bond, max_fee_sats)
         spent = []
         for i, txin in enumerate(tx.vin):
