@@ -74,8 +74,12 @@ async def test_a_plugin_node_joins_with_a_bond_from_its_node_wallet(regtest, tmp
         )
         assert joined["epoch"] == 1 and joined["kind"] == "join" and len(joined["members"]) == 4
         assert status["id"] in joined["members"] and joined["threshold"] == 3
-        # the joiner's coin went into the transition: its node wallet no longer lists it as spendable
+        # the joiner's input is the coin its node wallet funded and signed (fundpsbt, signpsbt)
         tx = regtest.rpc("getrawtransaction", joined["txid"], True)
+        calls = {req["method"]: (req, resp) for req, resp in joiner.rpc_log}
+        [reservation] = calls["fundpsbt"][1]["result"]["reservations"]
+        assert (reservation["txid"], reservation["vout"]) in {(i["txid"], i["vout"]) for i in tx["vin"]}
+        assert "result" in calls["signpsbt"][1] and len(calls["signpsbt"][0]["params"]["signonly"]) == 1
         bonds = [o for o in tx["vout"] if round(o["value"] * 100_000_000) == BOND]
         assert len(bonds) == 1
         regtest.mine(1)
