@@ -306,6 +306,37 @@ def test_policy_file_is_read_and_checked(tmp_path):
         load_policy(tmp_path / "missing.toml")
 
 
+def test_membership_table_is_read_and_checked(tmp_path):
+    from frostfed.federation.config import ConfigError, MembershipSettings
+    from frostfed.plugin.cln_member import load_membership
+
+    assert load_membership("") == MembershipSettings()
+    good = tmp_path / "good.toml"
+    good.write_text("[policy]\nmax_fee_sats = 5000\n[membership]\nmin_bond_sats = 50000\nmin_bond_blocks = 20\n")
+    assert load_membership(good) == MembershipSettings(min_bond_sats=50_000, min_bond_blocks=20)
+    for text, why in [
+        ("[membership]\nmin_bond = 1\n", "unknown setting membership.min_bond"),
+        ("[membership]\nmax_members = 1\n", "max_members must be a whole number"),
+        ('[membership]\ntransition_confirmations = "6"\n', "transition_confirmations"),
+        ("membership = 3\n", "must be a table"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=why):
+            load_membership(bad)
+
+
+def test_own_address_comes_from_getinfo():
+    from frostfed.plugin.cln_member import own_address
+
+    node = "02" + "ab" * 32
+    listening = {"id": node, "address": [], "binding": [{"type": "ipv4", "address": "127.0.0.1", "port": 9735}]}
+    assert own_address(listening) == f"{node}@127.0.0.1:9735"
+    announced = {**listening, "address": [{"type": "ipv6", "address": "2001:db8::1", "port": 9736}]}
+    assert own_address(announced) == f"{node}@[2001:db8::1]:9736"
+    assert own_address({"id": node, "binding": [{"type": "local socket", "socket": "/tmp/x"}]}) is None
+
+
 async def test_a_bad_policy_file_is_reported_by_every_command(net):
     bad = net.base_dir / "frost.toml"
     bad.write_text("[policy]\nmax_fee = 1\n")

@@ -270,15 +270,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     offline_after = _number(member, "offline_after_seconds", 10.0, 0.1, 86400, "member")
     if offline_after <= heartbeat:
         raise ConfigError("member.offline_after_seconds must be longer than member.heartbeat_seconds")
-    membership = MembershipSettings(
-        min_bond_sats=_whole(mem, "min_bond_sats", 100_000, 0, 21 * 10**14, "membership"),
-        min_bond_blocks=_whole(mem, "min_bond_blocks", 1_000, 1, 500_000, "membership"),
-        max_members=_whole(mem, "max_members", 100, 2, 1000, "membership"),
-        transition_confirmations=_whole(mem, "transition_confirmations", 6, 1, 1000, "membership"),
-        max_transition_fee_sats=_whole(mem, "max_transition_fee_sats", 100_000, 0, 10**8, "membership"),
-        expel_after_seconds=_number(mem, "expel_after_seconds", 0, 0, 10**8, "membership"),
-        change_timeout_seconds=_number(mem, "change_timeout_seconds", 300, 1, 86400, "membership"),
-    )
+    membership = membership_settings(mem)
     if len(members) > membership.max_members:
         raise ConfigError(
             f"federation.members lists {len(members)} members, more than membership.max_members "
@@ -298,6 +290,20 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         offline_after_seconds=offline_after,
         membership=membership,
         joining=joining,
+    )
+
+
+def membership_settings(mem: dict[str, Any]) -> MembershipSettings:
+    """The [membership] table (the daemon's config file, or the plugin's `frost-config`)."""
+    _unknown(mem, KNOWN["membership"], "membership.")
+    return MembershipSettings(
+        min_bond_sats=_whole(mem, "min_bond_sats", 100_000, 0, 21 * 10**14, "membership"),
+        min_bond_blocks=_whole(mem, "min_bond_blocks", 1_000, 1, 500_000, "membership"),
+        max_members=_whole(mem, "max_members", 100, 2, 1000, "membership"),
+        transition_confirmations=_whole(mem, "transition_confirmations", 6, 1, 1000, "membership"),
+        max_transition_fee_sats=_whole(mem, "max_transition_fee_sats", 100_000, 0, 10**8, "membership"),
+        expel_after_seconds=_number(mem, "expel_after_seconds", 0, 0, 10**8, "membership"),
+        change_timeout_seconds=_number(mem, "change_timeout_seconds", 300, 1, 86400, "membership"),
     )
 
 

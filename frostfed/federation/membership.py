@@ -20,16 +20,16 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from bitcoin.core import CTransaction, b2lx
+from bitcoin.core import CTransaction, CTxOut, b2lx
+from bitcoin.core.script import CScript
 from coincurve import PrivateKey
 
 from frostfed.bitcoin.bond import bond_script
-from frostfed.bitcoin.chain import ChainError, btc_to_sats
+from frostfed.bitcoin.chain import ChainError
 from frostfed.bitcoin.policy import PolicyRejection
-from frostfed.bitcoin.taproot import script_from_address
+from frostfed.federation.bond_wallet import BondWallet, BondWalletError
 from frostfed.federation.config import MembershipSettings
 from frostfed.federation.dkg_run import DkgResult
 from frostfed.federation.epoch_keys import EpochKeys
@@ -75,12 +75,14 @@ class Membership:
         directory: dict[PeerId, str],
         bond_key: bytes | None,
         add_peer: Callable[[PeerId, str], None] | None,
+        bond_wallet: BondWallet | None = None,
     ) -> None:
         self.member = member
         self.settings = settings
         self.directory = {**directory, **member.store.directory()}
         self.bond_key = PrivateKey(bond_key) if bond_key else None
         self._add_peer = add_peer
+        self.bond_wallet = bond_wallet
         self.proposal: Proposal | None = None
         self.last_error: str | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
@@ -163,6 +165,8 @@ class Membership:
             self.member.store.delete_epoch(p.epoch)
         self.proposal = None
         self.member.store.set_meta("proposal", "")
+        if p.subject == self.member.me and self.bond_wallet is not None:
+            self._release_bond_coin()
         for fut in self._waiters.values():
             if not fut.done():
                 fut.set_exception(MembershipError(reason))
@@ -393,29 +397,25 @@ class Membership:
             return
         try:
             offer = await asyncio.to_thread(self._make_offer, p)
-        except (ChainError, MembershipError) as e:
+        except (ChainError, MembershipError, BondWalletError) as e:
             log.error("cannot offer a bond: %s", e)
             await member._send(peer, "tack", {"epoch": p.epoch, "ok": False, "reason": f"no bond: {e}"[:500]})
             return
         await member._send(peer, "bond_offer", {"epoch": p.epoch, **offer.to_body()})
 
     def _make_offer(self, p: Proposal) -> BondOffer:
-        rpc = self.member.rpc
-        if rpc is None or self.bond_key is None:
-            raise MembershipError("this node has no bitcoind wallet to pay a bond from")
-        need = p.bond_sats + 20_000
-        utxos = [u for u in rpc.call("listunspent", 1) if u.get("spendable") and btc_to_sats(u["amount"]) >= need]
-        if not utxos:
-            raise MembershipError(f"the wallet has no confirmed coin of at least {need} sats for the bond")
-        u = min(utxos, key=lambda u: btc_to_sats(u["amount"]))
-        change = rpc.call("getrawchangeaddress")
-        self._offered = (u["txid"], u["vout"])
-        return BondOffer(
-            (u["txid"], u["vout"]),
-            btc_to_sats(u["amount"]),
-            self.bond_key.public_key.format()[1:],
-            script_from_address(change, self.member.network),
-        )
+        wallet = self.bond_wallet
+        if wallet is None or self.bond_key is None:
+            raise MembershipError("this node has no wallet to pay a bond from")
+        coin = wallet.offer(p.bond_sats, self.member.network)
+        return BondOffer(coin.outpoint, coin.amount, self.bond_key.public_key.format()[1:], coin.change_script)
+
+    def _release_bond_coin(self) -> None:
+        assert self.bond_wallet is not None
+        try:
+            self.bond_wallet.release()
+        except Exception as e:  # the coin stays reserved until its reservation runs out
+            log.warning("could not release the bond coin: %s", e)
 
     def _on_bond_offer(self, peer: PeerId, msg: Message) -> None:
         p = self.proposal
@@ -430,7 +430,7 @@ class Membership:
             return
         try:
             script_sig, witness = await asyncio.to_thread(self._sign_bond_input, p, msg)
-        except (ChainError, MembershipError, ValueError) as e:
+        except (ChainError, MembershipError, BondWalletError, ValueError) as e:
             log.error("refusing to sign the join transaction: %s", e)
             await member._send(peer, "tack", {"epoch": p.epoch, "ok": False, "reason": f"joiner refuses: {e}"[:500]})
             return
@@ -439,44 +439,26 @@ class Membership:
 
     def _sign_bond_input(self, p: Proposal, msg: Message) -> tuple[bytes, list[bytes]]:
         """The joiner signs only a transaction that spends its offered coin into its bond (with the
-        agreed lock time) and its change, and nothing of its own anywhere else."""
-        rpc = self.member.rpc
-        offered = getattr(self, "_offered", None)
-        if rpc is None or self.bond_key is None or offered is None:
+        agreed lock time) and its change (the wallet checks both), and nothing of its own elsewhere."""
+        wallet = self.bond_wallet
+        coin = wallet.coin if wallet is not None else None
+        if wallet is None or self.bond_key is None or coin is None:
             raise MembershipError("no bond was offered")
         tx = CTransaction.deserialize(msg.hexbytes("tx", max_len=400_000))
-        mine = [i for i, txin in enumerate(tx.vin) if (b2lx(txin.prevout.hash), txin.prevout.n) == offered]
-        if len(mine) != 1:
-            raise MembershipError("the transaction does not spend the offered coin exactly once")
-        bond = bond_script(self.bond_key.public_key.format()[1:], p.bond_locktime)
-        if not any(bytes(o.scriptPubKey) == bond and o.nValue == p.bond_sats for o in tx.vout):
-            raise MembershipError("the transaction lacks the agreed bond output")
-        prevouts = msg.get("prevouts", list)
-        prevtxs = []
-        for po in prevouts:
-            if not isinstance(po, dict):
-                raise MessageError("bad prevout")
-            prevtxs.append(
-                {
-                    "txid": str(po["txid"]),
-                    "vout": int(po["vout"]),
-                    "scriptPubKey": str(po["scriptPubKey"]),
-                    "amount": Decimal(int(po["amount"])) / Decimal(100_000_000),
-                }
-            )
-        vout = next(i for i, o in enumerate(tx.vout) if bytes(o.scriptPubKey) == bond)
+        bond = CTxOut(p.bond_sats, CScript(bond_script(self.bond_key.public_key.format()[1:], p.bond_locktime)))
+        prevouts: dict[tuple[str, int], CTxOut] = {}
+        for po in msg.get("prevouts", list):
+            try:
+                prevouts[(str(po["txid"]), int(po["vout"]))] = CTxOut(
+                    int(po["amount"]), CScript(bytes.fromhex(str(po["scriptPubKey"])))
+                )
+            except (KeyError, TypeError, ValueError):
+                raise MembershipError("a prevout of the join transaction is malformed") from None
+        script_sig, witness = wallet.sign(tx, prevouts, coin.outpoint, bond)
+        vout = next(i for i, o in enumerate(tx.vout) if o.scriptPubKey == bond.scriptPubKey)
         bond_record = {"txid": b2lx(tx.GetTxid()), "vout": vout, "sats": p.bond_sats, "locktime": p.bond_locktime}
         self.member.store.set_meta("bond", json.dumps(bond_record))
-        signed = rpc.call("signrawtransactionwithwallet", tx.serialize().hex(), prevtxs)
-        mine_errors = [e for e in signed.get("errors", []) if (e.get("txid"), e.get("vout")) == offered]
-        if mine_errors:
-            raise MembershipError(f"the wallet cannot sign the bond input: {mine_errors[0].get('error')}")
-        signed_tx = CTransaction.deserialize(bytes.fromhex(signed["hex"]))
-        stack = list(signed_tx.wit.vtxinwit[mine[0]].scriptWitness.stack) if signed_tx.wit.vtxinwit else []
-        script_sig = bytes(signed_tx.vin[mine[0]].scriptSig)
-        if not stack and not script_sig:
-            raise MembershipError(f"the wallet did not sign the bond input: {signed.get('errors')}")
-        return script_sig, [bytes(x) for x in stack]
+        return script_sig, witness
 
     def _on_bond_signed(self, peer: PeerId, msg: Message) -> None:
         p = self.proposal

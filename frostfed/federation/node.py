@@ -37,6 +37,7 @@ from frostfed.bitcoin.policy import (
 )
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
 from frostfed.bitcoin.taproot import p2tr_address
+from frostfed.federation.bond_wallet import BitcoindBondWallet, BondWallet
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.dkg_run import DkgFailed, DkgResult, DkgRun
 from frostfed.federation.epoch_keys import EpochKeys
@@ -131,6 +132,7 @@ class Member:
         rpc: BitcoindRpc | None = None,
         bond_key: bytes | None = None,
         add_peer: Callable[[PeerId, str], None] | None = None,
+        bond_wallet: BondWallet | None = None,
     ) -> None:
         if me not in members and not joining:
             raise ValueError("this member's id is not in the member list")
@@ -186,6 +188,7 @@ class Member:
             directory or {},
             bond_key,
             add_peer,
+            bond_wallet if bond_wallet is not None or rpc is None else BitcoindBondWallet(rpc),
         )
 
     # -- life cycle ------------------------------------------------------------------------------

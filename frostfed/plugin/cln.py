@@ -31,11 +31,12 @@ from frostfed.plugin.background import BackgroundLoop
 from frostfed.plugin.hostkey import derive_host_seed
 
 OPTIONS: tuple[tuple[str, Any, str, str], ...] = (
-    ("frost-config", "", "string", "TOML file with a [policy] table (empty: default policy)."),
+    ("frost-config", "", "string", "TOML file with [policy] and [membership] tables (empty: defaults)."),
     ("frost-datadir", "", "string", "Data directory (empty: <lightning-dir>/<network>/frostfed)."),
     ("frost-members", "", "string", "Comma-separated fellow members, each <node id>@<host>:<port>."),
     ("frost-threshold", 0, "int", "Signing threshold t (0: floor(2n/3) + 1 of the n members)."),
     ("frost-reconnect-interval", 10, "int", "Seconds between attempts to reconnect to members."),
+    ("frost-joining", False, "flag", "Wait to be admitted (frost-join at a member); frost-members = contacts."),
 )
 
 

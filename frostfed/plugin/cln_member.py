@@ -17,7 +17,14 @@ from typing import Any
 
 from frostfed.bitcoin.cln_chain import ClnChainSource, LightningSocket, bitcoind_from_configs
 from frostfed.bitcoin.ledger import Ledger
-from frostfed.federation.config import ConfigError, PolicySettings, default_threshold
+from frostfed.federation.bond_wallet import ClnBondWallet
+from frostfed.federation.config import (
+    ConfigError,
+    MembershipSettings,
+    PolicySettings,
+    default_threshold,
+    membership_settings,
+)
 from frostfed.federation.node import Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.service import FederationService
@@ -29,6 +36,7 @@ from frostfed.plugin.cln import PluginContext
 from frostfed.plugin.hostkey import MEMBERKEY_LABEL, derive_secret
 
 SEAL_LABEL = "frostfed/seal/v1"
+BONDKEY_LABEL = "frostfed/bond-key/v1"
 PAIRS_FILE = "member-keys.json"
 
 
@@ -48,17 +56,43 @@ POLICY_KEYS: dict[str, tuple[type, ...]] = {
 }
 
 
-def load_policy(path: str | Path | None) -> PolicySettings:
-    """The [policy] table of the `frost-config` file (the daemon's keys), or the default policy."""
-    if not path:
-        return PolicySettings()
+def _config_table(path: str | Path, name: str) -> dict[str, Any]:
     try:
         doc = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"frost-config {path}: {e}") from None
-    table = doc.get("policy", {})
+    table = doc.get(name, {})
     if not isinstance(table, dict):
-        raise ConfigError(f"frost-config {path}: [policy] must be a table")
+        raise ConfigError(f"frost-config {path}: [{name}] must be a table")
+    return table
+
+
+def load_membership(path: str | Path | None) -> MembershipSettings:
+    """The [membership] table of the `frost-config` file (the daemon's keys), or the defaults."""
+    if not path:
+        return MembershipSettings()
+    try:
+        return membership_settings(_config_table(path, "membership"))
+    except ConfigError as e:
+        raise ConfigError(f"frost-config {path}: {e}") from None
+
+
+def own_address(info: dict[str, Any]) -> str | None:
+    """`<node id>@<host>:<port>` of this node from `getinfo`: its announced address, else where it
+    listens (what other members dial to reach it after a membership change)."""
+    for entry in [*(info.get("address") or []), *(info.get("binding") or [])]:
+        if isinstance(entry, dict) and entry.get("type") in ("ipv4", "ipv6", "dns") and entry.get("port"):
+            host = str(entry["address"])
+            host = f"[{host}]" if entry["type"] == "ipv6" else host
+            return f"{info['id']}@{host}:{int(entry['port'])}"
+    return None
+
+
+def load_policy(path: str | Path | None) -> PolicySettings:
+    """The [policy] table of the `frost-config` file (the daemon's keys), or the default policy."""
+    if not path:
+        return PolicySettings()
+    table = _config_table(path, "policy")
     values: dict[str, Any] = {}
     for key, value in table.items():
         kinds = POLICY_KEYS.get(key)
@@ -96,6 +130,8 @@ async def from_plugin_context(
         ctx.report("no members configured: set frost-members to the other members' <node id>@<host>:<port>")
         return None
     policy = load_policy(ctx.options.get("frost-config"))
+    membership = load_membership(ctx.options.get("frost-config"))
+    joining = bool(ctx.options.get("frost-joining"))
     member_secret = await derive_secret(ctx.rpc, MEMBERKEY_LABEL)
     channel = MemberKeyChannel(ctx.channel, member_secret)
     pairs = load_pairs(ctx)
@@ -114,7 +150,11 @@ async def from_plugin_context(
         ctx.report(f"waiting for the member keys of {len(missing)} members (each must be online once)")
         await channel.wait_for_members(missing, timeout=None)
     save_pairs(ctx, pairs)
-    members = sorted(pairs[n] for n in [*ctx.members, ctx.node_id])
+    members = [] if joining else sorted(pairs[n] for n in [*ctx.members, ctx.node_id])
+    directory = {pairs[n]: f"{n.hex()}@{addr}" for n, addr in ctx.members.items() if addr and n in pairs}
+    me = own_address(await ctx.rpc.call("getinfo"))
+    if me is not None:
+        directory[channel.member_id] = me
 
     def add_peer(member: PeerId, address: str) -> None:
         """A member learnt from a membership change: `address` is `<node id>@<host>:<port>`."""
@@ -138,6 +178,12 @@ async def from_plugin_context(
         policy=policy,
         network=ctx.network,
         add_peer=add_peer,
+        membership=membership,
+        joining=joining,
+        directory=directory,
+        rpc=bitcoind,
+        bond_key=await derive_secret(ctx.rpc, BONDKEY_LABEL),
+        bond_wallet=ClnBondWallet(LightningSocket(ctx.rpc.socket_path)),
         **(member_options or {}),
     )
     await member.start()

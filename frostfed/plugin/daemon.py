@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc
 from frostfed.bitcoin.ledger import Ledger
+from frostfed.federation.bond_wallet import BitcoindBondWallet
 from frostfed.federation.config import Config, load_config
 from frostfed.federation.identity import load_identity_file
 from frostfed.federation.node import Member
@@ -128,6 +129,7 @@ async def run(config: Config) -> None:
         directory=directory,
         rpc=wallet_rpc,
         bond_key=identity.bond_secret(),
+        bond_wallet=BitcoindBondWallet(wallet_rpc) if wallet_rpc is not None else None,
         add_peer=lambda peer, address: channel.add_member(peer, _hostport(address)),
     )
     service = FederationService(member, wallet_rpc)

@@ -26,9 +26,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, b2lx, lx
+from bitcoin.core.script import CScript
 from coincurve import PrivateKey
 
 from frostfed.bitcoin.chain import BitcoindRpc, ChainError, ChainRpcError
+from frostfed.bitcoin.psbt import PSBT_IN_NON_WITNESS_UTXO, PSBT_IN_PARTIAL_SIG, Psbt, PsbtError
+from frostfed.bitcoin.taproot import script_from_address
 
 from . import signmessage, wire
 from .manifest import Manifest, ManifestError, parse_manifest
@@ -111,6 +115,84 @@ def _bind(method: str, params: Any, names: tuple[str, ...], required: tuple[str,
     return bound
 
 
+DUST_LIMIT = 546
+CHANGE_WEIGHT = 4 * 43  # a P2TR output
+FEERATE_NAMES = {  # what lightningd falls back to on regtest, where bitcoind estimates no fees
+    "opening": 7500,
+    "mutual_close": 3750,
+    "unilateral_close": 11000,
+    "delayed_to_us": 3750,
+    "htlc_resolution": 3750,
+    "penalty": 3750,
+    "min_acceptable": 1875,
+    "max_acceptable": 150000,
+    "minimum": 253,
+    "slow": 1875,
+    "normal": 7500,
+    "urgent": 11000,
+}
+
+
+def _sats(btc: Any) -> int:
+    return int(Decimal(str(btc)) * 100_000_000)
+
+
+def _u32(name: str, value: Any) -> int:
+    """lightningd's param_number: a JSON number or a string of digits, within 32 bits."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not (text.isascii() and text.isdigit()) or int(text) >= 1 << 32:
+        raise CliError(INVALID_PARAMS, f"{name}: should be an unsigned 32 bit integer: invalid token '{value}'")
+    return int(text)
+
+
+def _sat_or_all(name: str, value: Any) -> int | None:
+    """None for "all"; else sats from 123, "123sat", "123000msat" or "0.00000123btc"."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if text == "all":
+        return None
+    try:
+        if text.endswith("msat") and text[:-4].isdigit() and text[:-4].endswith("000"):
+            return int(text[:-7] or "0")
+        if text.endswith("sat") and text[:-3].isdigit():
+            return int(text[:-3])
+        if text.endswith("btc") and "." in text and 1 <= len(text[:-3].partition(".")[2]) <= 8:
+            return int(Decimal(text[:-3]) * 100_000_000)
+        if text.isascii() and text.isdigit():
+            return int(text)
+    except ArithmeticError:
+        pass
+    raise CliError(INVALID_PARAMS, f"{name}: should be a satoshi amount or 'all': invalid token '{value}'")
+
+
+def _feerate(name: str, value: Any) -> int:
+    """Sats per 1000 weight: a name, or a number with an optional perkw/perkb suffix (perkb if none)."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if text in FEERATE_NAMES:
+        return FEERATE_NAMES[text]
+    for suffix, div in (("perkw", 1), ("perkb", 4), ("", 4)):
+        num = text[: len(text) - len(suffix)] if suffix and text.endswith(suffix) else (text if not suffix else "")
+        if num.isascii() and num.isdigit():
+            return max(253, int(num) // div)
+    raise CliError(INVALID_PARAMS, f"{name}: should be a feerate: invalid token '{value}'")
+
+
+def _psbt(name: str, value: Any) -> Psbt:
+    try:
+        return Psbt.from_base64(value) if isinstance(value, str) else Psbt.from_base64("")
+    except PsbtError:
+        raise CliError(INVALID_PARAMS, f"'{name}' should be a PSBT, not '{value}'") from None
+
+
+def _input_weight(script: bytes) -> int:
+    """Weight of spending a wallet output: 164 for outpoint, sequence and empty scriptSig, plus the
+    witness (P2TR: one signature; P2WPKH: signature and key; P2SH-wrapped: its redeem script too)."""
+    if len(script) == 34 and script[0] == 0x51:
+        return 164 + 66
+    if len(script) == 23 and script[0] == 0xA9:
+        return 164 + 4 * 23 + 109
+    return 164 + 109
+
+
 def _pubkey(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise CliError(INVALID_PARAMS, f"{name}: should be a node id: invalid token {json.dumps(value)}")
@@ -160,6 +242,8 @@ class SimNode:
         self._server: asyncio.base_events.Server | None = None
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._secret = secret
+        self._wallet_rpc: BitcoindRpc | None = None
+        self.reservations: dict[tuple[str, int], int] = {}  # outpoint -> reserved_to_block
 
     # ---- plugin process ----------------------------------------------------------------------
 
@@ -704,6 +788,216 @@ class SimNode:
             return {"success": False, "errmsg": f"error code: {e.code}\nerror message:\n{e.message}\n"}
         return {"success": True, "errmsg": ""}
 
+    # ---- the node's on-chain wallet, kept in a bitcoind wallet of its own ------------------------
+    #
+    # lightningd's wallet is its own (hsmd keys, a SQLite outputs table with reservations). Here the
+    # keys and the signing are a bitcoind descriptor wallet per node; coin selection and reservations
+    # are the stand-in's, with lightningd's rules: a reservation holds until `reserved_to_block`, and
+    # `signpsbt` signs only reserved coins.
+
+    async def _wallet(self, method: str, *args: Any) -> Any:
+        if self.net.bitcoind is None:
+            raise CliError(-32603, "this harness has no bitcoind attached")
+        if self._wallet_rpc is None:
+            name = f"{self.net.base_dir.name}-l{self.index}"
+            await asyncio.to_thread(self.net.bitcoind.call, "createwallet", name)
+            self._wallet_rpc = self.net.bitcoind.for_wallet(name)
+        rpc = self._wallet_rpc
+        return await asyncio.to_thread(rpc.call, method, *args)
+
+    async def _height(self) -> int:
+        return int(await self._bitcoind("getblockcount"))
+
+    def _reserved(self, outpoint: tuple[str, int], height: int) -> bool:
+        return self.reservations.get(outpoint, 0) > height
+
+    async def _wallet_utxos(self, minconf: int = 0) -> list[dict[str, Any]]:
+        return list(await self._wallet("listunspent", minconf, 9_999_999, [], True))
+
+    async def _rpc_newaddr(self, params: Any) -> Any:
+        p = _bind("newaddr", params, ("addresstype",), ())
+        kind = p.get("addresstype") or "p2tr"
+        if kind not in ("p2tr", "bech32"):
+            # "all" would need one key behind two address kinds, which a bitcoind wallet does not give
+            raise CliError(INVALID_PARAMS, f"addresstype: Invalid address type (must be bech32, p2tr): '{kind}'")
+        address = await self._wallet("getnewaddress", "", "bech32m" if kind == "p2tr" else "bech32")
+        return {kind: address}
+
+    async def _rpc_listfunds(self, params: Any) -> Any:
+        p = _bind("listfunds", params, ("spent",), ())
+        if p.get("spent"):
+            raise CliError(INVALID_PARAMS, "spent: this stand-in lists unspent outputs only")
+        height = await self._height()
+        outputs = []
+        for u in await self._wallet_utxos():
+            op = (u["txid"], int(u["vout"]))
+            entry: dict[str, Any] = {
+                "txid": u["txid"],
+                "output": op[1],
+                "amount_msat": _sats(u["amount"]) * 1000,
+                "scriptpubkey": u["scriptPubKey"],
+                "address": u["address"],
+                "status": "confirmed" if u["confirmations"] > 0 else "unconfirmed",
+                "reserved": self._reserved(op, height),
+            }
+            if u["confirmations"] > 0:
+                entry["blockheight"] = height - u["confirmations"] + 1
+            if entry["reserved"]:
+                entry["reserved_to_block"] = self.reservations[op]
+            outputs.append(entry)
+        return {"outputs": outputs, "channels": []}
+
+    async def _rpc_fundpsbt(self, params: Any) -> Any:
+        names = (
+            "satoshi",
+            "feerate",
+            "startweight",
+            "minconf",
+            "reserve",
+            "locktime",
+            "min_witness_weight",
+            "excess_as_change",
+            "nonwrapped",
+            "opening_anchor_channel",
+        )
+        p = _bind("fundpsbt", params, names, ("satoshi", "feerate", "startweight"))
+        want = _sat_or_all("satoshi", p["satoshi"])
+        perkw = _feerate("feerate", p["feerate"])
+        startweight = _u32("startweight", p["startweight"])
+        minconf = _u32("minconf", p.get("minconf", 1))
+        reserve = _u32("reserve", p.get("reserve", 72))
+        min_witness = _u32("min_witness_weight", p.get("min_witness_weight", 0))
+        height = await self._height()
+        locktime = _u32("locktime", p.get("locktime", height))
+        for flag in ("excess_as_change", "nonwrapped", "opening_anchor_channel"):
+            if p.get(flag) is not None and not isinstance(p[flag], bool):
+                raise CliError(INVALID_PARAMS, f"{flag}: should be 'true' or 'false': invalid token '{p[flag]}'")
+        available = [
+            u
+            for u in await self._wallet_utxos(minconf)
+            if not self._reserved((u["txid"], int(u["vout"])), height)
+            and not (p.get("nonwrapped") and bytes.fromhex(u["scriptPubKey"])[:1] == b"\xa9")
+        ]
+        self.net.wallet_rng.shuffle(available)  # lightningd picks its coins in random order
+        chosen: list[dict[str, Any]] = []
+        total = 0
+        weight = startweight
+        for u in available:
+            if want is not None and total >= want + perkw * weight // 1000:
+                break
+            chosen.append(u)
+            total += _sats(u["amount"])
+            weight += max(_input_weight(bytes.fromhex(u["scriptPubKey"])), min_witness + 164)
+        fee = perkw * weight // 1000
+        if want is not None and total < want + fee:
+            short = want + fee - total
+            raise CliError(
+                301, f"Could not afford {want}sat using all {len(available)} available UTXOs: {short}sat short"
+            )
+        if not chosen:
+            raise CliError(301, "Could not afford anything using all 0 available UTXOs")
+        excess = total - fee - (want if want is not None else 0)
+        outputs: list[CTxOut] = []
+        change_outnum = None
+        if p.get("excess_as_change"):
+            change_fee = perkw * CHANGE_WEIGHT // 1000
+            if excess - change_fee >= DUST_LIMIT:
+                address = await self._wallet("getrawchangeaddress", "bech32m")
+                outputs.append(CTxOut(excess - change_fee, CScript(script_from_address(address, "regtest"))))
+                change_outnum, excess = 0, 0
+        vin = [CTxIn(COutPoint(lx(u["txid"]), int(u["vout"])), nSequence=0xFFFFFFFD) for u in chosen]
+        psbt = Psbt.from_unsigned_tx(CTransaction(vin, outputs, locktime, 2))
+        for inp, u in zip(psbt.inputs, chosen, strict=True):
+            prev = await self._wallet("gettransaction", u["txid"])
+            inp.set(PSBT_IN_NON_WITNESS_UTXO, bytes.fromhex(prev["hex"]))
+            inp.witness_utxo = CTxOut(_sats(u["amount"]), CScript(bytes.fromhex(u["scriptPubKey"])))
+        result: dict[str, Any] = {
+            "psbt": psbt.to_base64(),
+            "feerate_per_kw": perkw,
+            "estimated_final_weight": weight + 4 * 43 * len(outputs),
+            "excess_msat": excess * 1000,
+        }
+        if change_outnum is not None:
+            result["change_outnum"] = change_outnum
+        if reserve:
+            result["reservations"] = []
+            for u in chosen:
+                op = (u["txid"], int(u["vout"]))
+                self.reservations[op] = height + reserve
+                result["reservations"].append(
+                    {
+                        "txid": op[0],
+                        "vout": op[1],
+                        "was_reserved": False,
+                        "reserved": True,
+                        "reserved_to_block": height + reserve,
+                    }
+                )
+        return result
+
+    async def _rpc_unreserveinputs(self, params: Any) -> Any:
+        p = _bind("unreserveinputs", params, ("psbt", "reserve"), ("psbt",))
+        psbt = _psbt("psbt", p["psbt"])
+        reserve = _u32("reserve", p.get("reserve", 72))
+        height = await self._height()
+        mine = {(u["txid"], int(u["vout"])) for u in await self._wallet_utxos()}
+        out = []
+        for txin in psbt.tx.vin:
+            op = (b2lx(txin.prevout.hash), txin.prevout.n)
+            if op not in mine or not self._reserved(op, height):
+                continue
+            until = self.reservations[op] - reserve
+            entry: dict[str, Any] = {"txid": op[0], "vout": op[1], "was_reserved": True, "reserved": until > height}
+            if until > height:
+                self.reservations[op] = until
+                entry["reserved_to_block"] = until
+            else:
+                del self.reservations[op]
+            out.append(entry)
+        return {"reservations": out}
+
+    async def _rpc_signpsbt(self, params: Any) -> Any:
+        p = _bind("signpsbt", params, ("psbt", "signonly"), ("psbt",))
+        psbt = _psbt("psbt", p["psbt"])
+        only = p.get("signonly")
+        if only is not None:
+            if not isinstance(only, list):
+                raise CliError(INVALID_PARAMS, f"signonly: should be an array: invalid token '{only}'")
+            only = [_u32("signonly", n) for n in only]
+            for i, n in enumerate(only):
+                if n >= len(psbt.inputs):
+                    raise CliError(INVALID_PARAMS, f"signonly[{i}]: {n} out of range")
+        height = await self._height()
+        mine = {(u["txid"], int(u["vout"])) for u in await self._wallet_utxos()}
+        ours = []
+        for i, txin in enumerate(psbt.tx.vin):
+            if only is not None and i not in only:
+                continue
+            op = (b2lx(txin.prevout.hash), txin.prevout.n)
+            if op not in mine:
+                if only is not None:
+                    raise CliError(
+                        -1, f"Aborting PSBT signing. UTXO {op[0]}:{op[1]} is unknown (and specified by signonly)"
+                    )
+                continue
+            if not self._reserved(op, height):
+                raise CliError(-1, f"Aborting PSBT signing. UTXO {op[0]}:{op[1]} is not reserved")
+            ours.append(i)
+        if not ours:
+            raise CliError(
+                -1,
+                "No wallet inputs to sign. Are you sure you added inputs to this PSBT? "
+                "If not, then there is no need to sign it.",
+            )
+        processed = await self._wallet("walletprocesspsbt", psbt.to_base64(), True, "DEFAULT", True, False)
+        signed = Psbt.from_base64(processed["psbt"])
+        for i, inp in enumerate(signed.inputs):  # the hsm signs the inputs chosen, nothing else
+            if i not in ours:
+                signed.inputs[i] = psbt.inputs[i]
+            elif inp.tap_key_sig is None and not inp.entries(PSBT_IN_PARTIAL_SIG):
+                raise CliError(INVALID_PARAMS, f"HSM gave bad sign_withdrawal_reply: input {i} unsigned")
+        return {"signed_psbt": signed.to_base64()}
+
     # ---- custom messages in ------------------------------------------------------------------
 
     def enqueue(self, peer_id: str, payload: bytes) -> None:
@@ -750,6 +1044,7 @@ class SimNetwork:
         self.nodes: list[SimNode] = []
         self.counts = FaultCounts()
         self._rng = random.Random(self.faults.seed)
+        self.wallet_rng = random.Random(seed)
         self._timers: set[asyncio.Task[None]] = set()
 
     async def add_node(
