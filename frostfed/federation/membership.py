@@ -34,6 +34,7 @@ from frostfed.federation.config import MembershipSettings
 from frostfed.federation.dkg_run import DkgResult
 from frostfed.federation.epoch_keys import EpochKeys
 from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.roast_signing import SigningError
 from frostfed.federation.signing_request import SigningRequest, tasks_for_inputs
 from frostfed.federation.store import EpochRecord
 from frostfed.federation.transition import (
@@ -258,7 +259,6 @@ class Membership:
         timeout: float,
     ) -> dict[str, Any]:
         from frostfed.federation.coins import find_coins
-        from frostfed.federation.node import SigningError
 
         member = self.member
         assert member.rpc is not None and member.chain is not None

@@ -20,7 +20,8 @@ from frostfed.federation import commands
 from frostfed.federation.coins import CoinError, find_coins, select_coins
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys, PathError, check_path
 from frostfed.federation.membership import MembershipError
-from frostfed.federation.node import Member, SigningError
+from frostfed.federation.node import Member
+from frostfed.federation.roast_signing import SigningError
 from frostfed.federation.signing_request import SigningRequest
 
 RpcError = commands.RpcError
