@@ -1,12 +1,10 @@
-"""A federation member: the epoch's DKG, ROAST signing as coordinator and as signer, heartbeats.
+"""A federation member: its transport, the epoch's DKG, liveness, and the durable record.
 
 The member sits on any `Channel` (Noise over TCP standalone, custom messages inside Core
-Lightning): a reliable layer on top, multiplexed into the echo broadcast (DKG rounds) and the
-member's own point-to-point messages. Crypto and policy are the sans-I/O pieces of `frost/` and
-`bitcoin/`; this module only moves their messages, keeps the durable record, and enforces the two
-rules that must hold whatever the network does:
-  - a member signs only what its own policy accepted, on its own chain data;
-  - a nonce is journalled as used before a partial signature made with it is sent.
+Lightning): a reliable layer on top, multiplexed into the round echo broadcast (DKG rounds) and the
+member's own point-to-point messages. ROAST signing (`roast_signing`) and membership changes
+(`membership`) run on the same member and share its messages, store and chain source; crypto and
+policy are the sans-I/O pieces of `frost/` and `bitcoin/`.
 """
 
 from __future__ import annotations
