@@ -21,17 +21,26 @@ tagged_hash("frostfed/echo/statement", sid || S || d). `EchoCore` is the protoco
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from coincurve import PrivateKey, PublicKeyXOnly
 
 from ..frost.secp import tagged_hash
+from .broadcast_driver import (
+    Aborted,
+    BroadcastDriver,
+    Delivered,
+    EchoError,
+    EchoViolation,
+    EquivocationDetected,
+    Event,
+    Transmit,
+)
 from .channel import Channel, PeerId
-from .wire import SESSION_ID_LEN, EchoAbort, EchoEcho, EchoSend, Statement, WireError, decode_echo
+from .wire import SESSION_ID_LEN, EchoAbort, EchoEcho, EchoSend, Statement, decode_echo
 
 STATEMENT_TAG = "frostfed/echo/statement"
 MESSAGE_TAG = "frostfed/echo/message"
@@ -39,30 +48,8 @@ MESSAGE_TAG = "frostfed/echo/message"
 log = logging.getLogger("frostfed.net.echo")
 
 
-class EchoError(Exception):
-    pass
-
-
 class InvalidProof(EchoError):
     pass
-
-
-class EchoViolation(EchoError):
-    """A member sent a well-formed frame the protocol forbids (bad signature, wrong signer...)."""
-
-    def __init__(self, peer: PeerId, reason: str) -> None:
-        super().__init__(f"{peer.hex()[:16]}: {reason}")
-        self.peer = peer
-        self.reason = reason
-
-
-class EquivocationDetected(EchoError):
-    """The session aborted: `proof` shows that `proof.sender` broadcast two different messages."""
-
-    def __init__(self, session_id: bytes, proof: EquivocationProof) -> None:
-        super().__init__(f"session {session_id.hex()[:16]}: {proof.sender.hex()} equivocated")
-        self.session_id = session_id
-        self.proof = proof
 
 
 def message_digest(payload: bytes) -> bytes:
@@ -123,28 +110,6 @@ def verify_equivocation_proof(proof: EquivocationProof) -> PeerId:
     if not (verify_statement(a) and verify_statement(b)):
         raise InvalidProof("invalid signature")
     return a.sender
-
-
-@dataclass(frozen=True)
-class Transmit:
-    peer: PeerId
-    frame: bytes
-
-
-@dataclass(frozen=True)
-class Delivered:
-    session_id: bytes
-    sender: PeerId
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class Aborted:
-    session_id: bytes
-    proof: EquivocationProof
-
-
-Event = Transmit | Delivered | Aborted
 
 
 @dataclass
@@ -341,106 +306,21 @@ class EchoCore:
         return []
 
 
-Deliver = Callable[[bytes, PeerId, bytes], None]
-Abort = Callable[[bytes, EquivocationProof], None]
-
-
-class EchoBroadcast:
+class EchoBroadcast(BroadcastDriver):
     """Runs `EchoCore` over `channel` (which must deliver reliably: a ReliableChannel or a Mux port)."""
 
+    name = "echo"
+    reject_reason = "echo broadcast"
+    logger = log
+    core: EchoCore
+
     def __init__(self, channel: Channel, secret_key: bytes) -> None:
-        self.channel = channel
-        self.core = EchoCore(secret_key)
-        self.node_id = self.core.node_id
-        self._results: dict[bytes, dict[PeerId, bytes]] = {}
-        self._changed: dict[bytes, asyncio.Event] = {}
-        self._on_deliver: list[Deliver] = []
-        self._on_abort: list[Abort] = []
-        self._send_tasks: set[asyncio.Task[None]] = set()
-        channel.on_receive(self._on_frame)
-
-    def on_deliver(self, callback: Deliver) -> None:
-        """`callback(session_id, sender, payload)` for each delivered broadcast."""
-        self._on_deliver.append(callback)
-
-    def on_abort(self, callback: Abort) -> None:
-        """`callback(session_id, proof)` when a session aborts on an equivocation."""
-        self._on_abort.append(callback)
-
-    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> None:
-        self._results.setdefault(session_id, {})
-        self._changed.setdefault(session_id, asyncio.Event())
-        self._run(self.core.start_session(session_id, members))
-
-    async def broadcast(self, session_id: bytes, payload: bytes) -> None:
-        """Send `payload` to the session (started with `start_session`); returns once queued."""
-        events = self.core.broadcast(session_id, payload)
-        await asyncio.gather(*(self.channel.send(e.peer, e.frame) for e in events if isinstance(e, Transmit)))
-        self._run([e for e in events if not isinstance(e, Transmit)])
-
-    def proof(self, session_id: bytes) -> EquivocationProof | None:
-        return self.core.proof(session_id)
-
-    def delivered(self, session_id: bytes) -> dict[PeerId, bytes]:
-        return dict(self._results.get(session_id, {}))
+        super().__init__(channel, EchoCore(secret_key))
 
     async def receive(self, session_id: bytes, sender: PeerId) -> bytes:
         """Wait for `sender`'s message in the session; raises EquivocationDetected if it aborts."""
-        while True:
-            proof = self.core.proof(session_id)
-            if proof is not None:
-                raise EquivocationDetected(session_id, proof)
-            got = self._results.get(session_id, {})
-            if sender in got:
-                return got[sender]
-            event = self._changed.setdefault(session_id, asyncio.Event())
-            event.clear()
-            await event.wait()
+        return await self._wait(session_id, lambda got: got.get(sender))
 
     async def receive_all(self, session_id: bytes, members: Sequence[PeerId]) -> dict[PeerId, bytes]:
         """Wait for every member's message (what ChillDKG's round needs); raises EquivocationDetected."""
         return {m: await self.receive(session_id, m) for m in members}
-
-    def close_session(self, session_id: bytes) -> None:
-        self.core.close_session(session_id)
-        self._results.pop(session_id, None)
-        self._changed.pop(session_id, None)
-
-    def _on_frame(self, peer: PeerId, data: bytes) -> None:
-        try:
-            events = self.core.receive(peer, data)
-        except WireError as exc:
-            self.channel.reject(peer, f"echo broadcast: {exc}")
-            return
-        except EchoViolation as exc:
-            log.warning("echo: %s", exc)
-            return
-        self._run(events)
-
-    def _run(self, events: list[Event]) -> None:
-        for ev in events:
-            if isinstance(ev, Transmit):
-                task = asyncio.get_running_loop().create_task(self._send(ev.peer, ev.frame))
-                self._send_tasks.add(task)
-                task.add_done_callback(self._send_tasks.discard)
-            elif isinstance(ev, Delivered):
-                self._results.setdefault(ev.session_id, {})[ev.sender] = ev.payload
-                for cb in self._on_deliver:
-                    cb(ev.session_id, ev.sender, ev.payload)
-                self._wake(ev.session_id)
-            else:
-                log.warning("echo session %s aborted: %s equivocated", ev.session_id.hex()[:16], ev.proof.sender.hex())
-                for cb in self._on_abort:
-                    cb(ev.session_id, ev.proof)
-                self._wake(ev.session_id)
-
-    def _wake(self, session_id: bytes) -> None:
-        event = self._changed.get(session_id)
-        if event is not None:
-            event.set()
-
-    async def _send(self, peer: PeerId, frame: bytes) -> None:
-        try:
-            await self.channel.send(peer, frame)
-        except Exception as exc:  # a full queue: the peer is gone for long; log, the session will time out
-            log.warning("echo: cannot send to %s: %s", peer.hex()[:16], exc)

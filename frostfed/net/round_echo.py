@@ -25,26 +25,29 @@ the `ROUND_ECHO_PORT` of a member's `Mux`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from coincurve import PrivateKey, PublicKeyXOnly
 
 from ..frost.secp import tagged_hash
-from .channel import Channel, PeerId
-from .echo import (
+from .broadcast_driver import (
     Aborted,
+    BroadcastDriver,
     Delivered,
     EchoError,
     EchoViolation,
     EquivocationDetected,
+    Event,
+    Transmit,
+)
+from .channel import Channel, PeerId
+from .echo import (
     EquivocationProof,
     InvalidProof,
-    Transmit,
     message_digest,
     sign_statement,
     verify_equivocation_proof,
@@ -57,15 +60,12 @@ from .wire import (
     RoundEcho,
     RoundSend,
     Statement,
-    WireError,
     decode_round,
 )
 
 VECTOR_TAG = "frostfed/round-echo/vector"
 
 log = logging.getLogger("frostfed.net.round_echo")
-
-Event = Transmit | Delivered | Aborted
 
 
 def vector_hash(session_id: bytes, senders: Sequence[PeerId], digests: Sequence[bytes]) -> bytes:
@@ -303,109 +303,22 @@ class RoundEchoCore:
         return [Delivered(sid, m, session.payloads[m]) for m in session.members]
 
 
-Deliver = Callable[[bytes, PeerId, bytes], None]
-Abort = Callable[[bytes, EquivocationProof], None]
-
-
-class RoundEchoBroadcast:
+class RoundEchoBroadcast(BroadcastDriver):
     """Runs `RoundEchoCore` over `channel` (which must deliver reliably: a ReliableChannel or a Mux port).
 
     The API is `EchoBroadcast`'s: a delivered round calls the deliver callbacks once per sender, in
-    member order, all within one step of the event loop."""
+    member order, all within one step of the event loop, and the whole round is visible before the first
+    callback runs."""
+
+    name = "round echo"
+    reject_reason = "round echo"
+    logger = log
+    whole_rounds = True
+    core: RoundEchoCore
 
     def __init__(self, channel: Channel, secret_key: bytes) -> None:
-        self.channel = channel
-        self.core = RoundEchoCore(secret_key)
-        self.node_id = self.core.node_id
-        self._results: dict[bytes, dict[PeerId, bytes]] = {}
-        self._changed: dict[bytes, asyncio.Event] = {}
-        self._on_deliver: list[Deliver] = []
-        self._on_abort: list[Abort] = []
-        self._send_tasks: set[asyncio.Task[None]] = set()
-        channel.on_receive(self._on_frame)
-
-    def on_deliver(self, callback: Deliver) -> None:
-        """`callback(session_id, sender, payload)` for each message of a delivered round."""
-        self._on_deliver.append(callback)
-
-    def on_abort(self, callback: Abort) -> None:
-        """`callback(session_id, proof)` when a session aborts on an equivocation."""
-        self._on_abort.append(callback)
-
-    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> None:
-        self._results.setdefault(session_id, {})
-        self._changed.setdefault(session_id, asyncio.Event())
-        self._run(self.core.start_session(session_id, members))
-
-    async def broadcast(self, session_id: bytes, payload: bytes) -> None:
-        """Send this member's message of the round; returns once queued."""
-        events = self.core.broadcast(session_id, payload)
-        await asyncio.gather(*(self.channel.send(e.peer, e.frame) for e in events if isinstance(e, Transmit)))
-        self._run([e for e in events if not isinstance(e, Transmit)])
-
-    def proof(self, session_id: bytes) -> EquivocationProof | None:
-        return self.core.proof(session_id)
-
-    def delivered(self, session_id: bytes) -> dict[PeerId, bytes]:
-        return dict(self._results.get(session_id, {}))
+        super().__init__(channel, RoundEchoCore(secret_key))
 
     async def receive_all(self, session_id: bytes) -> dict[PeerId, bytes]:
         """Wait for the whole round; raises EquivocationDetected if the session aborts."""
-        while True:
-            proof = self.core.proof(session_id)
-            if proof is not None:
-                raise EquivocationDetected(session_id, proof)
-            got = self._results.get(session_id)
-            if got:
-                return dict(got)
-            event = self._changed.setdefault(session_id, asyncio.Event())
-            event.clear()
-            await event.wait()
-
-    def close_session(self, session_id: bytes) -> None:
-        self.core.close_session(session_id)
-        self._results.pop(session_id, None)
-        self._changed.pop(session_id, None)
-
-    def _on_frame(self, peer: PeerId, data: bytes) -> None:
-        try:
-            events = self.core.receive(peer, data)
-        except WireError as exc:
-            self.channel.reject(peer, f"round echo: {exc}")
-            return
-        except EchoViolation as exc:
-            log.warning("round echo: %s", exc)
-            return
-        self._run(events)
-
-    def _run(self, events: list[Event]) -> None:
-        delivered = [ev for ev in events if isinstance(ev, Delivered)]
-        for ev in delivered:  # the whole round is visible before the first callback runs
-            self._results.setdefault(ev.session_id, {})[ev.sender] = ev.payload
-        for ev in events:
-            if isinstance(ev, Transmit):
-                task = asyncio.get_running_loop().create_task(self._send(ev.peer, ev.frame))
-                self._send_tasks.add(task)
-                task.add_done_callback(self._send_tasks.discard)
-            elif isinstance(ev, Delivered):
-                for cb in self._on_deliver:
-                    cb(ev.session_id, ev.sender, ev.payload)
-                self._wake(ev.session_id)
-            else:
-                log.warning(
-                    "round echo session %s aborted: %s equivocated", ev.session_id.hex()[:16], ev.proof.sender.hex()
-                )
-                for cb in self._on_abort:
-                    cb(ev.session_id, ev.proof)
-                self._wake(ev.session_id)
-
-    def _wake(self, session_id: bytes) -> None:
-        event = self._changed.get(session_id)
-        if event is not None:
-            event.set()
-
-    async def _send(self, peer: PeerId, frame: bytes) -> None:
-        try:
-            await self.channel.send(peer, frame)
-        except Exception as exc:  # a full queue: the peer is gone for long; log, the session will time out
-            log.warning("round echo: cannot send to %s: %s", peer.hex()[:16], exc)
+        return await self._wait(session_id, lambda got: dict(got) if got else None)
