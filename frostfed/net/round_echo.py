@@ -35,27 +35,23 @@ from coincurve import PrivateKey, PublicKeyXOnly
 
 from ..frost.secp import tagged_hash
 from .broadcast_driver import (
-    Aborted,
     BroadcastDriver,
     Delivered,
     EchoError,
     EchoViolation,
-    EquivocationDetected,
     Event,
     Transmit,
 )
 from .channel import Channel, PeerId
 from .echo import (
     EquivocationProof,
-    InvalidProof,
+    SessionCore,
     message_digest,
     sign_statement,
-    verify_equivocation_proof,
     verify_statement,
 )
 from .wire import (
     MAX_ROUND_MEMBERS,
-    SESSION_ID_LEN,
     RoundAbort,
     RoundEcho,
     RoundSend,
@@ -108,52 +104,15 @@ class _Session:
         return self.members.index(sender)
 
 
-class RoundEchoCore:
+class RoundEchoCore(SessionCore[_Session, RoundSend | RoundEcho | RoundAbort]):
     """Round echo broadcast for one member across any number of sessions; no I/O."""
 
-    def __init__(self, secret_key: bytes, *, max_pending: int = 4096) -> None:
-        self._secret = secret_key
-        self.node_id: PeerId = PrivateKey(secret_key).public_key.format()
-        self._sessions: dict[bytes, _Session] = {}
-        self._pending: list[tuple[PeerId, RoundSend | RoundEcho | RoundAbort]] = []
-        self._max_pending = max_pending
-        self._closed: set[bytes] = set()
-
-    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> list[Event]:
-        """Open a session; frames that arrived for it early are processed now."""
-        if len(session_id) != SESSION_ID_LEN:
-            raise EchoError(f"session id must be {SESSION_ID_LEN} bytes")
-        if session_id in self._sessions:
-            raise EchoError(f"session {session_id.hex()[:16]} already started")
-        if self.node_id not in members or len(set(members)) != len(members):
-            raise EchoError("members must be distinct and include this member")
-        if len(members) > MAX_ROUND_MEMBERS:
-            raise EchoError(f"at most {MAX_ROUND_MEMBERS} members")
-        self._closed.discard(session_id)  # a closed session may be started afresh
-        self._sessions[session_id] = _Session(tuple(members))
-        early = [p for p in self._pending if p[1].session_id == session_id]
-        self._pending = [p for p in self._pending if p[1].session_id != session_id]
-        out: list[Event] = []
-        for peer, frame in early:
-            try:
-                out += self._handle(peer, frame)
-            except EchoViolation as exc:
-                log.warning("round echo: %s", exc)
-        return out
-
-    def close_session(self, session_id: bytes) -> None:
-        """Forget a finished session; frames still arriving for it are dropped."""
-        self._sessions.pop(session_id, None)
-        self._closed.add(session_id)
-
-    def proof(self, session_id: bytes) -> EquivocationProof | None:
-        s = self._sessions.get(session_id)
-        return s.proof if s is not None else None
+    name = "round echo"
+    logger = log
+    max_members = MAX_ROUND_MEMBERS
 
     def broadcast(self, session_id: bytes, payload: bytes) -> list[Event]:
-        session = self._session(session_id)
-        if session.proof is not None:
-            raise EquivocationDetected(session_id, session.proof)
+        session = self._live_session(session_id)
         if self.node_id in session.held:
             raise EchoError("this member already broadcast in this session")
         st = sign_statement(self._secret, session_id, self.node_id, message_digest(payload))
@@ -161,26 +120,16 @@ class RoundEchoCore:
         out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
         return out + self._hold(session, st, payload)
 
-    def receive(self, peer: PeerId, data: bytes) -> list[Event]:
-        """Raises WireError for undecodable frames and EchoViolation for forbidden ones."""
-        frame = decode_round(data)
-        sid = frame.session_id
-        if sid in self._closed:
-            return []
-        if sid not in self._sessions:
-            if len(self._pending) >= self._max_pending:
-                raise EchoViolation(peer, "too many frames for sessions not started here")
-            self._pending.append((peer, frame))
-            return []
-        return self._handle(peer, frame)
-
     # -- protocol --------------------------------------------------------------------------------
 
-    def _session(self, session_id: bytes) -> _Session:
-        s = self._sessions.get(session_id)
-        if s is None:
-            raise EchoError(f"session {session_id.hex()[:16]} not started")
-        return s
+    def _new_session(self, members: tuple[PeerId, ...]) -> _Session:
+        return _Session(members)
+
+    def _decode(self, data: bytes) -> RoundSend | RoundEcho | RoundAbort:
+        return decode_round(data)
+
+    def _abort_frame(self, proof: EquivocationProof) -> bytes:
+        return RoundAbort(proof.first, proof.second).encode()
 
     def _handle(self, peer: PeerId, frame: RoundSend | RoundEcho | RoundAbort) -> list[Event]:
         session = self._sessions[frame.session_id]
@@ -271,24 +220,6 @@ class RoundEchoCore:
         if not verify_statement(carried):
             raise EchoViolation(peer, f"echo carries a forged statement of {sender.hex()[:16]}")
         return self._abort(session, EquivocationProof(known, carried))
-
-    def _abort(self, session: _Session, proof: EquivocationProof) -> list[Event]:
-        session.proof = proof
-        frame = RoundAbort(proof.first, proof.second).encode()
-        out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
-        return [*out, Aborted(proof.session_id, proof)]
-
-    def _on_abort(self, peer: PeerId, session: _Session, proof: EquivocationProof) -> list[Event]:
-        if session.proof is not None:
-            return []
-        try:
-            sender = verify_equivocation_proof(proof)
-        except InvalidProof as exc:
-            raise EchoViolation(peer, f"invalid equivocation proof: {exc}") from exc
-        if sender not in session.members:
-            raise EchoViolation(peer, "proof names a non-member")
-        session.proof = proof
-        return [Aborted(proof.session_id, proof)]
 
     def _check_delivery(self, session: _Session) -> list[Event]:
         n = len(session.members)
