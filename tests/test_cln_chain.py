@@ -12,8 +12,9 @@ from bitcoin.core import CTransaction, b2lx, x
 from clnsim import SimNetwork
 from test_clnsim import recorded
 
-from frostfed.bitcoin.chain import ChainError, ChainRpcError
+from frostfed.bitcoin.chain import ChainError, ChainRpcError, ChainUnavailable
 from frostfed.bitcoin.cln_chain import ClnChainSource, LightningSocket, bitcoind_from_configs
+from frostfed.lightning_rpc import LightningRpc, LightningRpcError
 
 CAP = Path(__file__).parent / "plugins" / "cap_plugin.py"
 
@@ -59,6 +60,23 @@ async def test_chain_calls_answer_as_recorded(node, regtest):
     rec_bad = recorded("rpc", "sendrawtransaction")[0]["response"]["result"]
     assert bad["success"] is False and bad["errmsg"].startswith("error code: -22\nerror message:\n")
     assert json.dumps(sorted(bad)) == json.dumps(sorted(rec_bad))
+
+
+async def test_blocking_calls_answer_as_async_ones_and_fail_as_chain_errors(node, tmp_path):
+    rpc = LightningRpc(node.rpc_path)
+    params = {"last_height": 0}
+    assert await off_loop(rpc.call_blocking, "getchaininfo", params) == await rpc.call("getchaininfo", params)
+    with pytest.raises(LightningRpcError) as in_loop:
+        await rpc.call("no-such-method")
+    with pytest.raises(LightningRpcError) as in_thread:
+        await off_loop(rpc.call_blocking, "no-such-method")
+    assert in_thread.value.code == in_loop.value.code is not None
+    with pytest.raises(ChainRpcError) as chain_error:
+        await off_loop(LightningSocket(node.rpc_path).call, "no-such-method")
+    assert chain_error.value.code == in_loop.value.code
+    absent = tmp_path / "no-such-socket"
+    with pytest.raises(ChainUnavailable, match=str(absent)):
+        await off_loop(LightningSocket(absent, timeout=2).call, "getinfo")
 
 
 async def test_listconfigs_shows_the_bitcoind_settings(node, regtest):

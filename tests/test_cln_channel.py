@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from clnsim import SimNetwork
 
+from frostfed.lightning_rpc import LightningRpc
 from frostfed.net.channel import ChannelError
 from frostfed.net.cln_channel import FROSTFED_MSGTYPE, ClnChannel, parse_member
-from frostfed.net.lightning_rpc import LightningRpc
 
 CAP = Path(__file__).parent / "plugins" / "cap_plugin.py"
 PEER = "02" + "11" * 32

@@ -8,7 +8,7 @@ import pytest
 from clnsim import SimNetwork
 from coincurve import PrivateKey
 
-from frostfed.net.lightning_rpc import LightningRpc, LightningRpcError
+from frostfed.lightning_rpc import LightningRpc, LightningRpcError
 from frostfed.plugin.cln import PluginContext
 from frostfed.plugin.hostkey import (
     HOSTSEED_LABEL,

@@ -9,10 +9,10 @@ import pytest
 from clnsim import Faults, SimNetwork
 from test_cln_plugin import connected_all, inbox, mesh, settle
 
+from frostfed.lightning_rpc import LightningRpc
 from frostfed.net.channel import ChannelError
 from frostfed.net.cln_channel import FROSTFED_MSGTYPE, ClnChannel
 from frostfed.net.cln_members import DATA, MemberKeyChannel
-from frostfed.net.lightning_rpc import LightningRpc
 
 TYPE = FROSTFED_MSGTYPE.to_bytes(2, "big")
 

@@ -9,15 +9,13 @@ source talks to the same bitcoind directly, with the `bitcoin-rpc*` / `bitcoin-d
 
 from __future__ import annotations
 
-import json
 import re
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
 from bitcoin.core import CBlock, CTransaction, b2lx
 
+from ..lightning_rpc import LightningRpc, LightningRpcError
 from .chain import (
     BitcoindChainSource,
     BitcoindRpc,
@@ -42,50 +40,20 @@ _BCLI_ERROR = re.compile(r"error code: (-?\d+)\s*error message:\s*(.*)", re.S)
 
 
 class LightningSocket:
-    """Blocking JSON-RPC calls to lightningd's unix socket, one connection each (any thread)."""
+    """lightningd's RPC for the chain source and the node wallet: blocking calls (any thread), with
+    failures as `ChainError`s."""
 
     def __init__(self, socket_path: str | Path, *, timeout: float = 60.0) -> None:
-        self.socket_path = str(socket_path)
-        self.timeout = timeout
-        self._n = 0
-        self._lock = threading.Lock()
+        self.rpc = LightningRpc(socket_path, caller="frostfed-chain", timeout=timeout)
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        with self._lock:
-            self._n += 1
-            rid = f"frostfed-chain:{method}#{self._n}"
-        request = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params or {}})
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(self.timeout)
-                s.connect(self.socket_path)
-                s.sendall(request.encode())
-                answer = self._read(s, rid)
-        except (OSError, ValueError) as e:
-            raise ChainUnavailable(f"lightningd RPC at {self.socket_path}: {e}") from None
-        if "error" in answer:
-            err = answer["error"]
-            raise ChainRpcError(method, int(err.get("code", -1)), str(err.get("message", err)))
-        return answer.get("result")
-
-    @staticmethod
-    def _read(s: socket.socket, rid: str) -> dict[str, Any]:
-        decoder = json.JSONDecoder()
-        buf = ""
-        while True:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("lightningd closed the connection")
-            buf += chunk.decode()
-            while True:
-                buf = buf.lstrip()
-                try:
-                    obj, end = decoder.raw_decode(buf)
-                except ValueError:
-                    break
-                buf = buf[end:]
-                if isinstance(obj, dict) and obj.get("id") == rid:
-                    return obj
+            return self.rpc.call_blocking(method, params)
+        except LightningRpcError as e:
+            if e.code is None:
+                reason = e.__cause__ if e.__cause__ is not None else e.message
+                raise ChainUnavailable(f"lightningd RPC at {self.rpc.socket_path}: {reason}") from None
+            raise ChainRpcError(method, int(e.code), e.message) from None
 
 
 def bitcoind_from_configs(configs: dict[str, Any]) -> BitcoindRpc | None:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 from dataclasses import dataclass
+from typing import ClassVar
 
 from bitcoin.core import CTransaction, CTxInWitness, CTxOut, CTxWitness
 from bitcoin.core.script import CScriptWitness
@@ -192,8 +193,40 @@ class PsbtMap:
         """Check the values of the fields this module interprets."""
 
 
-class PsbtInput(PsbtMap):
+class _TaprootKeyMap(PsbtMap):
+    """The Taproot internal key and BIP32 derivation fields (BIP 371), which inputs and outputs both
+    carry under different key types."""
+
+    TAP_INTERNAL_KEY: ClassVar[int]
+    TAP_BIP32_DERIVATION: ClassVar[int]
+
+    @property
+    def tap_internal_key(self) -> bytes | None:
+        raw = self.get(self.TAP_INTERNAL_KEY)
+        if raw is not None and len(raw) != 32:
+            raise PsbtError("a Taproot internal key is 32 bytes")
+        return raw
+
+    @tap_internal_key.setter
+    def tap_internal_key(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise PsbtError("a Taproot internal key is 32 bytes")
+        self.set(self.TAP_INTERNAL_KEY, key)
+
+    @property
+    def tap_bip32_derivations(self) -> dict[bytes, TapBip32Derivation]:
+        return {k: TapBip32Derivation.parse(v) for k, v in self.entries(self.TAP_BIP32_DERIVATION)}
+
+    def add_tap_bip32_derivation(self, xonly: bytes, derivation: TapBip32Derivation) -> None:
+        if len(xonly) != 32:
+            raise PsbtError("a Taproot BIP32 derivation is keyed by a 32-byte x-only key")
+        self.set(self.TAP_BIP32_DERIVATION, derivation.serialize(), xonly)
+
+
+class PsbtInput(_TaprootKeyMap):
     kind = "input"
+    TAP_INTERNAL_KEY = PSBT_IN_TAP_INTERNAL_KEY
+    TAP_BIP32_DERIVATION = PSBT_IN_TAP_BIP32_DERIVATION
 
     def validate(self, where: str) -> None:
         try:
@@ -243,28 +276,6 @@ class PsbtInput(PsbtMap):
         self.set(PSBT_IN_TAP_KEY_SIG, sig)
 
     @property
-    def tap_internal_key(self) -> bytes | None:
-        raw = self.get(PSBT_IN_TAP_INTERNAL_KEY)
-        if raw is not None and len(raw) != 32:
-            raise PsbtError("a Taproot internal key is 32 bytes")
-        return raw
-
-    @tap_internal_key.setter
-    def tap_internal_key(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise PsbtError("a Taproot internal key is 32 bytes")
-        self.set(PSBT_IN_TAP_INTERNAL_KEY, key)
-
-    @property
-    def tap_bip32_derivations(self) -> dict[bytes, TapBip32Derivation]:
-        return {k: TapBip32Derivation.parse(v) for k, v in self.entries(PSBT_IN_TAP_BIP32_DERIVATION)}
-
-    def add_tap_bip32_derivation(self, xonly: bytes, derivation: TapBip32Derivation) -> None:
-        if len(xonly) != 32:
-            raise PsbtError("a Taproot BIP32 derivation is keyed by a 32-byte x-only key")
-        self.set(PSBT_IN_TAP_BIP32_DERIVATION, derivation.serialize(), xonly)
-
-    @property
     def final_scriptwitness(self) -> list[bytes] | None:
         raw = self.get(PSBT_IN_FINAL_SCRIPTWITNESS)
         if raw is None:
@@ -285,8 +296,10 @@ class PsbtInput(PsbtMap):
         )
 
 
-class PsbtOutput(PsbtMap):
+class PsbtOutput(_TaprootKeyMap):
     kind = "output"
+    TAP_INTERNAL_KEY = PSBT_OUT_TAP_INTERNAL_KEY
+    TAP_BIP32_DERIVATION = PSBT_OUT_TAP_BIP32_DERIVATION
 
     def validate(self, where: str) -> None:
         try:
@@ -294,28 +307,6 @@ class PsbtOutput(PsbtMap):
             _ = self.tap_bip32_derivations
         except PsbtError as e:
             raise PsbtError(f"{where}: {e}") from None
-
-    @property
-    def tap_internal_key(self) -> bytes | None:
-        raw = self.get(PSBT_OUT_TAP_INTERNAL_KEY)
-        if raw is not None and len(raw) != 32:
-            raise PsbtError("a Taproot internal key is 32 bytes")
-        return raw
-
-    @tap_internal_key.setter
-    def tap_internal_key(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise PsbtError("a Taproot internal key is 32 bytes")
-        self.set(PSBT_OUT_TAP_INTERNAL_KEY, key)
-
-    @property
-    def tap_bip32_derivations(self) -> dict[bytes, TapBip32Derivation]:
-        return {k: TapBip32Derivation.parse(v) for k, v in self.entries(PSBT_OUT_TAP_BIP32_DERIVATION)}
-
-    def add_tap_bip32_derivation(self, xonly: bytes, derivation: TapBip32Derivation) -> None:
-        if len(xonly) != 32:
-            raise PsbtError("a Taproot BIP32 derivation is keyed by a 32-byte x-only key")
-        self.set(PSBT_OUT_TAP_BIP32_DERIVATION, derivation.serialize(), xonly)
 
 
 # --- the whole PSBT ---------------------------------------------------------------------------------------

@@ -9,5 +9,7 @@ Layers, bottom up (each a `Channel` except the broadcast):
 - `echo.EchoBroadcast`: echo broadcast with equivocation proofs (`EchoCore` sans-I/O).
 - `round_echo.RoundEchoBroadcast`: the same guarantees for rounds where every member broadcasts once,
   with O(n) frames and signature checks per member instead of O(n²) (`RoundEchoCore` sans-I/O).
+  Both cores share their session handling (`echo.SessionCore`), and both run on
+  `broadcast_driver.BroadcastDriver`, the asyncio driver around a sans-I/O core.
 `wire` holds every frame format and its decoder.
 """

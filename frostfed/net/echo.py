@@ -17,21 +17,32 @@ one aborts the session and sends the proof to every member, who check it and abo
 Statements are BIP340 signatures by the member's identity key (x-only form of its 33-byte id) over
 tagged_hash("frostfed/echo/statement", sid || S || d). `EchoCore` is the protocol without I/O;
 `EchoBroadcast` runs it over a `Channel` (normally a `ReliableChannel` or one port of a `Mux`).
+`SessionCore` is the session handling it shares with `round_echo.RoundEchoCore`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from coincurve import PrivateKey, PublicKeyXOnly
 
 from ..frost.secp import tagged_hash
+from .broadcast_driver import (
+    Aborted,
+    BroadcastDriver,
+    Delivered,
+    EchoError,
+    EchoViolation,
+    EquivocationDetected,
+    Event,
+    Transmit,
+)
 from .channel import Channel, PeerId
-from .wire import SESSION_ID_LEN, EchoAbort, EchoEcho, EchoSend, Statement, WireError, decode_echo
+from .wire import SESSION_ID_LEN, EchoAbort, EchoEcho, EchoSend, Statement, decode_echo
 
 STATEMENT_TAG = "frostfed/echo/statement"
 MESSAGE_TAG = "frostfed/echo/message"
@@ -39,30 +50,8 @@ MESSAGE_TAG = "frostfed/echo/message"
 log = logging.getLogger("frostfed.net.echo")
 
 
-class EchoError(Exception):
-    pass
-
-
 class InvalidProof(EchoError):
     pass
-
-
-class EchoViolation(EchoError):
-    """A member sent a well-formed frame the protocol forbids (bad signature, wrong signer...)."""
-
-    def __init__(self, peer: PeerId, reason: str) -> None:
-        super().__init__(f"{peer.hex()[:16]}: {reason}")
-        self.peer = peer
-        self.reason = reason
-
-
-class EquivocationDetected(EchoError):
-    """The session aborted: `proof` shows that `proof.sender` broadcast two different messages."""
-
-    def __init__(self, session_id: bytes, proof: EquivocationProof) -> None:
-        super().__init__(f"session {session_id.hex()[:16]}: {proof.sender.hex()} equivocated")
-        self.session_id = session_id
-        self.proof = proof
 
 
 def message_digest(payload: bytes) -> bytes:
@@ -125,28 +114,6 @@ def verify_equivocation_proof(proof: EquivocationProof) -> PeerId:
     return a.sender
 
 
-@dataclass(frozen=True)
-class Transmit:
-    peer: PeerId
-    frame: bytes
-
-
-@dataclass(frozen=True)
-class Delivered:
-    session_id: bytes
-    sender: PeerId
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class Aborted:
-    session_id: bytes
-    proof: EquivocationProof
-
-
-Event = Transmit | Delivered | Aborted
-
-
 @dataclass
 class _Instance:
     """One sender's broadcast within a session, as seen here."""
@@ -164,14 +131,35 @@ class _Session:
     proof: EquivocationProof | None = None
 
 
-class EchoCore:
-    """Echo broadcast for one member across any number of sessions; no I/O."""
+class _Frame(Protocol):
+    @property
+    def session_id(self) -> bytes: ...
+
+
+class _SessionState(Protocol):
+    members: tuple[PeerId, ...]
+    proof: EquivocationProof | None
+
+
+S = TypeVar("S", bound=_SessionState)
+F = TypeVar("F", bound=_Frame)
+
+
+class SessionCore(Generic[S, F]):
+    """What both echo cores (`EchoCore`, `round_echo.RoundEchoCore`) do with sessions, apart from the
+    protocol itself: opening and closing them, keeping frames that arrive before their session starts,
+    and aborting on an equivocation proof. No I/O."""
+
+    name: ClassVar[str]
+    """How log lines name the protocol."""
+    logger: ClassVar[logging.Logger]
+    max_members: ClassVar[int | None] = None
 
     def __init__(self, secret_key: bytes, *, max_pending: int = 4096) -> None:
         self._secret = secret_key
         self.node_id: PeerId = PrivateKey(secret_key).public_key.format()
-        self._sessions: dict[bytes, _Session] = {}
-        self._pending: list[tuple[PeerId, bytes, EchoSend | EchoEcho | EchoAbort]] = []
+        self._sessions: dict[bytes, S] = {}
+        self._pending: list[tuple[PeerId, F]] = []
         self._max_pending = max_pending
         self._closed: set[bytes] = set()
 
@@ -183,16 +171,18 @@ class EchoCore:
             raise EchoError(f"session {session_id.hex()[:16]} already started")
         if self.node_id not in members or len(set(members)) != len(members):
             raise EchoError("members must be distinct and include this member")
+        if self.max_members is not None and len(members) > self.max_members:
+            raise EchoError(f"at most {self.max_members} members")
         self._closed.discard(session_id)  # a closed session may be started afresh
-        self._sessions[session_id] = _Session(tuple(members), {m: _Instance() for m in members})
-        early = [p for p in self._pending if p[2].session_id == session_id]
-        self._pending = [p for p in self._pending if p[2].session_id != session_id]
+        self._sessions[session_id] = self._new_session(tuple(members))
+        early = [p for p in self._pending if p[1].session_id == session_id]
+        self._pending = [p for p in self._pending if p[1].session_id != session_id]
         out: list[Event] = []
-        for peer, _, frame in early:
+        for peer, frame in early:
             try:
                 out += self._handle(peer, frame)
             except EchoViolation as exc:
-                log.warning("echo: %s", exc)
+                self.logger.warning("%s: %s", self.name, exc)
         return out
 
     def close_session(self, session_id: bytes) -> None:
@@ -204,10 +194,76 @@ class EchoCore:
         s = self._sessions.get(session_id)
         return s.proof if s is not None else None
 
-    def broadcast(self, session_id: bytes, payload: bytes) -> list[Event]:
+    def receive(self, peer: PeerId, data: bytes) -> list[Event]:
+        """Raises WireError for undecodable frames and EchoViolation for forbidden ones."""
+        frame = self._decode(data)
+        sid = frame.session_id
+        if sid in self._closed:
+            return []
+        if sid not in self._sessions:
+            if len(self._pending) >= self._max_pending:
+                raise EchoViolation(peer, "too many frames for sessions not started here")
+            self._pending.append((peer, frame))
+            return []
+        return self._handle(peer, frame)
+
+    # -- what each protocol defines ----------------------------------------------------------------
+
+    def _new_session(self, members: tuple[PeerId, ...]) -> S:
+        raise NotImplementedError
+
+    def _decode(self, data: bytes) -> F:
+        raise NotImplementedError
+
+    def _handle(self, peer: PeerId, frame: F) -> list[Event]:
+        """A frame of a started session."""
+        raise NotImplementedError
+
+    def _abort_frame(self, proof: EquivocationProof) -> bytes:
+        raise NotImplementedError
+
+    # -- shared by both protocols ------------------------------------------------------------------
+
+    def _session(self, session_id: bytes) -> S:
+        s = self._sessions.get(session_id)
+        if s is None:
+            raise EchoError(f"session {session_id.hex()[:16]} not started")
+        return s
+
+    def _live_session(self, session_id: bytes) -> S:
+        """A started session this member may still broadcast in."""
         session = self._session(session_id)
         if session.proof is not None:
             raise EquivocationDetected(session_id, session.proof)
+        return session
+
+    def _abort(self, session: S, proof: EquivocationProof) -> list[Event]:
+        session.proof = proof
+        frame = self._abort_frame(proof)
+        out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
+        return [*out, Aborted(proof.session_id, proof)]
+
+    def _on_abort(self, peer: PeerId, session: S, proof: EquivocationProof) -> list[Event]:
+        if session.proof is not None:
+            return []
+        try:
+            sender = verify_equivocation_proof(proof)
+        except InvalidProof as exc:
+            raise EchoViolation(peer, f"invalid equivocation proof: {exc}") from exc
+        if sender not in session.members:
+            raise EchoViolation(peer, "proof names a non-member")
+        session.proof = proof
+        return [Aborted(proof.session_id, proof)]
+
+
+class EchoCore(SessionCore[_Session, EchoSend | EchoEcho | EchoAbort]):
+    """Echo broadcast for one member across any number of sessions; no I/O."""
+
+    name = "echo"
+    logger = log
+
+    def broadcast(self, session_id: bytes, payload: bytes) -> list[Event]:
+        session = self._live_session(session_id)
         inst = session.instances[self.node_id]
         if inst.sender_statement is not None:
             raise EchoError("this member already broadcast in this session")
@@ -218,31 +274,21 @@ class EchoCore:
         out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
         return out + self._check_delivery(session_id, session, self.node_id)
 
-    def receive(self, peer: PeerId, data: bytes) -> list[Event]:
-        """Raises WireError for undecodable frames and EchoViolation for forbidden ones."""
-        frame = decode_echo(data)
-        sid = frame.session_id
-        if sid in self._closed:
-            return []
-        if sid not in self._sessions:
-            if len(self._pending) >= self._max_pending:
-                raise EchoViolation(peer, "too many frames for sessions not started here")
-            self._pending.append((peer, data, frame))
-            return []
-        return self._handle(peer, frame)
-
     # -- protocol --------------------------------------------------------------------------------
 
-    def _session(self, session_id: bytes) -> _Session:
-        s = self._sessions.get(session_id)
-        if s is None:
-            raise EchoError(f"session {session_id.hex()[:16]} not started")
-        return s
+    def _new_session(self, members: tuple[PeerId, ...]) -> _Session:
+        return _Session(members, {m: _Instance() for m in members})
+
+    def _decode(self, data: bytes) -> EchoSend | EchoEcho | EchoAbort:
+        return decode_echo(data)
+
+    def _abort_frame(self, proof: EquivocationProof) -> bytes:
+        return proof.encode()
 
     def _handle(self, peer: PeerId, frame: EchoSend | EchoEcho | EchoAbort) -> list[Event]:
-        if isinstance(frame, EchoAbort):
-            return self._on_abort(peer, EquivocationProof(frame.first, frame.second))
         session = self._sessions[frame.session_id]
+        if isinstance(frame, EchoAbort):
+            return self._on_abort(peer, session, EquivocationProof(frame.first, frame.second))
         if session.proof is not None:
             return []
         if isinstance(frame, EchoSend):
@@ -311,25 +357,6 @@ class EchoCore:
             return []
         return self._abort(session, EquivocationProof(known, st))
 
-    def _abort(self, session: _Session, proof: EquivocationProof) -> list[Event]:
-        session.proof = proof
-        frame = proof.encode()
-        out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
-        return [*out, Aborted(proof.session_id, proof)]
-
-    def _on_abort(self, peer: PeerId, proof: EquivocationProof) -> list[Event]:
-        session = self._sessions[proof.session_id]
-        if session.proof is not None:
-            return []
-        try:
-            sender = verify_equivocation_proof(proof)
-        except InvalidProof as exc:
-            raise EchoViolation(peer, f"invalid equivocation proof: {exc}") from exc
-        if sender not in session.instances:
-            raise EchoViolation(peer, "proof names a non-member")
-        session.proof = proof
-        return [Aborted(proof.session_id, proof)]
-
     def _check_delivery(self, session_id: bytes, session: _Session, sender: PeerId) -> list[Event]:
         inst = session.instances[sender]
         if inst.delivered or inst.payload is None or inst.sender_statement is None:
@@ -341,106 +368,21 @@ class EchoCore:
         return []
 
 
-Deliver = Callable[[bytes, PeerId, bytes], None]
-Abort = Callable[[bytes, EquivocationProof], None]
-
-
-class EchoBroadcast:
+class EchoBroadcast(BroadcastDriver):
     """Runs `EchoCore` over `channel` (which must deliver reliably: a ReliableChannel or a Mux port)."""
 
+    name = "echo"
+    reject_reason = "echo broadcast"
+    logger = log
+    core: EchoCore
+
     def __init__(self, channel: Channel, secret_key: bytes) -> None:
-        self.channel = channel
-        self.core = EchoCore(secret_key)
-        self.node_id = self.core.node_id
-        self._results: dict[bytes, dict[PeerId, bytes]] = {}
-        self._changed: dict[bytes, asyncio.Event] = {}
-        self._on_deliver: list[Deliver] = []
-        self._on_abort: list[Abort] = []
-        self._send_tasks: set[asyncio.Task[None]] = set()
-        channel.on_receive(self._on_frame)
-
-    def on_deliver(self, callback: Deliver) -> None:
-        """`callback(session_id, sender, payload)` for each delivered broadcast."""
-        self._on_deliver.append(callback)
-
-    def on_abort(self, callback: Abort) -> None:
-        """`callback(session_id, proof)` when a session aborts on an equivocation."""
-        self._on_abort.append(callback)
-
-    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> None:
-        self._results.setdefault(session_id, {})
-        self._changed.setdefault(session_id, asyncio.Event())
-        self._run(self.core.start_session(session_id, members))
-
-    async def broadcast(self, session_id: bytes, payload: bytes) -> None:
-        """Send `payload` to the session (started with `start_session`); returns once queued."""
-        events = self.core.broadcast(session_id, payload)
-        await asyncio.gather(*(self.channel.send(e.peer, e.frame) for e in events if isinstance(e, Transmit)))
-        self._run([e for e in events if not isinstance(e, Transmit)])
-
-    def proof(self, session_id: bytes) -> EquivocationProof | None:
-        return self.core.proof(session_id)
-
-    def delivered(self, session_id: bytes) -> dict[PeerId, bytes]:
-        return dict(self._results.get(session_id, {}))
+        super().__init__(channel, EchoCore(secret_key))
 
     async def receive(self, session_id: bytes, sender: PeerId) -> bytes:
         """Wait for `sender`'s message in the session; raises EquivocationDetected if it aborts."""
-        while True:
-            proof = self.core.proof(session_id)
-            if proof is not None:
-                raise EquivocationDetected(session_id, proof)
-            got = self._results.get(session_id, {})
-            if sender in got:
-                return got[sender]
-            event = self._changed.setdefault(session_id, asyncio.Event())
-            event.clear()
-            await event.wait()
+        return await self._wait(session_id, lambda got: got.get(sender))
 
     async def receive_all(self, session_id: bytes, members: Sequence[PeerId]) -> dict[PeerId, bytes]:
         """Wait for every member's message (what ChillDKG's round needs); raises EquivocationDetected."""
         return {m: await self.receive(session_id, m) for m in members}
-
-    def close_session(self, session_id: bytes) -> None:
-        self.core.close_session(session_id)
-        self._results.pop(session_id, None)
-        self._changed.pop(session_id, None)
-
-    def _on_frame(self, peer: PeerId, data: bytes) -> None:
-        try:
-            events = self.core.receive(peer, data)
-        except WireError as exc:
-            self.channel.reject(peer, f"echo broadcast: {exc}")
-            return
-        except EchoViolation as exc:
-            log.warning("echo: %s", exc)
-            return
-        self._run(events)
-
-    def _run(self, events: list[Event]) -> None:
-        for ev in events:
-            if isinstance(ev, Transmit):
-                task = asyncio.get_running_loop().create_task(self._send(ev.peer, ev.frame))
-                self._send_tasks.add(task)
-                task.add_done_callback(self._send_tasks.discard)
-            elif isinstance(ev, Delivered):
-                self._results.setdefault(ev.session_id, {})[ev.sender] = ev.payload
-                for cb in self._on_deliver:
-                    cb(ev.session_id, ev.sender, ev.payload)
-                self._wake(ev.session_id)
-            else:
-                log.warning("echo session %s aborted: %s equivocated", ev.session_id.hex()[:16], ev.proof.sender.hex())
-                for cb in self._on_abort:
-                    cb(ev.session_id, ev.proof)
-                self._wake(ev.session_id)
-
-    def _wake(self, session_id: bytes) -> None:
-        event = self._changed.get(session_id)
-        if event is not None:
-            event.set()
-
-    async def _send(self, peer: PeerId, frame: bytes) -> None:
-        try:
-            await self.channel.send(peer, frame)
-        except Exception as exc:  # a full queue: the peer is gone for long; log, the session will time out
-            log.warning("echo: cannot send to %s: %s", peer.hex()[:16], exc)

@@ -25,47 +25,43 @@ the `ROUND_ECHO_PORT` of a member's `Mux`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from coincurve import PrivateKey, PublicKeyXOnly
 
 from ..frost.secp import tagged_hash
-from .channel import Channel, PeerId
-from .echo import (
-    Aborted,
+from .broadcast_driver import (
+    BroadcastDriver,
     Delivered,
     EchoError,
     EchoViolation,
-    EquivocationDetected,
-    EquivocationProof,
-    InvalidProof,
+    Event,
     Transmit,
+)
+from .channel import Channel, PeerId
+from .echo import (
+    EquivocationProof,
+    SessionCore,
     message_digest,
     sign_statement,
-    verify_equivocation_proof,
     verify_statement,
 )
 from .wire import (
     MAX_ROUND_MEMBERS,
-    SESSION_ID_LEN,
     RoundAbort,
     RoundEcho,
     RoundSend,
     Statement,
-    WireError,
     decode_round,
 )
 
 VECTOR_TAG = "frostfed/round-echo/vector"
 
 log = logging.getLogger("frostfed.net.round_echo")
-
-Event = Transmit | Delivered | Aborted
 
 
 def vector_hash(session_id: bytes, senders: Sequence[PeerId], digests: Sequence[bytes]) -> bytes:
@@ -108,52 +104,15 @@ class _Session:
         return self.members.index(sender)
 
 
-class RoundEchoCore:
+class RoundEchoCore(SessionCore[_Session, RoundSend | RoundEcho | RoundAbort]):
     """Round echo broadcast for one member across any number of sessions; no I/O."""
 
-    def __init__(self, secret_key: bytes, *, max_pending: int = 4096) -> None:
-        self._secret = secret_key
-        self.node_id: PeerId = PrivateKey(secret_key).public_key.format()
-        self._sessions: dict[bytes, _Session] = {}
-        self._pending: list[tuple[PeerId, RoundSend | RoundEcho | RoundAbort]] = []
-        self._max_pending = max_pending
-        self._closed: set[bytes] = set()
-
-    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> list[Event]:
-        """Open a session; frames that arrived for it early are processed now."""
-        if len(session_id) != SESSION_ID_LEN:
-            raise EchoError(f"session id must be {SESSION_ID_LEN} bytes")
-        if session_id in self._sessions:
-            raise EchoError(f"session {session_id.hex()[:16]} already started")
-        if self.node_id not in members or len(set(members)) != len(members):
-            raise EchoError("members must be distinct and include this member")
-        if len(members) > MAX_ROUND_MEMBERS:
-            raise EchoError(f"at most {MAX_ROUND_MEMBERS} members")
-        self._closed.discard(session_id)  # a closed session may be started afresh
-        self._sessions[session_id] = _Session(tuple(members))
-        early = [p for p in self._pending if p[1].session_id == session_id]
-        self._pending = [p for p in self._pending if p[1].session_id != session_id]
-        out: list[Event] = []
-        for peer, frame in early:
-            try:
-                out += self._handle(peer, frame)
-            except EchoViolation as exc:
-                log.warning("round echo: %s", exc)
-        return out
-
-    def close_session(self, session_id: bytes) -> None:
-        """Forget a finished session; frames still arriving for it are dropped."""
-        self._sessions.pop(session_id, None)
-        self._closed.add(session_id)
-
-    def proof(self, session_id: bytes) -> EquivocationProof | None:
-        s = self._sessions.get(session_id)
-        return s.proof if s is not None else None
+    name = "round echo"
+    logger = log
+    max_members = MAX_ROUND_MEMBERS
 
     def broadcast(self, session_id: bytes, payload: bytes) -> list[Event]:
-        session = self._session(session_id)
-        if session.proof is not None:
-            raise EquivocationDetected(session_id, session.proof)
+        session = self._live_session(session_id)
         if self.node_id in session.held:
             raise EchoError("this member already broadcast in this session")
         st = sign_statement(self._secret, session_id, self.node_id, message_digest(payload))
@@ -161,26 +120,16 @@ class RoundEchoCore:
         out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
         return out + self._hold(session, st, payload)
 
-    def receive(self, peer: PeerId, data: bytes) -> list[Event]:
-        """Raises WireError for undecodable frames and EchoViolation for forbidden ones."""
-        frame = decode_round(data)
-        sid = frame.session_id
-        if sid in self._closed:
-            return []
-        if sid not in self._sessions:
-            if len(self._pending) >= self._max_pending:
-                raise EchoViolation(peer, "too many frames for sessions not started here")
-            self._pending.append((peer, frame))
-            return []
-        return self._handle(peer, frame)
-
     # -- protocol --------------------------------------------------------------------------------
 
-    def _session(self, session_id: bytes) -> _Session:
-        s = self._sessions.get(session_id)
-        if s is None:
-            raise EchoError(f"session {session_id.hex()[:16]} not started")
-        return s
+    def _new_session(self, members: tuple[PeerId, ...]) -> _Session:
+        return _Session(members)
+
+    def _decode(self, data: bytes) -> RoundSend | RoundEcho | RoundAbort:
+        return decode_round(data)
+
+    def _abort_frame(self, proof: EquivocationProof) -> bytes:
+        return RoundAbort(proof.first, proof.second).encode()
 
     def _handle(self, peer: PeerId, frame: RoundSend | RoundEcho | RoundAbort) -> list[Event]:
         session = self._sessions[frame.session_id]
@@ -272,24 +221,6 @@ class RoundEchoCore:
             raise EchoViolation(peer, f"echo carries a forged statement of {sender.hex()[:16]}")
         return self._abort(session, EquivocationProof(known, carried))
 
-    def _abort(self, session: _Session, proof: EquivocationProof) -> list[Event]:
-        session.proof = proof
-        frame = RoundAbort(proof.first, proof.second).encode()
-        out: list[Event] = [Transmit(m, frame) for m in session.members if m != self.node_id]
-        return [*out, Aborted(proof.session_id, proof)]
-
-    def _on_abort(self, peer: PeerId, session: _Session, proof: EquivocationProof) -> list[Event]:
-        if session.proof is not None:
-            return []
-        try:
-            sender = verify_equivocation_proof(proof)
-        except InvalidProof as exc:
-            raise EchoViolation(peer, f"invalid equivocation proof: {exc}") from exc
-        if sender not in session.members:
-            raise EchoViolation(peer, "proof names a non-member")
-        session.proof = proof
-        return [Aborted(proof.session_id, proof)]
-
     def _check_delivery(self, session: _Session) -> list[Event]:
         n = len(session.members)
         if session.delivered or len(session.held) != n or len(session.echoes) != n:
@@ -303,109 +234,22 @@ class RoundEchoCore:
         return [Delivered(sid, m, session.payloads[m]) for m in session.members]
 
 
-Deliver = Callable[[bytes, PeerId, bytes], None]
-Abort = Callable[[bytes, EquivocationProof], None]
-
-
-class RoundEchoBroadcast:
+class RoundEchoBroadcast(BroadcastDriver):
     """Runs `RoundEchoCore` over `channel` (which must deliver reliably: a ReliableChannel or a Mux port).
 
     The API is `EchoBroadcast`'s: a delivered round calls the deliver callbacks once per sender, in
-    member order, all within one step of the event loop."""
+    member order, all within one step of the event loop, and the whole round is visible before the first
+    callback runs."""
+
+    name = "round echo"
+    reject_reason = "round echo"
+    logger = log
+    whole_rounds = True
+    core: RoundEchoCore
 
     def __init__(self, channel: Channel, secret_key: bytes) -> None:
-        self.channel = channel
-        self.core = RoundEchoCore(secret_key)
-        self.node_id = self.core.node_id
-        self._results: dict[bytes, dict[PeerId, bytes]] = {}
-        self._changed: dict[bytes, asyncio.Event] = {}
-        self._on_deliver: list[Deliver] = []
-        self._on_abort: list[Abort] = []
-        self._send_tasks: set[asyncio.Task[None]] = set()
-        channel.on_receive(self._on_frame)
-
-    def on_deliver(self, callback: Deliver) -> None:
-        """`callback(session_id, sender, payload)` for each message of a delivered round."""
-        self._on_deliver.append(callback)
-
-    def on_abort(self, callback: Abort) -> None:
-        """`callback(session_id, proof)` when a session aborts on an equivocation."""
-        self._on_abort.append(callback)
-
-    def start_session(self, session_id: bytes, members: Sequence[PeerId]) -> None:
-        self._results.setdefault(session_id, {})
-        self._changed.setdefault(session_id, asyncio.Event())
-        self._run(self.core.start_session(session_id, members))
-
-    async def broadcast(self, session_id: bytes, payload: bytes) -> None:
-        """Send this member's message of the round; returns once queued."""
-        events = self.core.broadcast(session_id, payload)
-        await asyncio.gather(*(self.channel.send(e.peer, e.frame) for e in events if isinstance(e, Transmit)))
-        self._run([e for e in events if not isinstance(e, Transmit)])
-
-    def proof(self, session_id: bytes) -> EquivocationProof | None:
-        return self.core.proof(session_id)
-
-    def delivered(self, session_id: bytes) -> dict[PeerId, bytes]:
-        return dict(self._results.get(session_id, {}))
+        super().__init__(channel, RoundEchoCore(secret_key))
 
     async def receive_all(self, session_id: bytes) -> dict[PeerId, bytes]:
         """Wait for the whole round; raises EquivocationDetected if the session aborts."""
-        while True:
-            proof = self.core.proof(session_id)
-            if proof is not None:
-                raise EquivocationDetected(session_id, proof)
-            got = self._results.get(session_id)
-            if got:
-                return dict(got)
-            event = self._changed.setdefault(session_id, asyncio.Event())
-            event.clear()
-            await event.wait()
-
-    def close_session(self, session_id: bytes) -> None:
-        self.core.close_session(session_id)
-        self._results.pop(session_id, None)
-        self._changed.pop(session_id, None)
-
-    def _on_frame(self, peer: PeerId, data: bytes) -> None:
-        try:
-            events = self.core.receive(peer, data)
-        except WireError as exc:
-            self.channel.reject(peer, f"round echo: {exc}")
-            return
-        except EchoViolation as exc:
-            log.warning("round echo: %s", exc)
-            return
-        self._run(events)
-
-    def _run(self, events: list[Event]) -> None:
-        delivered = [ev for ev in events if isinstance(ev, Delivered)]
-        for ev in delivered:  # the whole round is visible before the first callback runs
-            self._results.setdefault(ev.session_id, {})[ev.sender] = ev.payload
-        for ev in events:
-            if isinstance(ev, Transmit):
-                task = asyncio.get_running_loop().create_task(self._send(ev.peer, ev.frame))
-                self._send_tasks.add(task)
-                task.add_done_callback(self._send_tasks.discard)
-            elif isinstance(ev, Delivered):
-                for cb in self._on_deliver:
-                    cb(ev.session_id, ev.sender, ev.payload)
-                self._wake(ev.session_id)
-            else:
-                log.warning(
-                    "round echo session %s aborted: %s equivocated", ev.session_id.hex()[:16], ev.proof.sender.hex()
-                )
-                for cb in self._on_abort:
-                    cb(ev.session_id, ev.proof)
-                self._wake(ev.session_id)
-
-    def _wake(self, session_id: bytes) -> None:
-        event = self._changed.get(session_id)
-        if event is not None:
-            event.set()
-
-    async def _send(self, peer: PeerId, frame: bytes) -> None:
-        try:
-            await self.channel.send(peer, frame)
-        except Exception as exc:  # a full queue: the peer is gone for long; log, the session will time out
-            log.warning("round echo: cannot send to %s: %s", peer.hex()[:16], exc)
+        return await self._wait(session_id, lambda got: dict(got) if got else None)

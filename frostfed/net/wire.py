@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 WIRE_VERSION = 1
 
@@ -237,10 +238,23 @@ def _statement(r: Reader) -> Statement:
     )
 
 
-@dataclass(frozen=True)
-class EchoSend:
-    """The sender's message with its own signed statement over the message's hash."""
+def _statements_frame(kind: int, *statements: Statement) -> bytes:
+    return _header(kind) + b"".join(st.encode_body() for st in statements)
 
+
+def _two_statements(r: Reader) -> tuple[Statement, Statement]:
+    first = _statement(r)
+    second = _statement(r)
+    r.end()
+    return first, second
+
+
+@dataclass(frozen=True)
+class _MessageFrame:
+    """A sender's message with its own signed statement over the message's hash; `KIND` is the frame
+    type byte of the protocol it belongs to."""
+
+    KIND: ClassVar[int]
     statement: Statement
     payload: bytes
 
@@ -251,7 +265,39 @@ class EchoSend:
     def encode(self) -> bytes:
         if len(self.payload) > MAX_ECHO_PAYLOAD:
             raise Oversized(f"payload of {len(self.payload)} bytes")
-        return _header(SEND) + self.statement.encode_body() + _var(self.payload)
+        return _header(self.KIND) + self.statement.encode_body() + _var(self.payload)
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        """The frame's body, after the header."""
+        statement = _statement(r)
+        payload = r.var_bytes(MAX_ECHO_PAYLOAD, "payload")
+        r.end()
+        return cls(statement, payload)
+
+
+@dataclass(frozen=True)
+class _ProofFrame:
+    """An equivocation proof: two statements signed by the sender with different digests; `KIND` is the
+    frame type byte of the protocol it belongs to."""
+
+    KIND: ClassVar[int]
+    first: Statement
+    second: Statement
+
+    @property
+    def session_id(self) -> bytes:
+        return self.first.session_id
+
+    def encode(self) -> bytes:
+        return _statements_frame(self.KIND, self.first, self.second)
+
+
+@dataclass(frozen=True)
+class EchoSend(_MessageFrame):
+    """The sender's message with its own signed statement over the message's hash."""
+
+    KIND = SEND
 
 
 @dataclass(frozen=True)
@@ -266,35 +312,22 @@ class EchoEcho:
         return self.sender_statement.session_id
 
     def encode(self) -> bytes:
-        return _header(ECHO) + self.sender_statement.encode_body() + self.echo_statement.encode_body()
+        return _statements_frame(ECHO, self.sender_statement, self.echo_statement)
 
 
 @dataclass(frozen=True)
-class EchoAbort:
-    """An equivocation proof: two statements signed by the sender with different digests."""
+class EchoAbort(_ProofFrame):
+    """The echo broadcast's equivocation proof."""
 
-    first: Statement
-    second: Statement
-
-    @property
-    def session_id(self) -> bytes:
-        return self.first.session_id
-
-    def encode(self) -> bytes:
-        return _header(ABORT) + self.first.encode_body() + self.second.encode_body()
+    KIND = ABORT
 
 
 def decode_echo(data: bytes) -> EchoSend | EchoEcho | EchoAbort:
     r = Reader(data)
     kind = r.header({SEND, ECHO, ABORT})
     if kind == SEND:
-        statement = _statement(r)
-        payload = r.var_bytes(MAX_ECHO_PAYLOAD, "payload")
-        r.end()
-        return EchoSend(statement, payload)
-    first = _statement(r)
-    second = _statement(r)
-    r.end()
+        return EchoSend.read(r)
+    first, second = _two_statements(r)
     if kind == ECHO:
         return EchoEcho(first, second)
     return EchoAbort(first, second)
@@ -311,20 +344,10 @@ ROUND_ENTRY_LEN = PEER_ID_LEN + DIGEST_LEN + SIG_LEN
 
 
 @dataclass(frozen=True)
-class RoundSend:
+class RoundSend(_MessageFrame):
     """One member's message of the round, with its own signed statement over the message's hash."""
 
-    statement: Statement
-    payload: bytes
-
-    @property
-    def session_id(self) -> bytes:
-        return self.statement.session_id
-
-    def encode(self) -> bytes:
-        if len(self.payload) > MAX_ECHO_PAYLOAD:
-            raise Oversized(f"payload of {len(self.payload)} bytes")
-        return _header(ROUND_SEND) + self.statement.encode_body() + _var(self.payload)
+    KIND = ROUND_SEND
 
 
 @dataclass(frozen=True)
@@ -353,33 +376,19 @@ class RoundEcho:
 
 
 @dataclass(frozen=True)
-class RoundAbort:
-    """An equivocation proof: two statements signed by the sender with different digests."""
+class RoundAbort(_ProofFrame):
+    """The round echo broadcast's equivocation proof."""
 
-    first: Statement
-    second: Statement
-
-    @property
-    def session_id(self) -> bytes:
-        return self.first.session_id
-
-    def encode(self) -> bytes:
-        return _header(ROUND_ABORT) + self.first.encode_body() + self.second.encode_body()
+    KIND = ROUND_ABORT
 
 
 def decode_round(data: bytes) -> RoundSend | RoundEcho | RoundAbort:
     r = Reader(data)
     kind = r.header({ROUND_SEND, ROUND_ECHO, ROUND_ABORT})
     if kind == ROUND_SEND:
-        statement = _statement(r)
-        payload = r.var_bytes(MAX_ECHO_PAYLOAD, "payload")
-        r.end()
-        return RoundSend(statement, payload)
+        return RoundSend.read(r)
     if kind == ROUND_ABORT:
-        first = _statement(r)
-        second = _statement(r)
-        r.end()
-        return RoundAbort(first, second)
+        return RoundAbort(*_two_statements(r))
     sid = r.take(SESSION_ID_LEN, "session id")
     signer = _peer_id(r, "signer")
     count = r.u16("statement count")

@@ -24,9 +24,9 @@ from typing import Any
 from pyln.client import Plugin, RpcException
 
 from frostfed.federation import commands
+from frostfed.lightning_rpc import LightningRpc
 from frostfed.net.channel import PeerId
 from frostfed.net.cln_channel import ClnChannel, parse_member
-from frostfed.net.lightning_rpc import LightningRpc
 from frostfed.plugin.background import BackgroundLoop
 from frostfed.plugin.hostkey import derive_host_seed
 
