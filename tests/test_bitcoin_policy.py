@@ -10,6 +10,8 @@ import json
 import os
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -307,3 +309,41 @@ def test_malformed_requests_and_bad_ledger_updates(regtest, chain, fed, ledger, 
         ledger.credit(miners[0], -5)
     with pytest.raises(PayoutBuildError, match="not enough"):
         build_payout_tx([utxo], [(miners[0], 5_000_000)], fed.scripts[1], 2)
+
+
+class SlowCheck:
+    """An external check that takes a moment (as `payout-check-command` does)."""
+
+    def check(self, payout) -> None:
+        time.sleep(0.5)
+
+    def approved(self, payout) -> None:
+        pass
+
+
+def test_concurrent_requests_do_not_overpay_a_miner(regtest, chain, fed, ledger, miners):
+    """Each member judges every request in a worker thread: two requests paying the same debt from
+    different coins must not both be approved."""
+    ledger.credit(miners[0], 4_000_000)
+    a = fund(regtest, chain, fed, 0, 10_000_000)
+    b = fund(regtest, chain, fed, 1, 10_000_000)
+    txs = [
+        build_payout_tx([a], [(miners[0], 4_000_000)], fed.scripts[2], 2),
+        build_payout_tx([b], [(miners[0], 4_000_000)], fed.scripts[3], 2),
+    ]
+    outcomes: list[str] = []
+
+    def judge(tx) -> None:
+        try:
+            make_policy(chain, fed, ledger, SlowCheck()).approve(tx)
+            outcomes.append("approved")
+        except PolicyRejection as e:
+            outcomes.append(e.code)
+
+    threads = [threading.Thread(target=judge, args=(tx,)) for tx in txs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["already_paid", "approved"], outcomes
+    assert ledger.status(miners[0]).reserved == 4_000_000

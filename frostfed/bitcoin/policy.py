@@ -19,6 +19,7 @@ import json
 import math
 import shlex
 import subprocess
+import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -330,6 +331,11 @@ class CommandPolicy:
         return None
 
 
+APPROVALS = threading.Lock()
+"""Checking and recording an approval is one step: two payouts judged at once in worker threads must
+not both pass the ledger before either reserves (that would pay the same debt twice)."""
+
+
 class PayoutPolicy:
     """Chain checks, then every pluggable policy in order; the first refusal wins."""
 
@@ -346,9 +352,10 @@ class PayoutPolicy:
     def approve(self, tx: CTransaction, also_check: Callable[[CheckedPayout], None] | None = None) -> CheckedPayout:
         """Check (with `also_check` last, e.g. a PSBT's claims against the chain), then record the
         approval with every policy. Sign only what this returns."""
-        payout = self.check(tx)
-        if also_check is not None:
-            also_check(payout)
-        for policy in self.policies:
-            policy.approved(payout)
+        with APPROVALS:
+            payout = self.check(tx)
+            if also_check is not None:
+                also_check(payout)
+            for policy in self.policies:
+                policy.approved(payout)
         return payout

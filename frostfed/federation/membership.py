@@ -90,6 +90,7 @@ class Membership:
         self._refusals: dict[str, str] = {}
         self._aborted: set[str] = set()
         self._expelling: asyncio.Task[None] | None = None
+        self._proposing = False
         self._epoch_since = time.time()
         self._adopted_at = 0.0
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
@@ -123,6 +124,7 @@ class Membership:
         if raw:
             with contextlib.suppress(MessageError, ValueError):
                 self.proposal = Proposal.from_message(Message("tprop", json.loads(raw)))
+                self._adopted_at = time.monotonic()  # the change's clock restarts with the member
         for peer, address in self.directory.items():
             self._learn_peer(peer, address)
 
@@ -193,6 +195,22 @@ class Membership:
         address: str | None = None,
         bond_sats: int | None = None,
         bond_blocks: int | None = None,
+    ) -> dict[str, Any]:
+        if self._proposing:
+            raise MembershipError("this member is already proposing a change")
+        self._proposing = True
+        try:
+            return await self._propose(kind, subject, address, bond_sats, bond_blocks)
+        finally:
+            self._proposing = False
+
+    async def _propose(
+        self,
+        kind: str,
+        subject: PeerId,
+        address: str | None,
+        bond_sats: int | None,
+        bond_blocks: int | None,
     ) -> dict[str, Any]:
         timeout = self.settings.change_timeout_seconds
         member = self.member
@@ -504,11 +522,12 @@ class Membership:
             return
         txid = member.store.get_meta(f"transition_txid:{p.epoch}")
         if not txid:
-            if (
-                p.proposer != member.me
-                and time.monotonic() - self._adopted_at > 2 * self.settings.change_timeout_seconds
-            ):
+            stale = time.monotonic() - self._adopted_at > 2 * self.settings.change_timeout_seconds
+            if stale and p.proposer != member.me:
                 self._drop("the change never completed (its proposer went silent)", forget_key=False)
+            elif stale and not self._proposing:  # this member proposed it, then restarted
+                targets = sorted(set(p.members) - {member.me})
+                await self._abort(targets, "the proposer restarted before the change completed")
             return
         utxo = await asyncio.to_thread(member.chain.get_utxo, txid, 0)
         if utxo is None or utxo.confirmations < self.settings.transition_confirmations:

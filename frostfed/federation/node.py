@@ -40,6 +40,8 @@ from frostfed.net.links import links_over
 log = logging.getLogger(__name__)
 
 FEDERATION_PORT = 16
+MAX_ADDRESS_GAP = 1000
+"""How far past this member's own address index another member's announcement may reach."""
 
 
 def _echo_sid(session: str) -> bytes:
@@ -425,6 +427,9 @@ class Member:
         epoch, index = msg.integer("epoch"), msg.integer("index", 0, 2**31 - 1)
         if keys is None or epoch != keys.epoch:
             return
+        if index > self.store.next_address_index(epoch) + MAX_ADDRESS_GAP:
+            log.warning("address index %d from %s is too far ahead; ignored", index, peer.hex()[:16])
+            return  # every coin scan covers every index up to the highest one
         self.store.record_address(epoch, index, p2tr_address(keys.output_key((0, index)), keys.network))
 
     # -- what the commands read ------------------------------------------------------------------

@@ -162,10 +162,17 @@ class RoastSigning:
         try:
             outcome = await asyncio.wait_for(asyncio.shield(coord.done), self.member.request_timeout)
         except TimeoutError:
-            result = coord.roast.give_up("timed out waiting for enough members")
-            outcome = self._failure_outcome(coord, result.reason)
+            if coord.roast.result is not None and coord.roast.result.ok:
+                outcome = await coord.done  # signed: finishing (the broadcast) is under way
+            else:
+                result = coord.roast.give_up("timed out waiting for enough members")
+                outcome = self._failure_outcome(coord, result.reason)
         finally:
             self._coordinating.pop(req.id, None)
+        own = self._signing.pop(req.id, None)  # this member's own signer state for the request
+        self._judged.pop(req.id, None)
+        if own is not None:
+            self.member.store.discard_nonce(own.pubnonce_key)
         self.member.store.update_request(req.id, outcome["status"], outcome)
         await self.member._send_all_others(
             "sdone", {"id": req.id, "status": outcome["status"], "txid": outcome.get("txid", "")}

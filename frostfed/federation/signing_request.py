@@ -13,7 +13,7 @@ from typing import Any
 
 from bitcoin.core import CTransaction
 
-from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, PolicyRejection
+from frostfed.bitcoin.policy import APPROVALS, CheckedPayout, PayoutPolicy, PolicyRejection
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, taproot_sighash
 from frostfed.federation.epoch_keys import EpochKeys, PathError, check_path
 from frostfed.federation.messages import Message, MessageError
@@ -120,8 +120,9 @@ def judge(keys: EpochKeys, req: SigningRequest, policy: PayoutPolicy) -> list[Si
     """Run the whole policy and record the approval (the ledger reserves the payouts, so no second
     request can pay the same debts); returns what to sign, or raises PolicyRejection / ChainError."""
     check_change(keys, req)
-    payout = policy.check(req.tx)
-    tasks = signing_tasks(keys, req, payout)
-    for p in policy.policies:
-        p.approved(payout)
+    with APPROVALS:
+        payout = policy.check(req.tx)
+        tasks = signing_tasks(keys, req, payout)
+        for p in policy.policies:
+            p.approved(payout)
     return tasks
