@@ -7,9 +7,12 @@ chain data before signing; this is only the proposal."""
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
+from typing import Any
 
-from frostfed.bitcoin.chain import BitcoindRpc, ChainSource, Utxo, btc_to_sats
+from frostfed.bitcoin.chain import BitcoindRpc, ChainRpcError, ChainSource, Utxo, btc_to_sats
 from frostfed.bitcoin.policy import COINBASE_MATURITY
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys
 
@@ -37,7 +40,7 @@ def find_coins(
     paths = [(RECEIVE, i) for i in range(receive_count + LOOKAHEAD)]
     paths += [(CHANGE, i) for i in range(change_count + LOOKAHEAD)]
     by_script = {keys.script(p): p for p in paths}
-    scan = rpc.call("scantxoutset", "start", [f"raw({s.hex()})" for s in by_script])
+    scan = scan_scripts(rpc, list(by_script))
     if not scan or not scan.get("success", False):
         raise CoinError("the UTXO scan did not complete")
     coins = []
@@ -53,6 +56,19 @@ def find_coins(
         if utxo.confirmations >= need:
             coins.append(Coin(utxo, path))
     return coins
+
+
+def scan_scripts(rpc: BitcoindRpc, scripts: list[bytes], patience: float = 30.0) -> dict[str, Any]:
+    """`scantxoutset` over raw scripts. bitcoind runs one scan at a time and refuses a second
+    ("Scan already in progress"), which happens when several members share a node: wait and retry."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return rpc.call("scantxoutset", "start", [f"raw({x.hex()})" for x in scripts])
+        except ChainRpcError as e:
+            if "in progress" not in e.message or time.monotonic() > deadline:
+                raise
+        time.sleep(random.uniform(0.05, 0.3))
 
 
 def select_coins(coins: list[Coin], target_sats: int, fee_per_input: int) -> list[Coin]:

@@ -91,6 +91,7 @@ class Membership:
         self._aborted: set[str] = set()
         self._expelling: asyncio.Task[None] | None = None
         self._proposing = False
+        self._last_sweep_check = 0.0
         self._epoch_since = time.time()
         self._adopted_at = 0.0
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
@@ -164,7 +165,9 @@ class Membership:
         if run is not None and run.epoch == p.epoch:
             self.member.stop_dkg()
         rec = self.member.store.epoch(p.epoch)
-        if forget_key and rec is not None and rec.status == "pending" and rec.activation_txid is None:
+        if forget_key and rec is not None and rec.status == "pending" and not self._candidates(p.epoch):
+            # kept aside, sealed: an aborted change might still be broadcast by a rogue proposer
+            self.member.store.set_meta(f"abandoned:{p.epoch}:{rec.group_key.hex()}", json.dumps(_record_json(rec)))
             self.member.store.delete_epoch(p.epoch)
         self.proposal = None
         self.member.store.set_meta("proposal", "")
@@ -323,6 +326,12 @@ class Membership:
         try:
             return await member.request_signatures(req, extra)
         except SigningError as e:
+            if e.outcome.get("tx") and e.outcome.get("txid"):
+                # signed, the broadcast failed: aborting now could strand the coins if it did get
+                # through; the transaction is kept and broadcast again until it confirms
+                member.store.set_meta(f"transition_tx:{p.epoch}", e.outcome["tx"])
+                log.warning("transition %s signed but not broadcast (%s); retrying", e.outcome["txid"], e)
+                return e.outcome
             reasons = e.outcome.get("rejections") or {}
             detail = "; ".join(f"{k[:16]}: {v}" for k, v in reasons.items())
             raise MembershipError(f"the current members did not sign the transition: {e}. {detail}".strip()) from None
@@ -497,12 +506,24 @@ class Membership:
             self.member.store.set_meta("bond", json.dumps({**json.loads(raw), "txid": txid}))
 
     def _record_txid(self, epoch: int, txid: str) -> None:
+        """A candidate for the epoch's transition transaction (from the proposer, or a hint); it
+        counts only once this member has found it in a block and checked what it spends and pays."""
         store = self.member.store
-        rec = store.epoch(epoch)
-        if rec is not None:
-            store.save_epoch(EpochRecord(**{**rec.__dict__, "activation_txid": txid}))
+        candidates = self._candidates(epoch)
+        if txid in candidates or len(candidates) >= 16:
+            return
+        candidates[txid] = self._tip_hint()
+        store.set_meta(f"transition_txids:{epoch}", json.dumps(candidates))
         store.set_meta(f"transition_txid:{epoch}", txid)
-        log.info("epoch %d transition %s broadcast; waiting for confirmations", epoch, txid)
+        log.info("epoch %d transition candidate %s; waiting for confirmations", epoch, txid)
+
+    def _candidates(self, epoch: int) -> dict[str, int]:
+        raw = self.member.store.get_meta(f"transition_txids:{epoch}")
+        return json.loads(raw) if raw else {}
+
+    def _tip_hint(self) -> int:
+        raw = self.member.store.get_meta("last_tip")
+        return int(raw) if raw else 0
 
     def _on_abort(self, peer: PeerId, msg: Message) -> None:
         p = self.proposal
@@ -518,10 +539,12 @@ class Membership:
         p = self.proposal
         if p is None:
             self._maybe_expel()
+            if time.monotonic() - self._last_sweep_check > 30:
+                self._last_sweep_check = time.monotonic()
+                await asyncio.to_thread(self.sweep_check)
         if p is None or member.chain is None:
             return
-        txid = member.store.get_meta(f"transition_txid:{p.epoch}")
-        if not txid:
+        if not self._candidates(p.epoch):
             stale = time.monotonic() - self._adopted_at > 2 * self.settings.change_timeout_seconds
             if stale and p.proposer != member.me:
                 self._drop("the change never completed (its proposer went silent)", forget_key=False)
@@ -529,17 +552,73 @@ class Membership:
                 targets = sorted(set(p.members) - {member.me})
                 await self._abort(targets, "the proposer restarted before the change completed")
             return
-        utxo = await asyncio.to_thread(member.chain.get_utxo, txid, 0)
-        if utxo is None or utxo.confirmations < self.settings.transition_confirmations:
-            return
+        found = await asyncio.to_thread(self._find_transition, p)
+        if found is not None:
+            self._activate(p, *found)
+
+    def _find_transition(self, p: Proposal) -> tuple[str, bool] | None:
+        """The confirmed transaction among the candidates that is the transition: it pays this member's
+        own new key at output 0 and spends every coin this member approved spending. Returns whether
+        this member judged it (None: none found yet). Looks in the blocks since it first heard of a
+        candidate, so it finds the transaction even once the new epoch has spent its output."""
+        member = self.member
+        chain = member.chain
+        assert chain is not None
+        tip = chain.tip_height()
+        member.store.set_meta("last_tip", str(tip))
         rec = member.store.epoch(p.epoch)
-        if rec is not None:  # the transaction must pay the key this member's own DKG produced
+        expected = None
+        if rec is not None:
             new_keys = EpochKeys(p.epoch, p.members, p.threshold, rec.group_key, rec.chain_code, [], member.network)
-            if utxo.script_pubkey != new_keys.script(TRANSITION_PATH):
-                log.warning("transaction %s does not pay epoch %d's key; not activating", txid, p.epoch)
-                member.store.set_meta(f"transition_txid:{p.epoch}", "")
+            expected = new_keys.script(TRANSITION_PATH)
+        raw_judged = member.store.get_meta(f"transition_judged:{p.epoch}")
+        judged = {tuple(o) for o in json.loads(raw_judged)} if raw_judged else None
+        need = self.settings.transition_confirmations
+        raw_tx = member.store.get_meta(f"transition_tx:{p.epoch}")
+        for txid, since in self._candidates(p.epoch).items():
+            start = max(since - 1, tip - 2000, 0) if since else max(tip - 2000, 0)
+            for height in range(start, tip - need + 2):
+                tx = next((t for t in chain.block_transactions(height) if b2lx(t.GetTxid()) == txid), None)
+                if tx is None:
+                    continue
+                if expected is not None and (not tx.vout or bytes(tx.vout[0].scriptPubKey) != expected):
+                    log.warning("transaction %s does not pay epoch %d's key; ignored", txid, p.epoch)
+                    break
+                spent = {(b2lx(i.prevout.hash), i.prevout.n) for i in tx.vin}
+                if judged is not None and not judged <= spent:
+                    log.warning("transaction %s is not the transition this member signed; ignored", txid)
+                    break
+                return txid, judged is not None
+        if raw_tx:  # signed, perhaps never broadcast: try again
+            with contextlib.suppress(ChainError, ValueError):
+                chain.broadcast(CTransaction.deserialize(bytes.fromhex(raw_tx)))
+        return None
+
+    def sweep_check(self) -> None:
+        """Delete a retired epoch's share once no coin is left at its addresses, and only if this member
+        checked the transition that retired it. Until then the share stays sealed in the store: the
+        old epoch's members can still move what is left (a young coinbase, a late payment)."""
+        member = self.member
+        store = member.store
+        if member.rpc is None:
+            return
+        from frostfed.federation.coins import LOOKAHEAD, scan_scripts
+
+        for rec in store.epochs():
+            if rec.status != "retired" or rec.sealed_share is None or not store.get_meta(f"retired_judged:{rec.epoch}"):
+                continue
+            keys = EpochKeys(rec.epoch, rec.members, rec.threshold, rec.group_key, rec.chain_code, [], member.network)
+            receive = store.next_address_index(rec.epoch) + LOOKAHEAD
+            change = int(store.get_meta(f"change_index:{rec.epoch}") or "0") + LOOKAHEAD
+            scripts = [keys.script((0, i)) for i in range(receive)] + [keys.script((1, i)) for i in range(change)]
+            try:
+                scan = scan_scripts(member.rpc, scripts)
+            except ChainError:
+                self._last_sweep_check = time.monotonic() - 25  # try again in a few seconds
                 return
-        self._activate(p)
+            if scan and scan.get("success") and not scan.get("unspents"):
+                store.save_epoch(EpochRecord(**{**rec.__dict__, "sealed_share": None}))
+                log.info("epoch %d holds no coin any more: its key share is deleted", rec.epoch)
 
     def hint(self, peer: PeerId, epoch: int, txid: str) -> None:
         """A member of the proposed epoch runs it already: take its transaction id as a hint, if this
@@ -548,12 +627,13 @@ class Membership:
         store = self.member.store
         if p is None or p.epoch != epoch or peer not in p.members or store.epoch(epoch) is None:
             return
-        if not store.get_meta(f"transition_txid:{epoch}"):
-            try:
-                bytes.fromhex(txid)
-            except ValueError:
-                return
-            store.set_meta(f"transition_txid:{epoch}", txid)
+        if not store.get_meta(f"transition_judged:{epoch}"):
+            return  # without the inputs it checked itself, only the proposer's word counts
+        try:
+            bytes.fromhex(txid)
+        except ValueError:
+            return
+        self._record_txid(epoch, txid)
 
     def _maybe_expel(self) -> None:
         """Only the first online member (in member order) proposes, so members do not race."""
@@ -580,23 +660,33 @@ class Membership:
         except MembershipError as e:
             log.warning("automatic expulsion of %s failed: %s", target.hex()[:16], e)
 
-    def _activate(self, p: Proposal) -> None:
+    def _activate(self, p: Proposal, txid: str, judged: bool) -> None:
+        """The new epoch takes over. The old epoch's share is kept (sealed) for now: coins may still
+        sit at its addresses (a young coinbase, a late payment); `sweep_check` deletes it once none
+        do, and only if this member checked the transition itself."""
         member = self.member
         store = member.store
         old = store.active_epoch()
-        if old is not None:
-            store.save_epoch(EpochRecord(**{**old.__dict__, "status": "retired", "sealed_share": None}))
         new = store.epoch(p.epoch)
+        leaving = new is None or member.me not in p.members
+        with store.transaction():  # a crash leaves either the old epoch active or the new one
+            if old is not None:
+                store.save_epoch(EpochRecord(**{**old.__dict__, "status": "retired"}))
+                store.set_meta(f"retired_judged:{old.epoch}", "1" if judged else "")
+            store.set_meta("proposal", "")
+            if leaving:
+                store.set_meta("left_at_epoch", str(p.epoch))
+            else:
+                assert new is not None
+                rec = EpochRecord(**{**new.__dict__, "status": "active", "activation_txid": txid})
+                store.save_epoch(rec)
         self.proposal = None
-        store.set_meta("proposal", "")
-        if new is None or member.me not in p.members:
+        self._last_sweep_check = 0.0  # look at the old epoch's addresses soon
+        if leaving:
             member.keys = None
             member.members = []
-            store.set_meta("left_at_epoch", str(p.epoch))
             log.info("epoch %d is active without this member: it has left the federation", p.epoch)
             return
-        rec = EpochRecord(**{**new.__dict__, "status": "active"})
-        store.save_epoch(rec)
         member._activate(rec)
         self._epoch_since = time.time()
         log.info(
@@ -638,7 +728,10 @@ class Membership:
             member.policy_settings.min_confirmations,
             bond_key,
         )
-        return tasks_for_inputs(keys, req, spent)
+        tasks = tasks_for_inputs(keys, req, spent)
+        judged = sorted([b2lx(req.tx.vin[i].prevout.hash), req.tx.vin[i].prevout.n] for i, _ in req.fed_inputs)
+        member.store.set_meta(f"transition_judged:{p.epoch}", json.dumps(judged))
+        return tasks
 
     def status(self) -> dict[str, Any]:
         p = self.proposal
@@ -656,3 +749,16 @@ class Membership:
             },
             "last_error": self.last_error,
         }
+
+
+def _record_json(rec: EpochRecord) -> dict[str, Any]:
+    return {
+        "epoch": rec.epoch,
+        "members": [m.hex() for m in rec.members],
+        "threshold": rec.threshold,
+        "group_key": rec.group_key.hex(),
+        "chain_code": rec.chain_code.hex(),
+        "pubshares": [x.hex() for x in rec.pubshares],
+        "recovery": rec.recovery.hex(),
+        "sealed_share": rec.sealed_share.hex() if rec.sealed_share else None,
+    }

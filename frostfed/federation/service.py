@@ -174,7 +174,7 @@ class FederationService:
                     "threshold": e.threshold,
                     "group_key": e.group_key.hex(),
                     "share_held": e.sealed_share is not None,
-                    "transition_txid": e.activation_txid,
+                    "transition_txid": e.activation_txid or store.get_meta(f"transition_txid:{e.epoch}") or None,
                 }
                 for e in store.epochs()
             ],

@@ -9,10 +9,12 @@ nonce still `issued` is discarded, since it can no longer be known whether a sig
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,18 @@ class Store:
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(epochs)")}
         if "activation_txid" not in columns:
             self._db.execute("ALTER TABLE epochs ADD COLUMN activation_txid TEXT")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several writes as one: all of them or none survive a crash."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

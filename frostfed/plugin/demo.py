@@ -163,7 +163,7 @@ class Demo:
         self.members.append(joiner)
         btc.mine(1)
         wait_for_epoch(self.members, 60, epoch=r["epoch"])
-        self.step(f"  mined: epoch {r['epoch']} is active at every member, the old key share is deleted")
+        self.step(f"  mined: epoch {r['epoch']} is active everywhere (old share kept until its addresses are empty)")
         self.summary.append(("join (bond tx)", f"{r['txid']} (epoch {r['epoch']}, {len(r['members'])} members)"))
         miners = {btc.rpc("getnewaddress", wallet="miner"): 300_000 for _ in range(3)}
         self.credit_all(miners)

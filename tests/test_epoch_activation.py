@@ -1,0 +1,147 @@
+"""A member activates the next epoch (and deletes the old epoch's key share) only on the transition
+it checked, never on any transaction that happens to pay the new key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from decimal import Decimal
+
+import pytest
+from coincurve import PrivateKey
+from dealer import trusted_dealer
+
+from frostfed.bitcoin.taproot import p2tr_address
+from frostfed.federation.config import MembershipSettings, PolicySettings
+from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.messages import Message
+from frostfed.federation.node import Member
+from frostfed.federation.sealing import Sealer
+from frostfed.federation.store import EpochRecord, Store
+from frostfed.federation.transition import TRANSITION_PATH, Proposal
+from frostfed.net.tcp import NoiseChannel
+
+
+def _key(i: int) -> bytes:
+    return hashlib.sha256(f"review member {i}".encode()).digest()
+
+
+@pytest.mark.asyncio
+async def test_a_payment_to_the_new_key_does_not_retire_the_old_epoch(tmp_path, regtest, chain) -> None:
+    ids = [PrivateKey(_key(i)).public_key.format() for i in range(4)]
+    me = ids[0]
+    sealer = Sealer.from_seed(b"\x01" * 32)
+    store = Store(tmp_path / "m.sqlite")
+    member = Member(
+        me=me,
+        echo_secret=_key(0),
+        host_seckey=_key(100),
+        sealer=sealer,
+        store=store,
+        channel=NoiseChannel(_key(0), {}),
+        members=ids,
+        threshold=3,
+        chain=chain,
+        ledger=None,
+        policy=PolicySettings(),
+        membership=MembershipSettings(transition_confirmations=1),
+    )
+    old, new = trusted_dealer(3, 4), trusted_dealer(3, 3)
+    ctx0 = b"frostfed/share/" + (0).to_bytes(4, "big") + me
+    ctx1 = b"frostfed/share/" + (1).to_bytes(4, "big") + me
+    rec0 = EpochRecord(
+        0, "active", ids, 3, old.thresh_pk, b"\x02" * 32, old.pubshares, b"", sealer.seal(old.secshares[0], ctx0)
+    )
+    rec1 = EpochRecord(
+        1, "pending", ids[:3], 3, new.thresh_pk, b"\x03" * 32, new.pubshares, b"", sealer.seal(new.secshares[0], ctx1)
+    )
+    store.save_epoch(rec0)
+    store.save_epoch(rec1)
+    member._activate(rec0)
+    addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
+    member.membership.proposal = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
+
+    # Any member of the proposed epoch (or the proposer, by `tdone`) names a transaction of its own
+    # that merely pays the new key at output 0; the federation's coins never moved.
+    new_keys = EpochKeys(1, ids[:3], 3, new.thresh_pk, b"\x03" * 32, [], "regtest")
+    address = p2tr_address(new_keys.output_key(TRANSITION_PATH), "regtest")
+    raw = regtest.rpc("createrawtransaction", [], [{address: Decimal("0.0001")}])
+    funded = regtest.rpc("fundrawtransaction", raw, {"changePosition": 1}, wallet="miner")
+    signed = regtest.rpc("signrawtransactionwithwallet", funded["hex"], wallet="miner")
+    txid = regtest.rpc("sendrawtransaction", signed["hex"])
+    regtest.mine(1)
+    member.membership.hint(ids[2], 1, txid)
+    await member.membership.tick()
+
+    epochs = {e.epoch: e for e in store.epochs()}
+    assert epochs[0].status == "active" and epochs[0].sealed_share is not None, "old share deleted"
+    assert member.keys is not None and member.keys.epoch == 0
+    store.close()
+
+
+def _member(tmp_path, chain, index: int = 0) -> tuple[Member, list[bytes]]:
+    ids = [PrivateKey(_key(i)).public_key.format() for i in range(4)]
+    sealer = Sealer.from_seed(b"\x01" * 32)
+    store = Store(tmp_path / f"m{index}.sqlite")
+    member = Member(
+        me=ids[index],
+        echo_secret=_key(index),
+        host_seckey=_key(100 + index),
+        sealer=sealer,
+        store=store,
+        channel=NoiseChannel(_key(index), {}),
+        members=ids,
+        threshold=3,
+        chain=chain,
+        ledger=None,
+        policy=PolicySettings(),
+        membership=MembershipSettings(transition_confirmations=1, change_timeout_seconds=300),
+    )
+    old = trusted_dealer(3, 4)
+    ctx0 = b"frostfed/share/" + (0).to_bytes(4, "big") + ids[index]
+    rec0 = EpochRecord(
+        0, "active", ids, 3, old.thresh_pk, b"\x02" * 32, old.pubshares, b"", sealer.seal(old.secshares[index], ctx0)
+    )
+    store.save_epoch(rec0)
+    member._activate(rec0)
+    return member, ids
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_member_keeps_the_change_in_progress(tmp_path, chain) -> None:
+    """Restarted while the transition is being signed (the DKG done, `tdone` not yet heard): the change
+    must survive the first tick, or the later `tdone`/heartbeat hint is ignored and the member never
+    reaches the new epoch."""
+    member, ids = _member(tmp_path, chain, 0)
+    addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
+    p = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
+    member.store.set_meta("proposal", json.dumps(p.to_body()))  # what _adopt left before the restart
+    member.membership.resume()
+    assert member.membership.proposal is not None
+    await member.membership.tick()  # the first heartbeat after the restart
+    assert member.membership.proposal is not None, "in-progress change dropped right after a restart"
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_proposer_does_not_block_changes_forever(tmp_path, chain) -> None:
+    member, ids = _member(tmp_path, chain, 1)
+    addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
+    p = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
+    member.store.set_meta("proposal", json.dumps(p.to_body()))  # it proposed, then crashed
+    member.membership.resume()
+    member.membership._adopted_at = time.monotonic() - 10 * 300  # long after it could still finish
+    await member.membership.tick()
+    assert member.membership.proposal is None, "a dead proposal of its own blocks every later change"
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_one_members_address_announcement_cannot_blow_up_the_coin_scan(tmp_path, chain) -> None:
+    """`addr` from a peer moves this member's address index; the coin scan of every later payout and
+    transition derives every script up to it (find_coins: range(receive_count + LOOKAHEAD))."""
+    member, ids = _member(tmp_path, chain, 0)
+    member._on_address(ids[2], Message("addr", {"epoch": 0, "index": 2**31 - 1}))
+    assert member.store.next_address_index(0) <= 10_000, "the next payout scans 2^31 scripts"
+    member.store.close()
