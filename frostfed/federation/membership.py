@@ -396,7 +396,7 @@ class Membership:
             body = {"epoch": epoch, "recovery": result.recovery.hex()}
             self.member._spawn(self.member._send(p.proposer, "tdkg", body))
 
-    def _known_hostkeys(self) -> dict[PeerId, bytes]:
+    def known_hostkeys(self) -> dict[PeerId, bytes]:
         rec = self.member.store.active_epoch()
         if rec is None:
             return {}
@@ -409,7 +409,7 @@ class Membership:
             return
         recovery = msg.hexbytes("recovery", max_len=1 << 20)
         try:
-            group_key = verify_new_epoch_key(recovery, p, self._known_hostkeys())
+            group_key = verify_new_epoch_key(recovery, p, self.known_hostkeys())
         except PolicyRejection as e:
             log.warning("new epoch key from %s refused: %s", peer.hex()[:16], e.message)
             return
@@ -712,7 +712,7 @@ class Membership:
             check_proposal(p, keys, self.settings, member.chain.tip_height())
         except ProposalRefused as e:
             raise PolicyRejection("bad_proposal", str(e)) from None
-        group_key = verify_new_epoch_key(recovery, p, self._known_hostkeys())
+        group_key = verify_new_epoch_key(recovery, p, self.known_hostkeys())
         mine = member.store.epoch(p.epoch)
         if mine is not None and mine.group_key != group_key:
             raise PolicyRejection("bad_epoch_key", "the new key is not the one this member's DKG produced")

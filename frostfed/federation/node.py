@@ -231,24 +231,34 @@ class Member:
         reconcile_every = max(1, int(5 / self.heartbeat_seconds))
         beat = 0
         while not self._stopping:
-            await self._send_all_others("hb", self._heartbeat_body())
+            try:
+                await self._beat(beat, reconcile_every)
+            except Exception:  # one failing beat must not silence the member for good
+                log.exception("heartbeat failed")
             beat += 1
-            if self.ledger is not None and self.chain is not None and beat % reconcile_every == 0:
-                try:
-                    confirmed = await asyncio.to_thread(
-                        self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations
-                    )
-                    for txid in confirmed:
-                        self.store.mark_confirmed(txid)
-                except Exception as e:  # the chain source is down: try again later
-                    log.warning("ledger reconciliation failed: %s", e)
-            if self._dkg is not None and time.time() - self._dkg_progress > self.dkg_timeout:
-                run = self._dkg
-                log.warning("DKG attempt %d made no progress; starting the next", run.attempt)
-                self._start_dkg(run.epoch, run.members, run.threshold, run.attempt + 1)
-            with contextlib.suppress(Exception):
-                await self.membership.tick()
             await asyncio.sleep(self.heartbeat_seconds)
+
+    async def _beat(self, beat: int, reconcile_every: int) -> None:
+        """One heartbeat: tell the others this member is up, reconcile the ledger, watch the DKG and
+        any membership change."""
+        await self._send_all_others("hb", self._heartbeat_body())
+        if self.ledger is not None and self.chain is not None and beat % reconcile_every == 0:
+            try:
+                confirmed = await asyncio.to_thread(
+                    self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations
+                )
+                for txid in confirmed:
+                    self.store.mark_confirmed(txid)
+            except Exception as e:  # the chain source is down: try again later
+                log.warning("ledger reconciliation failed: %s", e)
+        if self._dkg is not None and time.time() - self._dkg_progress > self.dkg_timeout:
+            run = self._dkg
+            log.warning("DKG attempt %d made no progress; starting the next", run.attempt)
+            self._start_dkg(run.epoch, run.members, run.threshold, run.attempt + 1)
+        try:
+            await self.membership.tick()
+        except Exception:
+            log.exception("membership check failed")
 
     def _heartbeat_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"t": int(time.time())}
@@ -377,7 +387,9 @@ class Member:
         except Exception as e:
             log.warning("recovery data from %s refused: %s", peer.hex()[:16], e)
             return
-        if params.t != run.threshold or len(params.hostpubkeys) != len(run.members) or out.secshare is None:
+        known = {**self.membership.known_hostkeys(), **run.hostkeys}
+        foreign = any(known.get(m, hk) != hk for m, hk in zip(run.members, params.hostpubkeys, strict=False))
+        if params.t != run.threshold or len(params.hostpubkeys) != len(run.members) or out.secshare is None or foreign:
             log.warning("recovery data from %s is for another DKG", peer.hex()[:16])
             return
         result = DkgResult(

@@ -308,6 +308,8 @@ class RoastSigning:
     async def _on_sign_request(self, peer: PeerId, msg: Message) -> None:
         req = SigningRequest.from_message(msg)
         member = self.member
+        if member.keys is not None and member.keys.member_index(peer) is None:
+            return  # only a member of the current epoch coordinates its signing
         if req.id in self._signing or req.id in self._judging or (peer != member.me and member.store.requests(req.id)):
             return  # a repeated request: answered once only
         self._judging.add(req.id)  # before the first await: a duplicate arriving meanwhile is dropped

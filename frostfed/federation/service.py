@@ -195,7 +195,7 @@ class FederationService:
         except AddressError as e:
             raise RpcError(commands.INVALID_PARAMS, str(e)) from None
         tip = await asyncio.to_thread(member.chain.tip_height)
-        if tip + 1 < bond["locktime"]:
+        if tip < bond["locktime"]:  # final only in a block above the lock time
             raise RpcError(
                 commands.SIGNING_FAILED,
                 f"the bond is locked until block {bond['locktime']}; the chain is at {tip}",
