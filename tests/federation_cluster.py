@@ -3,10 +3,12 @@ crediting miners in every member's ledger and funding federation addresses."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from frostfed.bitcoin.chain import ChainRpcError
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.bitcoin.taproot import script_from_address
@@ -58,3 +60,17 @@ class Cluster:
 
     def received(self, address: str) -> int:
         return int(self.btc.rpc("getreceivedbyaddress", address, 0, wallet="miner") * 100_000_000)
+
+
+def scan_descriptors(btc: RegtestBitcoind, descs: dict[str, Any]) -> int:
+    """Sats at a federation epoch's receive and change addresses (0..50). Members scan too, and
+    bitcoind runs one scan at a time: wait for a scan in progress."""
+    wanted = [{"desc": descs["descriptor"], "range": 50}, {"desc": descs["change_descriptor"], "range": 50}]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return int(btc.rpc("scantxoutset", "start", wanted)["total_amount"] * 100_000_000)
+        except ChainRpcError as e:
+            if "in progress" not in e.message or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

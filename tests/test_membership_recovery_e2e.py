@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from federation_cluster import Cluster
+from federation_cluster import Cluster, scan_descriptors
 from test_membership_e2e import MEMBERSHIP, pay_one
 
 from frostfed.bitcoin.regtest import RegtestBitcoind
@@ -17,12 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def scan(btc: RegtestBitcoind, descs: dict[str, Any]) -> int:
-    r = btc.rpc(
-        "scantxoutset",
-        "start",
-        [{"desc": descs["descriptor"], "range": 50}, {"desc": descs["change_descriptor"], "range": 50}],
-    )
-    return int(r["total_amount"] * 100_000_000)
+    return scan_descriptors(btc, descs)
 
 
 def test_a_transition_leaves_no_coin_behind_a_deleted_share(tmp_path, regtest: RegtestBitcoind) -> None:

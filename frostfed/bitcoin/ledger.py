@@ -152,6 +152,11 @@ class Ledger:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def release(self, txid: str) -> None:
+        """Forget an approval that was never signed (its request failed), so the debt can be paid."""
+        with self._lock:
+            self._db.execute("DELETE FROM reserved WHERE txid = ?", (txid,))
+
     def reserved_txids(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT txid FROM reserved ORDER BY txid")]

@@ -91,6 +91,7 @@ class Membership:
         self._aborted: set[str] = set()
         self._expelling: asyncio.Task[None] | None = None
         self._proposing = False
+        self._considering: asyncio.Lock | None = None
         self._last_sweep_check = 0.0
         self._epoch_since = time.time()
         self._adopted_at = 0.0
@@ -346,6 +347,14 @@ class Membership:
     # -- taking part -----------------------------------------------------------------------------
 
     async def _on_proposal(self, peer: PeerId, msg: Message) -> None:
+        """Proposals are considered one at a time: a second waits until the first is adopted or
+        refused, and is then judged against that outcome."""
+        if self._considering is None:
+            self._considering = asyncio.Lock()
+        async with self._considering:
+            await self._consider(peer, msg)
+
+    async def _consider(self, peer: PeerId, msg: Message) -> None:
         p = Proposal.from_message(msg)
         member = self.member
         if peer != p.proposer:
@@ -363,6 +372,8 @@ class Membership:
                 assert member.chain is not None
                 tip = await asyncio.to_thread(member.chain.tip_height)
                 check_proposal(p, member.keys, self.settings, tip)
+                if self.proposal is not None or self._proposing:
+                    raise ProposalRefused("this member is taking part in another change")
             if p.nonce in self._aborted:
                 return  # its abort overtook it
         except (ProposalRefused, ChainError) as e:
@@ -618,6 +629,7 @@ class Membership:
                 return
             if scan and scan.get("success") and not scan.get("unspents"):
                 store.save_epoch(EpochRecord(**{**rec.__dict__, "sealed_share": None}))
+                store.scrub()
                 log.info("epoch %d holds no coin any more: its key share is deleted", rec.epoch)
 
     def hint(self, peer: PeerId, epoch: int, txid: str) -> None:

@@ -83,6 +83,7 @@ class _Signing:
     signer: RoastSigner
     coordinator: PeerId
     pubnonce_key: bytes  # journal key of the outstanding presignature
+    signed: bool = False  # a partial signature has left this member
 
 
 def _journal_key(pubnonces: tuple[bytes, ...]) -> bytes:
@@ -172,7 +173,7 @@ class RoastSigning:
         own = self._signing.pop(req.id, None)  # this member's own signer state for the request
         self._judged.pop(req.id, None)
         if own is not None:
-            self.member.store.discard_nonce(own.pubnonce_key)
+            self._settle(own, outcome["status"])
         self.member.store.update_request(req.id, outcome["status"], outcome)
         await self.member._send_all_others(
             "sdone", {"id": req.id, "status": outcome["status"], "txid": outcome.get("txid", "")}
@@ -400,6 +401,7 @@ class RoastSigning:
         next_key = _journal_key(reply.next_pubnonces)
         self.member.store.issue_nonce(next_key, rid)
         state.pubnonce_key = next_key
+        state.signed = True
         psigs = list(reply.psigs)
         if "delay-psig" in self.member.faults:  # test fault: a member that stalls mid-signing
             await asyncio.sleep(3)
@@ -418,9 +420,18 @@ class RoastSigning:
 
     def _on_sign_done(self, peer: PeerId, msg: Message) -> None:
         rid = msg.text("id", 64)
-        state = self._signing.pop(rid, None)
+        state = self._signing.get(rid)
         if state is None or peer != state.coordinator:
             return
-        self.member.store.discard_nonce(state.pubnonce_key)
+        del self._signing[rid]
         status = msg.text("status", 32)
+        self._settle(state, status)
         self.member.store.update_request(rid, status, {"txid": msg.text("txid", 64)})
+
+    def _settle(self, state: _Signing, status: str) -> None:
+        """The request is over: its outstanding nonce is discarded, and if it failed before this member
+        signed anything, the ledger forgets the approval (the same debt may be paid by a retry)."""
+        self.member.store.discard_nonce(state.pubnonce_key)
+        ledger = self.member.ledger
+        if status not in ("signed", "broadcast") and not state.signed and ledger is not None:
+            ledger.release(b2lx(state.request.tx.GetTxid()))

@@ -96,6 +96,7 @@ class Store:
             if mode != "wal":
                 raise StoreError(f"the member database {path} cannot use a write-ahead log (mode {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted key shares are overwritten, not left behind
             self._db.executescript(SCHEMA)
             self._migrate()
         except sqlite3.Error as e:
@@ -182,6 +183,10 @@ class Store:
     def epoch(self, number: int) -> EpochRecord | None:
         found = [e for e in self.epochs() if e.epoch == number]
         return found[0] if found else None
+
+    def scrub(self) -> None:
+        """Push deleted secrets out of the write-ahead log as well."""
+        self._exec("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def delete_epoch(self, number: int) -> None:
         self._exec("DELETE FROM epochs WHERE epoch=?", (number,))
