@@ -15,6 +15,7 @@ from typing import Any
 from frostfed.bitcoin.chain import BitcoindRpc, ChainRpcError, ChainSource, Utxo, btc_to_sats
 from frostfed.bitcoin.policy import COINBASE_MATURITY
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys
+from frostfed.federation.store import Store
 
 LOOKAHEAD = 20
 
@@ -29,17 +30,19 @@ class CoinError(Exception):
     pass
 
 
+def epoch_scripts(keys: EpochKeys, store: Store) -> dict[bytes, tuple[int, int]]:
+    """Script -> path of every address of the epoch handed out so far (receive and change), plus a
+    look-ahead: everything a scan for the epoch's coins must cover."""
+    receive = store.next_address_index(keys.epoch)
+    change = store.change_count(keys.epoch)
+    paths = [(RECEIVE, i) for i in range(receive + LOOKAHEAD)] + [(CHANGE, i) for i in range(change + LOOKAHEAD)]
+    return {keys.script(p): p for p in paths}
+
+
 def find_coins(
-    rpc: BitcoindRpc,
-    chain: ChainSource,
-    keys: EpochKeys,
-    receive_count: int,
-    change_count: int,
-    min_confirmations: int,
+    rpc: BitcoindRpc, chain: ChainSource, keys: EpochKeys, store: Store, min_confirmations: int
 ) -> list[Coin]:
-    paths = [(RECEIVE, i) for i in range(receive_count + LOOKAHEAD)]
-    paths += [(CHANGE, i) for i in range(change_count + LOOKAHEAD)]
-    by_script = {keys.script(p): p for p in paths}
+    by_script = epoch_scripts(keys, store)
     scan = scan_scripts(rpc, list(by_script))
     if not scan or not scan.get("success", False):
         raise CoinError("the UTXO scan did not complete")

@@ -28,6 +28,11 @@ class DkgFailed(Exception):
         self.blame = blame
 
 
+def chain_code_of(recovery: bytes) -> bytes:
+    """All members derive the same BIP32 chain code from the public recovery data."""
+    return tagged_hash("frostfed/chaincode", recovery)
+
+
 @dataclass
 class DkgResult:
     threshold: int
@@ -40,8 +45,7 @@ class DkgResult:
 
     @property
     def chain_code(self) -> bytes:
-        """All members derive the same BIP32 chain code from the public recovery data."""
-        return tagged_hash("frostfed/chaincode", self.recovery)
+        return chain_code_of(self.recovery)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from frostfed.bitcoin.chain import ChainError
 from frostfed.bitcoin.policy import PolicyRejection
 from frostfed.federation.bond_wallet import BondWallet, BondWalletError
 from frostfed.federation.config import MembershipSettings
-from frostfed.federation.dkg_run import DkgResult
+from frostfed.federation.dkg_run import DkgResult, chain_code_of
 from frostfed.federation.epoch_keys import EpochKeys
 from frostfed.federation.messages import Message, MessageError
 from frostfed.federation.roast_signing import SigningError
@@ -50,7 +50,6 @@ from frostfed.federation.transition import (
 )
 from frostfed.frost import chilldkg
 from frostfed.frost.roast import SigningTask
-from frostfed.frost.secp import tagged_hash
 
 if TYPE_CHECKING:
     from frostfed.federation.node import Member
@@ -62,10 +61,6 @@ PeerId = bytes
 
 class MembershipError(Exception):
     """A membership change that could not be made; the message says why."""
-
-
-def chain_code_of(recovery: bytes) -> bytes:
-    return tagged_hash("frostfed/chaincode", recovery)
 
 
 class Membership:
@@ -284,10 +279,8 @@ class Membership:
 
         member = self.member
         assert member.rpc is not None and member.chain is not None
-        receive = member.store.next_address_index(keys.epoch)
-        change = int(member.store.get_meta(f"change_index:{keys.epoch}") or "0")
         coins = await asyncio.to_thread(
-            find_coins, member.rpc, member.chain, keys, receive, change, member.policy_settings.min_confirmations
+            find_coins, member.rpc, member.chain, keys, member.store, member.policy_settings.min_confirmations
         )
         rate = max(member.policy_settings.min_feerate, min(2.0, member.policy_settings.max_feerate))
         try:
@@ -613,15 +606,13 @@ class Membership:
         store = member.store
         if member.rpc is None:
             return
-        from frostfed.federation.coins import LOOKAHEAD, scan_scripts
+        from frostfed.federation.coins import epoch_scripts, scan_scripts
 
         for rec in store.epochs():
             if rec.status != "retired" or rec.sealed_share is None or not store.get_meta(f"retired_judged:{rec.epoch}"):
                 continue
             keys = EpochKeys(rec.epoch, rec.members, rec.threshold, rec.group_key, rec.chain_code, [], member.network)
-            receive = store.next_address_index(rec.epoch) + LOOKAHEAD
-            change = int(store.get_meta(f"change_index:{rec.epoch}") or "0") + LOOKAHEAD
-            scripts = [keys.script((0, i)) for i in range(receive)] + [keys.script((1, i)) for i in range(change)]
+            scripts = list(epoch_scripts(keys, store))
             try:
                 scan = scan_scripts(member.rpc, scripts)
             except ChainError:

@@ -82,13 +82,6 @@ class FederationService:
             raise RpcError(commands.NOT_FOUND, f"no request with id {request_id}")
         return {"requests": rows}
 
-    def _next_change_index(self, keys: EpochKeys) -> int:
-        store = self.member.store
-        name = f"change_index:{keys.epoch}"
-        idx = int(store.get_meta(name) or "0")
-        store.set_meta(name, str(idx + 1))
-        return idx
-
     async def payout(self, outputs: list[dict[str, Any]], feerate: float | None) -> dict[str, Any]:
         keys = self._keys()
         member = self.member
@@ -103,15 +96,13 @@ class FederationService:
         s = member.policy_settings
         rate = feerate if feerate is not None else max(s.min_feerate, min(2.0, s.max_feerate))
         async with self._payout_lock:  # two payouts at once would pick the same coins
-            receive_count = member.store.next_address_index(keys.epoch)
-            change_count = int(member.store.get_meta(f"change_index:{keys.epoch}") or "0")
             try:
                 coins = await asyncio.to_thread(
-                    find_coins, self.rpc, member.chain, keys, receive_count, change_count, s.min_confirmations
+                    find_coins, self.rpc, member.chain, keys, member.store, s.min_confirmations
                 )
                 total = sum(sats for _, sats in payouts)
                 chosen = select_coins(coins, total, int(70 * rate) + 1)
-                change_path = (CHANGE, self._next_change_index(keys))
+                change_path = (CHANGE, member.store.next_change_index(keys.epoch))
                 tx = build_payout_tx([c.utxo for c in chosen], payouts, keys.script(change_path), rate)
             except (CoinError, PayoutBuildError) as e:
                 raise RpcError(commands.SIGNING_FAILED, str(e)) from None
