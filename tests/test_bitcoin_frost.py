@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from chain_tracking import reconcile
 from dealer import trusted_dealer
 from frost_session import full_sign
 
@@ -132,7 +133,7 @@ def test_threshold_payout_end_to_end(regtest, chain, fed, watch_only, tmp_path):
     assert chain.broadcast(signed) == payout.txid
     block = regtest.mine(1)[0]
     assert payout.txid in regtest.rpc("getblock", block)["tx"]
-    assert ledger.reconcile(chain) == [payout.txid]
+    assert reconcile(ledger, chain, [fed.script(i) for i in range(40)]) == [payout.txid]
 
     change_vout = payout.change_outputs[0]
     change_sats = 65_000_000 - sum(owed) - payout.fee_sats
@@ -183,7 +184,7 @@ def test_psbt_from_the_watch_only_wallet_signed_by_the_federation(regtest, chain
     assert chain.test_accept(ours).allowed
     chain.broadcast(ours)
     regtest.mine(1)
-    assert ledger.reconcile(chain) == [payout.txid]
+    assert reconcile(ledger, chain, [fed.script(i) for i in range(40)]) == [payout.txid]
 
 
 def test_psbt_claiming_other_amounts_than_the_chain_is_refused_unsigned(regtest, chain, fed, tmp_path):

@@ -6,6 +6,7 @@ import os
 import threading
 
 import pytest
+from chain_tracking import index_over
 from coincurve import PrivateKey
 
 from frostfed.bitcoin.ledger import Ledger, LedgerError
@@ -56,30 +57,44 @@ def test_bad_updates_are_refused(tmp_path):
     for bad in (0, -1, 1.5, "10"):
         with pytest.raises(LedgerError):
             ledger.credit(MINER_A, bad)
-    with pytest.raises(LedgerError, match="in a block"):
-        ledger.reconcile(None, min_confirmations=0)
 
 
-def test_payout_counts_as_paid_only_at_the_required_depth(regtest, chain, tmp_path):
+def test_what_the_chain_paid_is_paid_and_a_reorganisation_takes_it_back(regtest, chain, tmp_path):
     sk = os.urandom(32)
     script = p2tr_script(bip86_output_key(PrivateKey(sk).public_key.format()[1:]))
+    index = index_over(chain, [script], chain.tip_height() + 1)
     txid, vout = regtest.send_to(p2tr_address(script[2:], "regtest"), 5_000_000)
     utxo = chain.get_utxo(txid, vout)
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    assert ledger.reconcile(chain) == []  # nothing reserved: nothing to scan
+    index.sync(chain)
+    assert ledger.reconcile(index) == []  # nothing spent yet
     ledger.credit(MINER_A, 1_000_000)
     policy = PayoutPolicy(ChainChecks(chain, {script}), [LedgerPolicy(ledger)])
     tx = build_payout_tx([utxo], [(MINER_A, 1_000_000)], script, 2)
     signed, payout = sign_payout(tx, policy, lambda i, h, u: PrivateKey(taproot_tweak_seckey(sk)).sign_schnorr(h))
     chain.broadcast(signed)
-    regtest.mine(1)
-    assert ledger.reconcile(chain, min_confirmations=2) == []
+    index.sync(chain)
+    assert ledger.reconcile(index) == []  # in the mempool only: reserved, not paid
     assert ledger.status(MINER_A).reserved == 1_000_000
-    regtest.mine(1)
-    assert ledger.reconcile(chain, min_confirmations=2) == [payout.txid]
-    assert ledger.reconcile(chain, min_confirmations=2) == []  # counted once
+    block = regtest.mine(1)[0]
+    index.sync(chain)
+    assert ledger.reconcile(index) == [payout.txid]
+    assert ledger.reconcile(index) == []  # counted once
     status = ledger.status(MINER_A)
     assert (status.paid, status.reserved, status.available) == (1_000_000, 0, 0)
     ((paid_txid, height, paid_script, sats),) = ledger.payouts()
     assert (paid_txid, paid_script, sats) == (payout.txid, MINER_A, 1_000_000)
-    assert height == chain.tip_height() - 1
+    assert height == chain.tip_height()
+
+    regtest.rpc("invalidateblock", block)  # a reorganisation: the payout leaves the chain
+    try:
+        index.sync(chain)
+        ledger.reconcile(index)
+        status = ledger.status(MINER_A)
+        assert (status.paid, status.reserved) == (0, 1_000_000)  # it may confirm again: reserved again
+        assert ledger.payouts() == []
+    finally:
+        regtest.rpc("reconsiderblock", block)
+    index.sync(chain)
+    assert ledger.reconcile(index) == [payout.txid]
+    assert ledger.status(MINER_A).paid == 1_000_000

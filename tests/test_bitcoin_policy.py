@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, lx
 from bitcoin.core.script import CScript
+from chain_tracking import reconcile
 from coincurve import PrivateKey
 
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainUnavailable, Utxo
@@ -120,9 +121,9 @@ def test_payout_to_three_miners_is_signed_accepted_mined_and_recorded(regtest, c
     assert verdict.vsize == payout.vsize and verdict.fee_sats == payout.fee_sats
     assert ledger.reserved_txids() == [payout.txid]
     assert chain.broadcast(signed) == payout.txid
-    assert ledger.reconcile(chain) == []  # not in a block yet
+    assert reconcile(ledger, chain, fed.scripts) == []  # not in a block yet
     regtest.mine(1)
-    assert ledger.reconcile(chain) == [payout.txid]
+    assert reconcile(ledger, chain, fed.scripts) == [payout.txid]
     for script, sats in zip(miners, owed, strict=True):
         status = ledger.status(script)
         assert (status.credited, status.paid, status.available) == (sats, sats, 0)
@@ -203,7 +204,7 @@ def test_inputs_must_be_confirmed_mature_owned_and_unspent(regtest, chain, fed, 
     chain.broadcast(signed)
     regtest.mine(1)
     fed.calls.clear()
-    ledger.reconcile(chain)
+    reconcile(ledger, chain, fed.scripts)
     ledger.credit(miners[0], 1_000_000)
     assert_refused(policy, first, fed, ledger, "input_spent", "already spent or does not exist")
     made_up = CTransaction([CTxIn(COutPoint(lx("11" * 32), 0))], first.vout, 0, 2)
@@ -233,7 +234,7 @@ def test_reserved_payout_blocks_a_second_request_until_replaced(regtest, chain, 
     assert chain.test_accept(signed).allowed
     chain.broadcast(signed)
     regtest.mine(1)
-    assert ledger.reconcile(chain) == [payout.txid]
+    assert reconcile(ledger, chain, fed.scripts) == [payout.txid]
     assert ledger.reserved_txids() == []  # the replaced one is dropped: its input was spent
     assert ledger.status(miners[0]).paid == 4_000_000
 

@@ -145,6 +145,7 @@ def test_member_killed_mid_signing_restarts_and_carries_on(all_running: Cluster)
     victim.kill()  # SIGKILL while it holds (or has just journalled) a nonce
     worker.join(120)
     assert box["r"]["status"] == "broadcast"
+    fed.btc.mine(1)  # the next payout spends this one's change (the anchor): it must confirm first
     before = _nonce_rows(victim)
     group_key = others[0].call("frost-status")["group_key"]
 
@@ -208,20 +209,24 @@ def test_every_members_reason_is_reported(tmp_path: Path, all_running: Cluster) 
 def test_a_double_payout_is_refused(all_running: Cluster) -> None:
     fed = all_running
     fed.fund(100_000)
-    fed.fund(100_000)  # a second coin: the first payout's change is unconfirmed
+    fed.fund(100_000)  # a second coin: still, the next payout must spend the first one's change
     a = fed.miner_address()
     fed.credit(a, 12_000)
     first = payout(fed.members[1], [{"address": a, "sats": 12_000}])
     assert first["status"] == "broadcast"
-    with pytest.raises(RpcCallError) as err:  # not yet confirmed: reserved
+    with pytest.raises(RpcCallError) as err:  # not yet confirmed: the anchor is spent in the mempool
         payout(fed.members[2], [{"address": a, "sats": 12_000}])
-    assert "already_paid" in str(err.value.data["rejections"])
+    assert err.value.code == 1403 and "awaits confirmation" in err.value.message
     fed.btc.mine(1)
-    time.sleep(6)  # ledgers reconcile with the chain
-    with pytest.raises(RpcCallError) as err:  # confirmed: paid
+    with pytest.raises(RpcCallError) as err:  # confirmed: paid, in every member's own ledger
         payout(fed.members[3], [{"address": a, "sats": 12_000}])
-    assert "already_paid" in str(err.value.data["rejections"])
-    assert fed.members[1].call("frost-requests", [first["id"]])["requests"][0]["status"] == "confirmed"
+    reasons = err.value.data["rejections"]
+    assert len(reasons) >= 3 and all("already_paid" in r for r in reasons.values())
+    deadline = time.monotonic() + 30
+    while fed.members[1].call("frost-requests", [first["id"]])["requests"][0]["status"] != "confirmed":
+        assert time.monotonic() < deadline, "the coordinator never saw its payout confirm"
+        time.sleep(0.2)
+    assert fed.received(a) == 12_000
 
 
 @pytest.mark.parametrize(
@@ -262,8 +267,16 @@ def test_a_psbt_from_a_watch_only_wallet_is_signed_and_finalized(all_running: Cl
     assert imported[0]["success"], imported
     miner = fed.miner_address()
     fed.credit(miner, 20_000)
+    # the wallet adds inputs as it likes, but the anchor must be among them and the change must go to
+    # the canonical change address every member computes
+    status = fed.members[4].call("frost-status")
+    anchor_txid, anchor_vout = status["anchor"].split(":")
     funded = watch.call(
-        "walletcreatefundedpsbt", [], [{miner: Decimal("0.0002")}], 0, {"fee_rate": 2, "change_type": "bech32m"}
+        "walletcreatefundedpsbt",
+        [{"txid": anchor_txid, "vout": int(anchor_vout)}],
+        [{miner: Decimal("0.0002")}],
+        0,
+        {"fee_rate": 2, "changeAddress": status["change_address"], "add_inputs": True},
     )
     signed = fed.members[4].call("frost-sign", [funded["psbt"]])
     assert len(signed["signers"]) == 3
@@ -272,7 +285,13 @@ def test_a_psbt_from_a_watch_only_wallet_is_signed_and_finalized(all_running: Cl
     assert fed.btc.rpc("testmempoolaccept", [final["hex"]])[0]["allowed"]
     # a PSBT paying a script no ledger knows is refused, and nothing is signed
     stranger = fed.miner_address()
-    bad = watch.call("walletcreatefundedpsbt", [], [{stranger: Decimal("0.0002")}], 0, {"fee_rate": 2})
+    bad = watch.call(
+        "walletcreatefundedpsbt",
+        [{"txid": anchor_txid, "vout": int(anchor_vout)}],
+        [{stranger: Decimal("0.0002")}],
+        0,
+        {"fee_rate": 2, "changeAddress": status["change_address"], "add_inputs": True},
+    )
     with pytest.raises(RpcCallError) as err:
         fed.members[4].call("frost-sign", [bad["psbt"]])
     assert err.value.code == 1402 and "unknown_output" in str(err.value.data)

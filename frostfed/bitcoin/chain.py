@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bitcoin.core import CBlock, CTransaction
+from bitcoin.core import CBlock, CTransaction, b2lx
 
 SATS_PER_BTC = 100_000_000
 
@@ -58,6 +58,21 @@ class Utxo:
 
 
 @dataclass(frozen=True)
+class ChainBlock:
+    """A best-chain block as the chain index reads it: its hash, its parent's hash, its transactions."""
+
+    height: int
+    hash: str  # hex, display order
+    prev_hash: str
+    txs: list[CTransaction]
+
+
+def parse_block(height: int, raw: bytes) -> ChainBlock:
+    block = CBlock.deserialize(raw)
+    return ChainBlock(height, b2lx(block.GetHash()), b2lx(block.hashPrevBlock), list(block.vtx))
+
+
+@dataclass(frozen=True)
 class MempoolVerdict:
     allowed: bool
     reason: str | None  # the backend's reject reason when not allowed
@@ -80,6 +95,14 @@ class ChainSource(ABC):
     @abstractmethod
     def block_transactions(self, height: int) -> list[CTransaction]:
         """Transactions of the best-chain block at `height` (the ledger scans them for payouts)."""
+
+    def block_hash(self, height: int) -> str:
+        """Hash of the best-chain block at `height` (the chain index compares it with its own)."""
+        return self.block(height).hash
+
+    def block(self, height: int) -> ChainBlock:
+        """The best-chain block at `height` with its header links (the chain index follows them)."""
+        raise ChainError(f"{type(self).__name__} cannot give whole blocks")
 
     @abstractmethod
     def broadcast(self, tx: CTransaction) -> str:
@@ -225,9 +248,14 @@ class BitcoindChainSource(ChainSource):
         return int(self.rpc.call("getblockcount"))
 
     def block_transactions(self, height: int) -> list[CTransaction]:
-        block_hash = self.rpc.call("getblockhash", height)
-        raw = self.rpc.call("getblock", block_hash, 0)
-        return list(CBlock.deserialize(bytes.fromhex(raw)).vtx)
+        return self.block(height).txs
+
+    def block_hash(self, height: int) -> str:
+        return str(self.rpc.call("getblockhash", height))
+
+    def block(self, height: int) -> ChainBlock:
+        raw = self.rpc.call("getblock", self.block_hash(height), 0)
+        return parse_block(height, bytes.fromhex(raw))
 
     def broadcast(self, tx: CTransaction) -> str:
         return str(self.rpc.call("sendrawtransaction", tx.serialize().hex()))

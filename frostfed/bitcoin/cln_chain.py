@@ -13,18 +13,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bitcoin.core import CBlock, CTransaction, b2lx
+from bitcoin.core import CTransaction, b2lx
 
 from ..lightning_rpc import LightningRpc, LightningRpcError
 from .chain import (
     BitcoindChainSource,
     BitcoindRpc,
+    ChainBlock,
     ChainError,
     ChainRpcError,
     ChainSource,
     ChainUnavailable,
     MempoolVerdict,
     Utxo,
+    parse_block,
 )
 
 DEFAULT_RPC_PORTS = {"bitcoin": 8332, "testnet": 18332, "testnet4": 48332, "signet": 38332, "regtest": 18443}
@@ -124,10 +126,24 @@ class ClnChainSource(ChainSource):
         return int(info["blockcount"])
 
     def block_transactions(self, height: int) -> list[CTransaction]:
+        return self.block(height).txs
+
+    def block(self, height: int) -> ChainBlock:
         got = self.lightning.call("getrawblockbyheight", {"height": height})
         if not isinstance(got, dict) or got.get("block") is None:
             raise ChainRpcError("getrawblockbyheight", -8, f"no block at height {height}")
-        return list(CBlock.deserialize(bytes.fromhex(got["block"])).vtx)
+        try:
+            block = parse_block(height, bytes.fromhex(got["block"]))
+        except Exception as e:  # a malformed block from the backend is an error, never a crash
+            raise ChainRpcError("getrawblockbyheight", 0, f"block {height} does not parse: {e}") from None
+        if got.get("blockhash") not in (None, block.hash):
+            raise ChainError(f"lightningd's block {height} does not hash to the hash it gives")
+        return block
+
+    def block_hash(self, height: int) -> str:
+        if self.bitcoind is not None:  # a hash, not a whole block
+            return self.bitcoind.block_hash(height)
+        return self.block(height).hash
 
     def broadcast(self, tx: CTransaction) -> str:
         got = self.lightning.call("sendrawtransaction", {"tx": tx.serialize().hex(), "allowhighfees": False})

@@ -3,14 +3,18 @@ against the requester's word.
 
 SQLite (stdlib, WAL), keyed by the miner's output script:
 - the pool software `credit()`s each script with what it earned;
-- a payout the member approves is `reserve()`d at once: until it confirms or is replaced, its amounts
-  count as spent, so a second request cannot pay the same debt meanwhile;
-- `reconcile()` scans new blocks: a reserved payout that confirmed becomes paid for good, one whose
-  inputs were spent by another transaction is dropped. A payout that spends an input of a reserved one
-  is a replacement (fee bump) and does not count that one against the debt.
+- **paid is what the chain shows**: `reconcile()` reads the member's own chain index, and every
+  confirmed output of a transaction spending a federation coin counts as paid to its script, whoever
+  coordinated that transaction and whether or not this member ever saw the request. A reorganisation
+  takes the outputs of a transaction that left the chain out again;
+- a payout the member approves is `reserve()`d at once: until a confirmed transaction spends one of
+  its inputs (itself or a conflict), its amounts count as spent, so a second request cannot pay the
+  same debt meanwhile. A payout that spends an input of a reserved one is a replacement (fee bump)
+  and does not count that one against the debt. **Only the chain releases a reservation**: no peer's
+  message does (a partial signature of this member might exist, or other members might still
+  complete the request).
 
-The member must reserve every payout it approves, whether or not its signature share ends up used:
-with t-of-n signing a member outside the signing subset would otherwise never learn of the payout.
+The member must reserve every payout it approves, whether or not its signature share ends up used.
 """
 
 from __future__ import annotations
@@ -21,9 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bitcoin.core import CTransaction, b2lx
-
-from frostfed.bitcoin.chain import ChainSource
+from frostfed.bitcoin.chain_index import ChainIndex
 
 Outpoint = tuple[str, int]
 
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS debt (
 );
 CREATE TABLE IF NOT EXISTS reserved (
     txid TEXT PRIMARY KEY,
-    height INTEGER NOT NULL
+    height INTEGER NOT NULL,
+    settled_by TEXT
 );
 CREATE TABLE IF NOT EXISTS reserved_input (
     txid TEXT NOT NULL REFERENCES reserved(txid) ON DELETE CASCADE,
@@ -54,6 +57,13 @@ CREATE TABLE IF NOT EXISTS payout (
     script BLOB NOT NULL,
     sats INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS payout_script ON payout(script);
+CREATE INDEX IF NOT EXISTS payout_txid ON payout(txid);
+CREATE TABLE IF NOT EXISTS chain_seq (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seq INTEGER NOT NULL,
+    instance TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS scan (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     height INTEGER NOT NULL
@@ -68,7 +78,7 @@ class LedgerError(ValueError):
 @dataclass(frozen=True)
 class DebtStatus:
     credited: int  # everything the pool ever credited this script
-    paid: int  # paid by confirmed payouts
+    paid: int  # paid by confirmed transactions of the federation (what the chain shows)
     reserved: int  # in approved payouts not yet confirmed (and not replaced by the request at hand)
 
     @property
@@ -87,6 +97,9 @@ class Ledger:
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(reserved)")}
+        if "settled_by" not in columns:  # a ledger from before the chain index
+            self._db.execute("ALTER TABLE reserved ADD COLUMN settled_by TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -111,11 +124,14 @@ class Ledger:
         """Debt of `script`; reserved payouts spending any of `replacing` are left out (replaced)."""
         spent = set(replacing)
         with self._lock:
-            row = self._db.execute("SELECT credited, paid FROM debt WHERE script = ?", (bytes(script),)).fetchone()
+            row = self._db.execute("SELECT credited FROM debt WHERE script = ?", (bytes(script),)).fetchone()
             if row is None:
                 return DebtStatus(0, 0, 0)
+            paid = self._paid(bytes(script))
             rows = self._db.execute(
-                "SELECT txid, sats FROM reserved_output WHERE script = ?", (bytes(script),)
+                "SELECT o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
+                "WHERE o.script = ? AND r.settled_by IS NULL",
+                (bytes(script),),
             ).fetchall()
             reserved = 0
             for txid, sats in rows:
@@ -124,7 +140,16 @@ class Ledger:
                 ).fetchall()
                 if not spent.intersection((t, v) for t, v in inputs):
                     reserved += sats
-        return DebtStatus(row[0], row[1], reserved)
+        return DebtStatus(row[0], paid, reserved)
+
+    def _paid(self, script: bytes) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(sats), 0) FROM payout WHERE script = ?", (script,)).fetchone()
+        return int(row[0])
+
+    def paid(self, script: bytes) -> int:
+        """Everything the chain shows paid to `script` by the federation's transactions."""
+        with self._lock:
+            return self._paid(bytes(script))
 
     def reserve(self, txid: str, inputs: Iterable[Outpoint], outputs: Mapping[bytes, int], height: int) -> None:
         """Count an approved payout against the debts until it confirms or is replaced.
@@ -152,77 +177,79 @@ class Ledger:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def release(self, txid: str) -> None:
-        """Forget an approval that was never signed (its request failed), so the debt can be paid."""
-        with self._lock:
-            self._db.execute("DELETE FROM reserved WHERE txid = ?", (txid,))
-
     def reserved_txids(self) -> list[str]:
+        """Approved payouts no confirmed transaction has settled yet."""
         with self._lock:
-            return [r[0] for r in self._db.execute("SELECT txid FROM reserved ORDER BY txid")]
+            return [r[0] for r in self._db.execute("SELECT txid FROM reserved WHERE settled_by IS NULL ORDER BY txid")]
 
     def payouts(self) -> list[tuple[str, int, bytes, int]]:
-        """Confirmed payouts: (txid, block height, script, sats)."""
+        """Confirmed payouts: (txid, block height, script, sats), as the chain shows them."""
         with self._lock:
             return [
                 (t, h, bytes(s), n)
-                for t, h, s, n in self._db.execute("SELECT txid, height, script, sats FROM payout ORDER BY rowid")
+                for t, h, s, n in self._db.execute(
+                    "SELECT txid, height, script, sats FROM payout WHERE sats > 0 ORDER BY height, rowid"
+                )
             ]
 
-    def reconcile(self, chain: ChainSource, min_confirmations: int = 1) -> list[str]:
-        """Scan blocks with at least `min_confirmations` for reserved payouts; returns those confirmed.
-
-        Block reorganisations deeper than `min_confirmations` are not undone.
-        """
-        if min_confirmations < 1:
-            raise LedgerError("a payout counts as paid only once it is in a block")
-        last = chain.tip_height() - min_confirmations + 1
-        with self._lock:
-            row = self._db.execute("SELECT height FROM scan WHERE id = 0").fetchone()
-            lowest = self._db.execute("SELECT MIN(height) FROM reserved").fetchone()[0]
-        if lowest is None:
-            start = last + 1  # nothing to look for
-        elif row is None:
-            start = lowest + 1
-        else:
-            start = min(row[0], lowest) + 1
-        blocks = [(h, chain.block_transactions(h)) for h in range(start, last + 1)]
+    def reconcile(self, index: ChainIndex) -> list[str]:
+        """Take in what the chain index learnt since the last call: the outputs of every federation
+        transaction that confirmed count as paid, those of one a reorganisation removed no longer do;
+        a confirmed transaction settles every reservation sharing an input with it. Returns the
+        reserved txids that confirmed."""
         confirmed: list[str] = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for height, txs in blocks:
-                    for tx in txs:
-                        confirmed += self._apply_block_tx(height, tx)
-                self._db.execute(
-                    "INSERT INTO scan (id, height) VALUES (0, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET height = MAX(height, excluded.height)",
-                    (max(last, row[0] if row else last),),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return confirmed
+        while True:
+            with self._lock:
+                row = self._db.execute("SELECT seq, instance FROM chain_seq WHERE id = 0").fetchone()
+            seq = row[0] if row is not None and row[1] == index.instance else 0
+            events = index.events_since(seq)
+            if not events:
+                return confirmed
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    if seq == 0:  # a new index (or none before): what the chain paid is read anew
+                        self._db.execute("DELETE FROM payout")
+                        self._db.execute("UPDATE reserved SET settled_by = NULL")
+                    for ev in events:
+                        if ev.kind == "add":
+                            confirmed += self._confirm(ev.txid, ev.height, ev.inputs, ev.payouts)
+                        else:
+                            self._unconfirm(ev.txid)
+                    self._db.execute(
+                        "INSERT INTO chain_seq (id, seq, instance) VALUES (0, ?, ?) "
+                        "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, instance = excluded.instance",
+                        (events[-1].seq, index.instance),
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
 
-    def _apply_block_tx(self, height: int, tx: CTransaction) -> list[str]:
-        txid = b2lx(tx.GetTxid())
-        if self._db.execute("SELECT 1 FROM reserved WHERE txid = ?", (txid,)).fetchone():
-            outputs = self._db.execute("SELECT script, sats FROM reserved_output WHERE txid = ?", (txid,)).fetchall()
-            for script, sats in outputs:
-                self._db.execute("UPDATE debt SET paid = paid + ? WHERE script = ?", (sats, script))
-                self._db.execute(
-                    "INSERT INTO payout (txid, height, script, sats) VALUES (?, ?, ?, ?)",
-                    (txid, height, script, sats),
-                )
-            self._db.execute("DELETE FROM reserved WHERE txid = ?", (txid,))
-            confirmed = [txid]
-        else:
-            confirmed = []
-        for txin in tx.vin:
-            prev = (b2lx(txin.prevout.hash), txin.prevout.n)
+    def _confirm(
+        self, txid: str, height: int, inputs: Iterable[Outpoint], payouts: Iterable[tuple[bytes, int]]
+    ) -> list[str]:
+        inputs = list(inputs)
+        if not inputs or self._db.execute("SELECT 1 FROM payout WHERE txid = ? LIMIT 1", (txid,)).fetchone():
+            return []
+        self._db.executemany(
+            "INSERT INTO payout (txid, height, script, sats) VALUES (?, ?, ?, ?)",
+            [(txid, height, bytes(s), n) for s, n in payouts],
+        )
+        if not payouts:  # a transaction paying only the federation: remember it was counted
+            self._db.execute("INSERT INTO payout (txid, height, script, sats) VALUES (?, ?, X'', 0)", (txid, height))
+        settled = {txid} if self._db.execute("SELECT 1 FROM reserved WHERE txid = ?", (txid,)).fetchone() else set()
+        for prev in inputs:
             for (other,) in self._db.execute(
                 "SELECT txid FROM reserved_input WHERE prev_txid = ? AND prev_vout = ?", prev
             ).fetchall():
-                self._db.execute("DELETE FROM reserved WHERE txid = ?", (other,))  # conflicted: dropped
-        return confirmed
+                settled.add(other)
+        for other in settled:
+            self._db.execute(
+                "UPDATE reserved SET settled_by = ? WHERE txid = ? AND settled_by IS NULL", (txid, other)
+            )
+        return [txid] if txid in settled else []
+
+    def _unconfirm(self, txid: str) -> None:
+        self._db.execute("DELETE FROM payout WHERE txid = ?", (txid,))
+        self._db.execute("UPDATE reserved SET settled_by = NULL WHERE settled_by = ?", (txid,))

@@ -1,23 +1,20 @@
 """Finding the federation's coins and choosing which to spend.
 
-The coordinator of a payout looks its coins up in the UTXO set (`scantxoutset` over the scripts of
-every address handed out so far plus a look-ahead), then keeps only what the policy will accept
-anyway: confirmed, and for coinbase outputs mature. Each member re-checks all of it on its own
-chain data before signing; this is only the proposal."""
+The coordinator takes its coins from its own chain index (no `scantxoutset`: a payout's cost does not
+grow with the UTXO set), keeps only what the policy will accept anyway (confirmed; coinbase outputs
+mature; not spent in the mempool), and always spends the epoch's anchor first, with the change to the
+canonical change path: every member checks both on its own index before signing. This is only the
+proposal."""
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import dataclass
-from typing import Any
 
-from frostfed.bitcoin.chain import BitcoindRpc, ChainRpcError, ChainSource, Utxo, btc_to_sats
+from frostfed.bitcoin.chain import ChainSource, Utxo
+from frostfed.bitcoin.chain_index import IndexedCoin
 from frostfed.bitcoin.policy import COINBASE_MATURITY
-from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys
-from frostfed.federation.store import Store
-
-LOOKAHEAD = 20
+from frostfed.federation.chain_view import ChainView
+from frostfed.federation.epoch_keys import CHANGE, EpochKeys
 
 
 @dataclass(frozen=True)
@@ -30,58 +27,81 @@ class CoinError(Exception):
     pass
 
 
-def epoch_scripts(keys: EpochKeys, store: Store) -> dict[bytes, tuple[int, int]]:
-    """Script -> path of every address of the epoch handed out so far (receive and change), plus a
-    look-ahead: everything a scan for the epoch's coins must cover."""
-    receive = store.next_address_index(keys.epoch)
-    change = store.change_count(keys.epoch)
-    paths = [(RECEIVE, i) for i in range(receive + LOOKAHEAD)] + [(CHANGE, i) for i in range(change + LOOKAHEAD)]
-    return {keys.script(p): p for p in paths}
+class AnchorPending(CoinError):
+    """The anchor is spent by a transaction that is not confirmed yet: the next payout must wait."""
 
 
-def find_coins(
-    rpc: BitcoindRpc, chain: ChainSource, keys: EpochKeys, store: Store, min_confirmations: int
-) -> list[Coin]:
-    by_script = epoch_scripts(keys, store)
-    scan = scan_scripts(rpc, list(by_script))
-    if not scan or not scan.get("success", False):
-        raise CoinError("the UTXO scan did not complete")
+@dataclass(frozen=True)
+class PayoutCoins:
+    anchor: Coin
+    others: list[Coin]  # every other spendable coin of the epoch
+    change_path: tuple[int, int]
+
+
+def _spendable(c: IndexedCoin, tip: int, min_confirmations: int) -> bool:
+    need = COINBASE_MATURITY if c.coinbase else min_confirmations
+    return c.confirmations(tip) >= need
+
+
+def _live(chain: ChainSource, c: IndexedCoin) -> Coin | None:
+    utxo = chain.get_utxo(c.txid, c.vout)  # a mempool spend counts as spent
+    if utxo is None or utxo.amount_sats != c.sats or utxo.script_pubkey != c.script:
+        return None
+    return Coin(utxo, c.path)
+
+
+def find_coins(view: ChainView, chain: ChainSource, keys: EpochKeys, min_confirmations: int) -> list[Coin]:
+    """Every spendable coin of the epoch, from the index (refreshed first)."""
+    view.refresh()
+    tip = view.index.tip_height()
     coins = []
-    for u in scan.get("unspents", []):
-        script = bytes.fromhex(u["scriptPubKey"])
-        path = by_script.get(script)
-        if path is None:
-            continue
-        utxo = chain.get_utxo(u["txid"], u["vout"])
-        if utxo is None or utxo.amount_sats != btc_to_sats(u["amount"]):
-            continue
-        need = COINBASE_MATURITY if utxo.coinbase else min_confirmations
-        if utxo.confirmations >= need:
-            coins.append(Coin(utxo, path))
+    for c in view.coins(keys.epoch):
+        if _spendable(c, tip, min_confirmations) and (coin := _live(chain, c)) is not None:
+            coins.append(coin)
     return coins
 
 
-def scan_scripts(rpc: BitcoindRpc, scripts: list[bytes], patience: float = 30.0) -> dict[str, Any]:
-    """`scantxoutset` over raw scripts. bitcoind runs one scan at a time and refuses a second
-    ("Scan already in progress"), which happens when several members share a node: wait and retry."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return rpc.call("scantxoutset", "start", [f"raw({x.hex()})" for x in scripts])
-        except ChainRpcError as e:
-            if "in progress" not in e.message or time.monotonic() > deadline:
-                raise
-        time.sleep(random.uniform(0.05, 0.3))
+def payout_coins(view: ChainView, chain: ChainSource, keys: EpochKeys, min_confirmations: int) -> PayoutCoins:
+    """The anchor, the other spendable coins and the change path of the epoch's next payout."""
+    view.refresh()
+    anchor = view.anchor(keys.epoch)
+    if anchor.outpoint is None:
+        raise CoinError("the federation holds no confirmed coin yet")
+    coin = view.index.coin(anchor.outpoint)
+    if coin is None:  # a block arrived meanwhile
+        raise CoinError("the chain moved while the payout was being built; try again")
+    tip = view.index.tip_height()
+    name = f"{anchor.outpoint[0]}:{anchor.outpoint[1]}"
+    if not _spendable(coin, tip, min_confirmations):
+        need = COINBASE_MATURITY if coin.coinbase else min_confirmations
+        raise CoinError(
+            f"the federation's anchor coin {name} has {coin.confirmations(tip)} confirmations and is "
+            f"spendable at {need}: every payout spends it, so the next one waits until then"
+        )
+    live = _live(chain, coin)
+    if live is None:
+        raise AnchorPending(
+            f"the federation's anchor coin {name} is spent by a transaction not yet in a block "
+            "(a payout awaits confirmation); the next payout can be made once it confirms"
+        )
+    others = []
+    for c in view.coins(keys.epoch):
+        if c.outpoint != anchor.outpoint and _spendable(c, tip, min_confirmations) and (o := _live(chain, c)):
+            others.append(o)
+    return PayoutCoins(live, others, (CHANGE, anchor.change_index))
 
 
-def select_coins(coins: list[Coin], target_sats: int, fee_per_input: int) -> list[Coin]:
-    """Largest first until the payouts and the fee of the inputs taken so far are covered."""
-    chosen: list[Coin] = []
-    total = 0
+def select_coins(coins: list[Coin], target_sats: int, fee_per_input: int, first: Coin | None = None) -> list[Coin]:
+    """`first` (the anchor), then largest first until the payouts and the fee of the inputs taken so far
+    are covered."""
+    chosen: list[Coin] = [first] if first is not None else []
+    total = sum(c.utxo.amount_sats for c in chosen)
+    if chosen and total >= target_sats + fee_per_input * len(chosen):
+        return chosen
     for coin in sorted(coins, key=lambda c: (-c.utxo.amount_sats, c.utxo.txid, c.utxo.vout)):
         chosen.append(coin)
         total += coin.utxo.amount_sats
         if total >= target_sats + fee_per_input * len(chosen):
             return chosen
-    have = sum(c.utxo.amount_sats for c in coins)
+    have = sum(c.utxo.amount_sats for c in coins) + (first.utxo.amount_sats if first is not None else 0)
     raise CoinError(f"the federation holds {have} spendable sats, not enough for {target_sats} sats and fees")

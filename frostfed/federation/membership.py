@@ -280,7 +280,7 @@ class Membership:
         member = self.member
         assert member.rpc is not None and member.chain is not None
         coins = await asyncio.to_thread(
-            find_coins, member.rpc, member.chain, keys, member.store, member.policy_settings.min_confirmations
+            find_coins, member.chain_view, member.chain, keys, member.policy_settings.min_confirmations
         )
         rate = max(member.policy_settings.min_feerate, min(2.0, member.policy_settings.max_feerate))
         try:
@@ -599,29 +599,27 @@ class Membership:
         return None
 
     def sweep_check(self) -> None:
-        """Delete a retired epoch's share once no coin is left at its addresses, and only if this member
-        checked the transition that retired it. Until then the share stays sealed in the store: the
-        old epoch's members can still move what is left (a young coinbase, a late payment)."""
+        """Delete a retired epoch's share once the chain index shows no coin left at any of its
+        addresses (every index ever used, and the look-ahead past them), and only if this member checked
+        the transition that retired it. Until then the share stays sealed in the store: the old epoch's
+        members can still move what is left (a young coinbase, a late payment)."""
         member = self.member
         store = member.store
-        if member.rpc is None:
+        if member.chain is None:
             return
-        from frostfed.federation.coins import epoch_scripts, scan_scripts
-
+        try:
+            member.chain_view.refresh()
+        except ChainError:
+            self._last_sweep_check = time.monotonic() - 25  # try again in a few seconds
+            return
         for rec in store.epochs():
             if rec.status != "retired" or rec.sealed_share is None or not store.get_meta(f"retired_judged:{rec.epoch}"):
                 continue
-            keys = EpochKeys(rec.epoch, rec.members, rec.threshold, rec.group_key, rec.chain_code, [], member.network)
-            scripts = list(epoch_scripts(keys, store))
-            try:
-                scan = scan_scripts(member.rpc, scripts)
-            except ChainError:
-                self._last_sweep_check = time.monotonic() - 25  # try again in a few seconds
-                return
-            if scan and scan.get("success") and not scan.get("unspents"):
-                store.save_epoch(EpochRecord(**{**rec.__dict__, "sealed_share": None}))
-                store.scrub()
-                log.info("epoch %d holds no coin any more: its key share is deleted", rec.epoch)
+            if rec.epoch not in member.chain_view.index.watched_epochs() or member.chain_view.coins(rec.epoch):
+                continue
+            store.save_epoch(EpochRecord(**{**rec.__dict__, "sealed_share": None}))
+            store.scrub()
+            log.info("epoch %d holds no coin any more: its key share is deleted", rec.epoch)
 
     def hint(self, peer: PeerId, epoch: int, txid: str) -> None:
         """A member of the proposed epoch runs it already: take its transaction id as a hint, if this
@@ -731,6 +729,8 @@ class Membership:
             member.policy_settings.min_confirmations,
             bond_key,
         )
+        member.chain_view.refresh()  # a transition spends the anchor like every other transaction
+        member.chain_view.require_anchor(keys, [(b2lx(i.prevout.hash), i.prevout.n) for i in req.tx.vin])
         tasks = tasks_for_inputs(keys, req, spent)
         judged = sorted([b2lx(req.tx.vin[i].prevout.hash), req.tx.vin[i].prevout.n] for i, _ in req.fed_inputs)
         member.store.set_meta(f"transition_judged:{p.epoch}", json.dumps(judged))

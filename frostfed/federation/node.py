@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from frostfed.bitcoin.chain import BitcoindRpc, ChainSource
+from frostfed.bitcoin.chain import BitcoindRpc, ChainError, ChainSource
+from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.policy import (
     Policy,
 )
 from frostfed.bitcoin.taproot import p2tr_address
 from frostfed.federation.bond_wallet import BitcoindBondWallet, BondWallet
+from frostfed.federation.chain_view import ChainView
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.dkg_run import DkgFailed, DkgResult, DkgRun
 from frostfed.federation.epoch_keys import EpochKeys
@@ -78,6 +80,7 @@ class Member:
         bond_key: bytes | None = None,
         add_peer: Callable[[PeerId, str], None] | None = None,
         bond_wallet: BondWallet | None = None,
+        chain_index: ChainIndex | None = None,
     ) -> None:
         if me not in members and not joining:
             raise ValueError("this member's id is not in the member list")
@@ -96,6 +99,7 @@ class Member:
         self.dkg_timeout = dkg_timeout
         self.faults = faults
         self.extra_policies = extra_policies or []
+        self.chain_view = ChainView(chain_index or ChainIndex(":memory:"), store, chain, ledger, network)
         self._host_seckey = host_seckey
         self._echo_secret = echo_secret
         self.channel = channel
@@ -143,6 +147,11 @@ class Member:
         if rec is not None:
             self._activate(rec)
         elif not self.joining and not self.store.epochs():
+            if self.chain is not None:  # no coin can pay the key before this: the index reads from here
+                try:
+                    self.chain_view.note_epoch_start(0, await asyncio.to_thread(self.chain.tip_height))
+                except ChainError as e:
+                    log.warning("chain source unavailable at the start: %s", e)
             attempt = int(self.store.get_meta("dkg_attempt:0") or "0") + 1
             self._start_dkg(0, self.members, self.threshold, attempt)
         self.membership.resume()
@@ -239,18 +248,14 @@ class Member:
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _beat(self, beat: int, reconcile_every: int) -> None:
-        """One heartbeat: tell the others this member is up, reconcile the ledger, watch the DKG and
-        any membership change."""
+        """One heartbeat: tell the others this member is up, read new blocks into the chain index and
+        the ledger, watch the DKG and any membership change."""
         await self._send_all_others("hb", self._heartbeat_body())
-        if self.ledger is not None and self.chain is not None and beat % reconcile_every == 0:
-            try:
-                confirmed = await asyncio.to_thread(
-                    self.ledger.reconcile, self.chain, self.policy_settings.min_confirmations
-                )
-                for txid in confirmed:
-                    self.store.mark_confirmed(txid)
+        if self.chain is not None and beat % reconcile_every == 0:
+            try:  # the chain index reads new blocks, the ledger counts what they paid
+                await asyncio.to_thread(self.chain_view.refresh)
             except Exception as e:  # the chain source is down: try again later
-                log.warning("ledger reconciliation failed: %s", e)
+                log.warning("chain index update failed: %s", e)
         if self._dkg is not None and time.time() - self._dkg_progress > self.dkg_timeout:
             run = self._dkg
             log.warning("DKG attempt %d made no progress; starting the next", run.attempt)
@@ -285,6 +290,7 @@ class Member:
         highest attempt any member announces, so a member that restarted mid-DKG brings the others
         along instead of being left behind."""
         self.stop_dkg()
+        self.chain_view.note_epoch_start(epoch)
         self._dkg_attempt = attempt
         self.store.set_meta(f"dkg_attempt:{epoch}", str(attempt))
         self._dkg = DkgRun(epoch, attempt, list(members), threshold, self.me, self._host_seckey)

@@ -34,6 +34,7 @@ from frostfed.bitcoin.policy import (
     PolicyRejection,
 )
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
+from frostfed.federation.chain_view import AnchorPolicy
 from frostfed.federation.messages import Message, MessageError
 from frostfed.federation.signing_request import SigningRequest, federation_scripts, judge, signing_tasks
 from frostfed.federation.store import NonceReuseError
@@ -125,6 +126,8 @@ class RoastSigning:
             s.min_confirmations,
         )
         policies: list[Policy] = []
+        if req.kind in ("payout", "psbt"):  # a transition is held to the anchor by its own checks
+            policies.append(AnchorPolicy(self.member.chain_view, self.member.keys, req))
         if self.member.ledger is not None:
             policies.append(LedgerPolicy(self.member.ledger, self.member.network))
         if s.payout_check_command:
@@ -429,9 +432,8 @@ class RoastSigning:
         self.member.store.update_request(rid, status, {"txid": msg.text("txid", 64)})
 
     def _settle(self, state: _Signing, status: str) -> None:
-        """The request is over: its outstanding nonce is discarded, and if it failed before this member
-        signed anything, the ledger forgets the approval (the same debt may be paid by a retry)."""
+        """The request is over: its outstanding nonce is discarded. The ledger's reservation stays:
+        only a confirmed transaction spending one of its inputs releases it (whatever a coordinator
+        says, a partial signature of this member may exist, or others may still complete the
+        request). A retry of the same debt spends the same anchor, so it replaces the reservation."""
         self.member.store.discard_nonce(state.pubnonce_key)
-        ledger = self.member.ledger
-        if status not in ("signed", "broadcast") and not state.signed and ledger is not None:
-            ledger.release(b2lx(state.request.tx.GetTxid()))

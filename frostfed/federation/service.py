@@ -17,7 +17,7 @@ from frostfed.bitcoin.policy import keypath_vsize
 from frostfed.bitcoin.psbt import Psbt, PsbtError
 from frostfed.bitcoin.taproot import AddressError, p2tr_address, script_from_address
 from frostfed.federation import commands
-from frostfed.federation.coins import CoinError, find_coins, select_coins
+from frostfed.federation.coins import AnchorPending, CoinError, payout_coins, select_coins
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys, PathError, check_path
 from frostfed.federation.membership import MembershipError
 from frostfed.federation.node import Member
@@ -51,6 +51,10 @@ class FederationService:
         if keys is not None:
             st["addresses_issued"] = self.member.store.address_count(keys.epoch)
             st["descriptor"] = keys.descriptor(RECEIVE)
+            anchor = self.member.chain_view.anchor(keys.epoch)  # what the next payout or PSBT must spend
+            st["anchor"] = f"{anchor.outpoint[0]}:{anchor.outpoint[1]}" if anchor.outpoint else None
+            st["change_path"] = f"m/{CHANGE}/{anchor.change_index}"
+            st["change_address"] = p2tr_address(keys.output_key((CHANGE, anchor.change_index)), keys.network)
         return st
 
     async def newaddr(self) -> dict[str, Any]:
@@ -85,8 +89,8 @@ class FederationService:
     async def payout(self, outputs: list[dict[str, Any]], feerate: float | None) -> dict[str, Any]:
         keys = self._keys()
         member = self.member
-        if self.rpc is None or member.chain is None:
-            raise RpcError(commands.CHAIN_ERROR, "this member has no bitcoind to find the federation's coins")
+        if member.chain is None:
+            raise RpcError(commands.CHAIN_ERROR, "this member has no chain source to find the federation's coins")
         payouts = []
         for i, o in enumerate(outputs):
             try:
@@ -97,13 +101,16 @@ class FederationService:
         rate = feerate if feerate is not None else max(s.min_feerate, min(2.0, s.max_feerate))
         async with self._payout_lock:  # two payouts at once would pick the same coins
             try:
-                coins = await asyncio.to_thread(
-                    find_coins, self.rpc, member.chain, keys, member.store, s.min_confirmations
+                plan = await asyncio.to_thread(
+                    payout_coins, member.chain_view, member.chain, keys, s.min_confirmations
                 )
                 total = sum(sats for _, sats in payouts)
-                chosen = select_coins(coins, total, int(70 * rate) + 1)
-                change_path = (CHANGE, member.store.next_change_index(keys.epoch))
+                # enough for a change output above dust: the change carries the anchor on
+                chosen = select_coins(plan.others, total + 400 + int(43 * rate), int(70 * rate) + 1, plan.anchor)
+                change_path = plan.change_path
                 tx = build_payout_tx([c.utxo for c in chosen], payouts, keys.script(change_path), rate)
+            except AnchorPending as e:
+                raise RpcError(commands.SIGNING_FAILED, f"{self._pending_payout()}{e}") from None
             except (CoinError, PayoutBuildError) as e:
                 raise RpcError(commands.SIGNING_FAILED, str(e)) from None
             except ChainError as e:
@@ -126,6 +133,12 @@ class FederationService:
             "rejections": outcome["rejections"],
             "tx": outcome["tx"],
         }
+
+    def _pending_payout(self) -> str:
+        """Names this member's own broadcast payouts that have not confirmed yet, if any."""
+        rows = self.member.store.requests()
+        waiting = [r["id"] for r in rows if r.get("kind") == "payout" and r.get("status") == "broadcast"]
+        return f"payout {', '.join(waiting[-3:])} awaits confirmation: " if waiting else ""
 
     async def _sign(self, req: SigningRequest) -> dict[str, Any]:
         try:

@@ -94,8 +94,17 @@ def federation_scripts(keys: EpochKeys, req: SigningRequest) -> set[bytes]:
     return inputs | {keys.script(p) for p in req.change_paths.values()}
 
 
-def check_change(keys: EpochKeys, req: SigningRequest) -> None:
+def check_change(keys: EpochKeys, req: SigningRequest, canonical: tuple[int, int] | None = None) -> None:
+    """Every change output pays the federation key of its path; with `canonical` (the change path every
+    member computes from the anchor chain), that path is the only one allowed: a coordinator cannot
+    send change where no member looks (`m/1/2147483647`) nor reuse another's address."""
     for idx, path in req.change_paths.items():
+        if canonical is not None and tuple(path) != canonical:
+            raise PolicyRejection(
+                "bad_change",
+                f"output {idx} names change path m/{path[0]}/{path[1]}; every member computes "
+                f"m/{canonical[0]}/{canonical[1]} as the next change",
+            )
         if bytes(req.tx.vout[idx].scriptPubKey) != keys.script(path):
             raise PolicyRejection("bad_change", f"output {idx} does not pay the federation key at {list(path)}")
 

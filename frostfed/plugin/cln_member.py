@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.cln_chain import ClnChainSource, LightningSocket, bitcoind_from_configs
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.federation.bond_wallet import ClnBondWallet
@@ -184,6 +185,7 @@ async def from_plugin_context(
         rpc=bitcoind,
         bond_key=await derive_secret(ctx.rpc, BONDKEY_LABEL),
         bond_wallet=ClnBondWallet(LightningSocket(ctx.rpc.socket_path)),
+        chain_index=ChainIndex(ctx.data_dir / "chain.sqlite"),
         **(member_options or {}),
     )
     await member.start()

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc
+from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.federation.bond_wallet import BitcoindBondWallet
 from frostfed.federation.config import Config, load_config
@@ -131,6 +132,7 @@ async def run(config: Config) -> None:
         bond_key=identity.bond_secret(),
         bond_wallet=BitcoindBondWallet(wallet_rpc) if wallet_rpc is not None else None,
         add_peer=lambda peer, address: channel.add_member(peer, _hostport(address)),
+        chain_index=ChainIndex(config.data_dir / "chain.sqlite"),
     )
     service = FederationService(member, wallet_rpc)
     server = RpcServer(service, config.data_dir / SOCKET_NAME)

@@ -1,0 +1,169 @@
+"""The chain index on an in-memory chain: coins within the gap limit, the anchor chain every member
+derives alike, reorganisations rolled back, an epoch watched late, and the ledger's paid from it."""
+
+from __future__ import annotations
+
+from bitcoin.core import b2lx
+from fake_chain import FakeChain, coinbase, script, spend
+
+from frostfed.bitcoin.chain_index import CHANGE, RECEIVE, RECEIVE_LOOKAHEAD, ChainIndex
+from frostfed.bitcoin.ledger import Ledger
+
+MINER = script("miner")
+OTHER = script("other")
+
+
+def fed(epoch: int, chain: int, idx: int) -> bytes:
+    return script(f"e{epoch}/{chain}/{idx}")
+
+
+def watcher(epoch: int):
+    return lambda chain, idx: fed(epoch, chain, idx)
+
+
+def new_index(chain: FakeChain, since: int = 0) -> ChainIndex:
+    index = ChainIndex(":memory:")
+    index.watch(0, watcher(0), since)
+    index.sync(chain)
+    return index
+
+
+def txid(tx) -> str:
+    return b2lx(tx.GetTxid())
+
+
+def test_coins_are_found_within_the_gap_and_the_window_grows_with_use() -> None:
+    chain = FakeChain()
+    far = RECEIVE_LOOKAHEAD + 5
+    a = coinbase(0, [(fed(0, RECEIVE, far), 1_000)])  # beyond the look-ahead: not watched yet
+    b = coinbase(1, [(fed(0, RECEIVE, 10), 2_000), (OTHER, 5)])
+    c = coinbase(2, [(fed(0, RECEIVE, 10 + RECEIVE_LOOKAHEAD), 3_000)])  # in reach once 10 is used
+    for tx in (a, b, c):
+        chain.add([tx])
+    index = new_index(chain)
+    coins = index.coins(0)
+    assert [(x.path, x.sats) for x in coins] == [((RECEIVE, 10), 2_000), ((RECEIVE, 10 + RECEIVE_LOOKAHEAD), 3_000)]
+    assert index.used_indexes(0) == {RECEIVE: 10 + RECEIVE_LOOKAHEAD, CHANGE: -1}
+    assert index.path_of(fed(0, RECEIVE, far)) == (0, (RECEIVE, far))  # watched now, for later payments
+    assert index.coin((txid(a), 0)) is None
+
+
+def test_the_anchor_chain_follows_the_canonical_change() -> None:
+    chain = FakeChain()
+    first = coinbase(0, [(fed(0, RECEIVE, 3), 50_000)])
+    second = coinbase(1, [(fed(0, RECEIVE, 1), 40_000)])
+    chain.add([first])
+    chain.add([second])
+    index = new_index(chain)
+    anchor = index.anchor(0)
+    assert anchor.outpoint == (txid(first), 0) and anchor.change_index == 0  # the earliest coin
+    pay = spend([(txid(first), 0)], [(MINER, 10_000), (fed(0, CHANGE, 0), 39_000)])
+    chain.add([pay])
+    index.sync(chain)
+    assert index.anchor(0).outpoint == (txid(pay), 1) and index.anchor(0).change_index == 1
+    # a payout whose change is not at the canonical index does not carry the anchor on
+    stray = spend([(txid(pay), 1)], [(MINER, 1_000), (fed(0, CHANGE, 5), 37_000)])
+    chain.add([stray])
+    index.sync(chain)
+    # the earliest coin left takes over, and the next change index is fresh
+    assert index.anchor(0).outpoint == (txid(second), 0) and index.anchor(0).change_index == 2
+    assert [t for t, _ in index.federation_txids()] == sorted([txid(pay), txid(stray)], key=lambda t: t != txid(pay))
+
+
+def test_a_reorganisation_rolls_everything_back() -> None:
+    chain = FakeChain()
+    fund = coinbase(0, [(fed(0, RECEIVE, 0), 50_000)])
+    chain.add([fund])
+    chain.add([coinbase(1, [(OTHER, 1)])])
+    pay = spend([(txid(fund), 0)], [(MINER, 10_000), (fed(0, CHANGE, 0), 39_000)])
+    chain.add([pay])
+    index = new_index(chain)
+    ledger = Ledger(":memory:")
+    ledger.credit(MINER, 10_000)
+    assert ledger.reconcile(index) == []
+    assert ledger.status(MINER).paid == 10_000  # paid though this member reserved nothing
+    tip_before = index.tip_height()
+
+    chain.fork(2)  # the payout's block is replaced by another without it
+    chain.add([coinbase(2, [(OTHER, 2)], salt=1)])
+    chain.add([coinbase(3, [(OTHER, 3)])])
+    index.sync(chain)
+    assert index.tip_height() == tip_before + 1
+    assert index.block_hash(2) == chain.block_hash(2)
+    assert index.anchor(0).outpoint == (txid(fund), 0) and index.anchor(0).change_index == 0
+    assert [c.outpoint for c in index.coins(0)] == [(txid(fund), 0)]
+    ledger.reconcile(index)
+    assert ledger.status(MINER).paid == 0 and ledger.status(MINER).available == 10_000
+
+
+def test_a_reservation_is_settled_by_the_chain_only_and_restored_by_a_reorganisation() -> None:
+    chain = FakeChain()
+    fund = coinbase(0, [(fed(0, RECEIVE, 0), 50_000)])
+    chain.add([fund])
+    index = new_index(chain)
+    ledger = Ledger(":memory:")
+    ledger.credit(MINER, 10_000)
+    mine = spend([(txid(fund), 0)], [(MINER, 10_000), (fed(0, CHANGE, 0), 39_000)])
+    theirs = spend([(txid(fund), 0)], [(MINER, 10_000), (fed(0, CHANGE, 0), 38_000)])  # a replacement
+    ledger.reserve(txid(mine), [(txid(fund), 0)], {MINER: 10_000}, 0)
+    assert ledger.status(MINER).reserved == 10_000
+    chain.add([theirs])
+    index.sync(chain)
+    assert ledger.reconcile(index) == []  # the conflict confirmed, not the reserved one
+    assert ledger.reserved_txids() == []
+    st = ledger.status(MINER)
+    assert (st.paid, st.reserved, st.available) == (10_000, 0, 0)
+    chain.fork(1)
+    chain.add([coinbase(1, [(OTHER, 9)])])
+    index.sync(chain)
+    ledger.reconcile(index)
+    assert ledger.reserved_txids() == [txid(mine)]  # it may confirm again: reserved again
+    st = ledger.status(MINER)
+    assert (st.paid, st.reserved, st.available) == (0, 10_000, 0)
+    chain.add([mine])
+    index.sync(chain)
+    assert ledger.reconcile(index) == [txid(mine)]
+    assert ledger.status(MINER).paid == 10_000 and ledger.payouts()[0][0] == txid(mine)
+
+
+def test_an_epoch_watched_late_is_read_from_its_start() -> None:
+    chain = FakeChain()
+    fund = coinbase(0, [(fed(0, RECEIVE, 0), 50_000)])
+    chain.add([fund])
+    chain.add([coinbase(1, [(OTHER, 1)])])
+    move = spend([(txid(fund), 0)], [(fed(1, RECEIVE, 0), 49_000)])  # the transition to epoch 1
+    chain.add([move])
+    chain.add([coinbase(3, [(OTHER, 3)])])
+    index = new_index(chain)
+    ledger = Ledger(":memory:")
+    ledger.reconcile(index)
+    assert index.anchor(0).outpoint is None and index.anchor(0).change_index == 1
+    index.watch(1, watcher(1), since=1)
+    assert index.tip_height() == 0  # rolled back to read blocks 1.. again
+    index.sync(chain)
+    assert index.anchor(1).outpoint == (txid(move), 0) and index.anchor(1).change_index == 0
+    ledger.reconcile(index)
+    assert ledger.paid(fed(1, RECEIVE, 0)) == 0  # the new epoch's coin is not a payout
+
+    fresh = ChainIndex(":memory:")  # a member that watched both epochs from the start agrees
+    fresh.watch(0, watcher(0), 0)
+    fresh.watch(1, watcher(1), 1)
+    fresh.sync(chain)
+    assert fresh.anchor(1) == index.anchor(1) and fresh.anchor(0) == index.anchor(0)
+
+
+def test_the_index_survives_a_restart(tmp_path) -> None:
+    chain = FakeChain()
+    fund = coinbase(0, [(fed(0, RECEIVE, 7), 50_000)])
+    chain.add([fund])
+    index = ChainIndex(tmp_path / "chain.sqlite")
+    index.watch(0, watcher(0), 0)
+    index.sync(chain)
+    index.close()
+    chain.add([coinbase(1, [(fed(0, RECEIVE, 8), 1_000)])])
+    again = ChainIndex(tmp_path / "chain.sqlite")
+    again.watch(0, watcher(0), 0)
+    assert again.tip_height() == 0  # nothing read twice
+    again.sync(chain)
+    assert [c.path for c in again.coins(0)] == [(RECEIVE, 7), (RECEIVE, 8)]
+    assert again.anchor(0).outpoint == (txid(fund), 0)
