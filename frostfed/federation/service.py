@@ -105,10 +105,13 @@ class FederationService:
                     payout_coins, member.chain_view, member.chain, keys, s.min_confirmations
                 )
                 total = sum(sats for _, sats in payouts)
-                # enough for a change output above dust: the change carries the anchor on
-                chosen = select_coins(plan.others, total + 400 + int(43 * rate), int(70 * rate) + 1, plan.anchor)
+                # enough for every output and a change above dust: the change carries the anchor on
+                margin = 400 + int(rate * (43 * (len(payouts) + 1) + 11))
+                chosen = select_coins(plan.others, total + margin, int(70 * rate) + 1, plan.anchor)
                 change_path = plan.change_path
                 tx = build_payout_tx([c.utxo for c in chosen], payouts, keys.script(change_path), rate)
+                if not any(bytes(o.scriptPubKey) == keys.script(change_path) for o in tx.vout):
+                    raise CoinError("the federation's coins leave no change above dust for the anchor; fund it")
             except AnchorPending as e:
                 raise RpcError(commands.SIGNING_FAILED, f"{self._pending_payout()}{e}") from None
             except (CoinError, PayoutBuildError) as e:
