@@ -67,7 +67,7 @@ def test_the_anchor_chain_follows_the_canonical_change() -> None:
     index.sync(chain)
     # the earliest coin left takes over, and the next change index is fresh
     assert index.anchor(0).outpoint == (txid(second), 0) and index.anchor(0).change_index == 2
-    assert [t for t, _ in index.federation_txids()] == sorted([txid(pay), txid(stray)], key=lambda t: t != txid(pay))
+    assert index.federation_txids() == sorted([(txid(pay), 2), (txid(stray), 3)], key=lambda r: r[1])
 
 
 def test_a_reorganisation_rolls_everything_back() -> None:

@@ -72,9 +72,10 @@ class World:
     def fund(self, idx: int, sats: int) -> None:
         self.mine([coinbase(len(self.chain.blocks), [(fed(RECEIVE, idx), sats)], self._salt())])
 
-    def payout(self, miner: int, sats: int, replace: bool) -> None:
-        """A payout the member approves: it spends the anchor and pays change to the canonical path.
-        A replacement spends the same anchor as a payout still in the mempool."""
+    def payout(self, miner: int, sats: int, replace: bool, seen: bool = True) -> None:
+        """A payout that spends the anchor and pays change to the canonical path; `seen`: this member
+        approved (reserved) it, else other members signed it without it. A replacement spends the same
+        anchor as a payout still in the mempool."""
         anchor = self.index.anchor(0)
         if anchor.outpoint is None:
             return
@@ -89,8 +90,9 @@ class World:
         tx = spend(
             ins, [(MINERS[miner], sats), (fed(CHANGE, anchor.change_index), coin.sats - sats - 500)], self._salt()
         )
-        self.ledger.reserve(txid(tx), ins, {MINERS[miner]: sats}, self.chain.tip_height())
-        self.reserved[txid(tx)] = ins
+        if seen:
+            self.ledger.reserve(txid(tx), ins, {MINERS[miner]: sats}, self.chain.tip_height())
+            self.reserved[txid(tx)] = ins
         self.mempool.append(tx)
 
     def mine(self, extra: list[CTransaction] | None = None, take: int = 99) -> None:
@@ -139,13 +141,13 @@ class World:
 
 op = st.one_of(
     st.tuples(st.just("fund"), st.integers(0, 30), st.integers(20_000, 500_000)),
-    st.tuples(st.just("payout"), st.integers(0, 2), st.integers(1_000, 50_000), st.booleans()),
+    st.tuples(st.just("payout"), st.integers(0, 2), st.integers(1_000, 50_000), st.booleans(), st.booleans()),
     st.tuples(st.just("mine"), st.integers(0, 3)),
     st.tuples(st.just("reorg"), st.integers(1, 4), st.booleans()),
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, min_size=1, max_size=25))
 def test_paid_is_what_the_chain_shows_through_payouts_replacements_and_reorganisations(ops) -> None:
     world = World()
@@ -154,7 +156,7 @@ def test_paid_is_what_the_chain_shows_through_payouts_replacements_and_reorganis
         if o[0] == "fund":
             world.fund(o[1], o[2])
         elif o[0] == "payout":
-            world.payout(o[1], o[2], o[3])
+            world.payout(o[1], o[2], o[3], o[4])
         elif o[0] == "mine":
             world.mine(take=o[1])
         else:
