@@ -106,18 +106,34 @@ class ChainView:
         return anchor
 
 
-class AnchorPolicy:
-    """A payout or PSBT must spend the epoch's anchor and pay its change to the canonical change path
-    `m/1/k` (k from the anchor chain), and nowhere else of the federation's. Refreshes the view first,
-    so the ledger that judges the payouts knows everything the chain has confirmed."""
+class ChainRefresh:
+    """The first policy: bring the index and the ledger up to the chain's tip, so the ledger that
+    judges the payouts knows everything the chain has confirmed."""
 
-    def __init__(self, view: ChainView, keys: EpochKeys, req: SigningRequest) -> None:
+    def __init__(self, view: ChainView) -> None:
         self.view = view
-        self.keys = keys
-        self.req = req
 
     def check(self, payout: CheckedPayout) -> None:
         self.view.refresh()
+
+    def approved(self, payout: CheckedPayout) -> None:
+        return None
+
+
+class AnchorPolicy:
+    """A payout or PSBT must spend the epoch's anchor and pay its change to the canonical change path
+    `m/1/k` (k from the anchor chain), and nowhere else of the federation's. With `refresh`, it brings
+    the view up to date itself (otherwise a `ChainRefresh` ran before it)."""
+
+    def __init__(self, view: ChainView, keys: EpochKeys, req: SigningRequest, refresh: bool = True) -> None:
+        self.view = view
+        self.keys = keys
+        self.req = req
+        self.refresh = refresh
+
+    def check(self, payout: CheckedPayout) -> None:
+        if self.refresh:
+            self.view.refresh()
         anchor = self.view.require_anchor(self.keys, payout.outpoints)
         canonical = (CHANGE, anchor.change_index)
         check_change(self.keys, self.req, canonical)

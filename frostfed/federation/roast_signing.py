@@ -34,7 +34,7 @@ from frostfed.bitcoin.policy import (
     PolicyRejection,
 )
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
-from frostfed.federation.chain_view import AnchorPolicy
+from frostfed.federation.chain_view import AnchorPolicy, ChainRefresh
 from frostfed.federation.messages import Message, MessageError
 from frostfed.federation.signing_request import SigningRequest, federation_scripts, judge, signing_tasks
 from frostfed.federation.store import NonceReuseError
@@ -125,11 +125,11 @@ class RoastSigning:
             FeeBounds(s.min_feerate, s.max_feerate, s.max_fee_sats),
             s.min_confirmations,
         )
-        policies: list[Policy] = []
-        if req.kind in ("payout", "psbt"):  # a transition is held to the anchor by its own checks
-            policies.append(AnchorPolicy(self.member.chain_view, self.member.keys, req))
+        policies: list[Policy] = [ChainRefresh(self.member.chain_view)]
         if self.member.ledger is not None:
             policies.append(LedgerPolicy(self.member.ledger, self.member.network))
+        if req.kind in ("payout", "psbt"):  # a transition is held to the anchor by its own checks
+            policies.append(AnchorPolicy(self.member.chain_view, self.member.keys, req, refresh=False))
         if s.payout_check_command:
             policies.append(CommandPolicy(s.payout_check_command, self.member.network))
         policies += self.member.extra_policies
