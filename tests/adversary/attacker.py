@@ -192,7 +192,7 @@ async def _sign(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
 async def _coins(member: EvilMember, p: dict[str, Any]) -> list[dict[str, Any]]:
     assert member.keys is not None and member.rpc is not None and member.chain is not None
     coins = await asyncio.to_thread(
-        find_coins, member.rpc, member.chain, member.keys, member.store, int(p.get("min_confirmations", 1))
+        find_coins, member.chain_view, member.chain, member.keys, int(p.get("min_confirmations", 1))
     )
     return [
         {
@@ -205,6 +205,20 @@ async def _coins(member: EvilMember, p: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for c in coins
     ]
+
+
+@command("anchor")
+async def _anchor(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
+    """The epoch's anchor and canonical change path as the attacker's own index shows them (honest
+    members derive the same from the same blocks)."""
+    assert member.keys is not None
+    await asyncio.to_thread(member.chain_view.refresh)
+    anchor = member.chain_view.anchor(member.keys.epoch)
+    return {
+        "outpoint": list(anchor.outpoint) if anchor.outpoint else None,
+        "change_path": [1, anchor.change_index],
+        "change_script": member.keys.script((1, anchor.change_index)).hex(),
+    }
 
 
 @command("keys")
