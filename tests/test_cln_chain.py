@@ -13,6 +13,7 @@ from clnsim import SimNetwork
 from test_clnsim import recorded
 
 from frostfed.bitcoin.chain import ChainError, ChainRpcError, ChainUnavailable
+from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.cln_chain import ClnChainSource, LightningSocket, bitcoind_from_configs
 from frostfed.lightning_rpc import LightningRpc, LightningRpcError
 
@@ -116,6 +117,24 @@ async def test_cln_chain_source_matches_bitcoind(node, regtest):
         await off_loop(source.broadcast, CTransaction(tx.vin, [], tx.nLockTime, tx.nVersion))  # no outputs: rejected
     assert e.value.code != 0
     regtest.mine(1)
+
+
+async def test_cln_blocks_link_up_as_bitcoinds_and_an_index_follows_them(node, regtest):
+    """The chain index reads lightningd's `getrawblockbyheight`: the same hashes and parent links as
+    bitcoind's, with or without bitcoind for the hash-only call."""
+    with_bitcoind = await off_loop(ClnChainSource.from_node, node.rpc_path)
+    alone = ClnChainSource(LightningSocket(node.rpc_path), None)
+    direct = regtest.chain_source()
+    tip = direct.tip_height()
+    for source in (with_bitcoind, alone):
+        block = await off_loop(source.block, tip)
+        assert block.hash == regtest.rpc("getblockhash", tip) == await off_loop(source.block_hash, tip)
+        assert block.prev_hash == regtest.rpc("getblockhash", tip - 1)
+        assert [b2lx(t.GetTxid()) for t in block.txs] == regtest.rpc("getblock", block.hash)["tx"]
+    index = ChainIndex(":memory:")
+    index.watch(0, lambda chain, i: b"\x6a" + bytes([chain, i % 256]) * 16, tip - 3)
+    assert await off_loop(index.sync, alone) == tip
+    assert index.block_hash(tip) == regtest.rpc("getblockhash", tip)
 
 
 async def test_without_bitcoind_settings_confirmations_are_a_clear_error(node, regtest):
