@@ -282,6 +282,10 @@ class Membership:
         coins = await asyncio.to_thread(
             find_coins, member.chain_view, member.chain, keys, member.policy_settings.min_confirmations
         )
+        anchor = member.chain_view.anchor(keys.epoch)  # every member refuses a transition without it
+        if coins and anchor.outpoint not in [(c.utxo.txid, c.utxo.vout) for c in coins]:
+            where = f"{anchor.outpoint[0]}:{anchor.outpoint[1]}" if anchor.outpoint else "none yet"
+            raise MembershipError(f"the anchor coin ({where}) is not spendable yet; a transition spends it")
         rate = max(member.policy_settings.min_feerate, min(2.0, member.policy_settings.max_feerate))
         try:
             plan = build_transition_tx(
