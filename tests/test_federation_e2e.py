@@ -216,7 +216,7 @@ def test_a_double_payout_is_refused(all_running: Cluster) -> None:
     assert first["status"] == "broadcast"
     with pytest.raises(RpcCallError) as err:  # not yet confirmed: the anchor is spent in the mempool
         payout(fed.members[2], [{"address": a, "sats": 12_000}])
-    assert err.value.code == 1403 and "awaits confirmation" in err.value.message
+    assert err.value.code == 1403 and f"payout {first['id']} awaits confirmation" in err.value.message
     fed.btc.mine(1)
     with pytest.raises(RpcCallError) as err:  # confirmed: paid, in every member's own ledger
         payout(fed.members[3], [{"address": a, "sats": 12_000}])

@@ -30,6 +30,10 @@ class CoinError(Exception):
 class AnchorPending(CoinError):
     """The anchor is spent by a transaction that is not confirmed yet: the next payout must wait."""
 
+    def __init__(self, message: str, anchor: tuple[str, int]) -> None:
+        super().__init__(message)
+        self.anchor = anchor
+
 
 @dataclass(frozen=True)
 class PayoutCoins:
@@ -82,7 +86,8 @@ def payout_coins(view: ChainView, chain: ChainSource, keys: EpochKeys, min_confi
     if live is None:
         raise AnchorPending(
             f"the federation's anchor coin {name} is spent by a transaction not yet in a block "
-            "(a payout awaits confirmation); the next payout can be made once it confirms"
+            "(a payout awaits confirmation); the next payout can be made once it confirms",
+            anchor.outpoint,
         )
     others = []
     for c in view.coins(keys.epoch):

@@ -10,6 +10,8 @@ import json
 import secrets
 from typing import Any
 
+from bitcoin.core import CTransaction, b2lx
+
 from frostfed.bitcoin.bond import claim_bond
 from frostfed.bitcoin.chain import BitcoindRpc, ChainError
 from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx
@@ -113,7 +115,7 @@ class FederationService:
                 if not any(bytes(o.scriptPubKey) == keys.script(change_path) for o in tx.vout):
                     raise CoinError("the federation's coins leave no change above dust for the anchor; fund it")
             except AnchorPending as e:
-                raise RpcError(commands.SIGNING_FAILED, f"{self._pending_payout()}{e}") from None
+                raise RpcError(commands.SIGNING_FAILED, f"{self._pending_payout(e.anchor)}{e}") from None
             except (CoinError, PayoutBuildError) as e:
                 raise RpcError(commands.SIGNING_FAILED, str(e)) from None
             except ChainError as e:
@@ -137,11 +139,18 @@ class FederationService:
             "tx": outcome["tx"],
         }
 
-    def _pending_payout(self) -> str:
-        """Names this member's own broadcast payouts that have not confirmed yet, if any."""
-        rows = self.member.store.requests()
-        waiting = [r["id"] for r in rows if r.get("kind") == "payout" and r.get("status") == "broadcast"]
-        return f"payout {', '.join(waiting[-3:])} awaits confirmation: " if waiting else ""
+    def _pending_payout(self, anchor: tuple[str, int]) -> str:
+        """Names the request this member knows of whose broadcast transaction spends the anchor."""
+        for r in reversed(self.member.store.requests()):
+            if r.get("status") != "broadcast" or r.get("kind") not in ("payout", "psbt"):
+                continue
+            try:
+                tx = CTransaction.deserialize(bytes.fromhex(r["request"]["tx"]))
+            except Exception:  # a record this member cannot read names nothing
+                continue
+            if any((b2lx(i.prevout.hash), i.prevout.n) == anchor for i in tx.vin):
+                return f"payout {r['id']} awaits confirmation: "
+        return ""
 
     async def _sign(self, req: SigningRequest) -> dict[str, Any]:
         try:
