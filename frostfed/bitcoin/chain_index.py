@@ -235,7 +235,8 @@ class ChainIndex:
 
     def start_height(self) -> int:
         """Where the index reads from: the lowest `since` of its epochs (none: nothing to read)."""
-        row = self._db.execute("SELECT MIN(since) FROM epoch").fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT MIN(since) FROM epoch").fetchone()
         return row[0] if row and row[0] is not None else -1
 
     def _rebuild_windows(self) -> None:
@@ -257,7 +258,8 @@ class ChainIndex:
     # -- the core: blocks in -----------------------------------------------------------------------
 
     def tip_height(self) -> int:
-        row = self._db.execute("SELECT MAX(height) FROM block").fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT MAX(height) FROM block").fetchone()
         return -1 if row[0] is None else row[0]
 
     def block_hash(self, height: int) -> str | None:
