@@ -24,6 +24,11 @@ def coinbase(height: int, outputs: list[tuple[bytes, int]], salt: int = 0) -> CT
     return CTransaction(vin, [CTxOut(n, CScript(s)) for s, n in outputs], 0, 2)
 
 
+def payment(outputs: list[tuple[bytes, int]], salt: int = 0) -> CTransaction:
+    """A payment from outside the federation (its input is not on this chain: nothing checks it)."""
+    return spend([("ee" * 28 + salt.to_bytes(4, "big").hex(), 0)], outputs)
+
+
 def spend(inputs: list[tuple[str, int]], outputs: list[tuple[bytes, int]], salt: int = 0) -> CTransaction:
     vin = [CTxIn(COutPoint(lx(t), v), nSequence=0xFFFFFFFD) for t, v in inputs]
     return CTransaction(vin, [CTxOut(n, CScript(s)) for s, n in outputs], salt, 2)

@@ -4,7 +4,7 @@ derives alike, reorganisations rolled back, an epoch watched late, and the ledge
 from __future__ import annotations
 
 from bitcoin.core import b2lx
-from fake_chain import FakeChain, coinbase, script, spend
+from fake_chain import FakeChain, coinbase, payment, script, spend
 
 from frostfed.bitcoin.chain_index import CHANGE, RECEIVE, RECEIVE_LOOKAHEAD, ChainIndex
 from frostfed.bitcoin.ledger import Ledger
@@ -35,9 +35,9 @@ def txid(tx) -> str:
 def test_coins_are_found_within_the_gap_and_the_window_grows_with_use() -> None:
     chain = FakeChain()
     far = RECEIVE_LOOKAHEAD + 5
-    a = coinbase(0, [(fed(0, RECEIVE, far), 1_000)])  # beyond the look-ahead: not watched yet
-    b = coinbase(1, [(fed(0, RECEIVE, 10), 2_000), (OTHER, 5)])
-    c = coinbase(2, [(fed(0, RECEIVE, 10 + RECEIVE_LOOKAHEAD), 3_000)])  # in reach once 10 is used
+    a = payment([(fed(0, RECEIVE, far), 1_000)])  # beyond the look-ahead: not watched yet
+    b = payment([(fed(0, RECEIVE, 10), 2_000), (OTHER, 5)])
+    c = payment([(fed(0, RECEIVE, 10 + RECEIVE_LOOKAHEAD), 3_000)])  # in reach once 10 is used
     for tx in (a, b, c):
         chain.add([tx])
     index = new_index(chain)
@@ -50,8 +50,8 @@ def test_coins_are_found_within_the_gap_and_the_window_grows_with_use() -> None:
 
 def test_the_anchor_chain_follows_the_canonical_change() -> None:
     chain = FakeChain()
-    first = coinbase(0, [(fed(0, RECEIVE, 3), 50_000)])
-    second = coinbase(1, [(fed(0, RECEIVE, 1), 40_000)])
+    first = payment([(fed(0, RECEIVE, 3), 50_000)])
+    second = payment([(fed(0, RECEIVE, 1), 40_000)])
     chain.add([first])
     chain.add([second])
     index = new_index(chain)
@@ -70,9 +70,31 @@ def test_the_anchor_chain_follows_the_canonical_change() -> None:
     assert index.federation_txids() == sorted([(txid(pay), 2), (txid(stray), 3)], key=lambda r: r[1])
 
 
+def test_a_young_coinbase_is_no_anchor_until_it_matures() -> None:
+    chain = FakeChain()
+    reward = coinbase(0, [(fed(0, RECEIVE, 0), 5_000_000)])  # a block reward to the federation, first
+    chain.add([reward])
+    for h in range(1, 98):
+        chain.add([coinbase(h, [(OTHER, 1)])])
+    index = new_index(chain)
+    assert index.anchor(0).outpoint is None  # 98 confirmations
+    chain.add([coinbase(98, [(OTHER, 1)])])
+    index.sync(chain)
+    assert index.anchor(0).outpoint is None  # 99
+    chain.add([coinbase(99, [(OTHER, 1)])])
+    index.sync(chain)
+    assert index.anchor(0).outpoint == (txid(reward), 0)  # 100: spendable, the anchor
+
+    other = FakeChain()  # a payment after a young reward: the payment is the anchor
+    other.add([coinbase(0, [(fed(0, RECEIVE, 0), 5_000_000)])])
+    paid = payment([(fed(0, RECEIVE, 1), 10_000)])
+    other.add([paid])
+    assert new_index(other).anchor(0).outpoint == (txid(paid), 0)
+
+
 def test_a_reorganisation_rolls_everything_back() -> None:
     chain = FakeChain()
-    fund = coinbase(0, [(fed(0, RECEIVE, 0), 50_000)])
+    fund = payment([(fed(0, RECEIVE, 0), 50_000)])
     chain.add([fund])
     chain.add([coinbase(1, [(OTHER, 1)])])
     pay = spend([(txid(fund), 0)], [(MINER, 10_000), (fed(0, CHANGE, 0), 39_000)])
@@ -98,7 +120,7 @@ def test_a_reorganisation_rolls_everything_back() -> None:
 
 def test_a_reservation_is_settled_by_the_chain_only_and_restored_by_a_reorganisation() -> None:
     chain = FakeChain()
-    fund = coinbase(0, [(fed(0, RECEIVE, 0), 50_000)])
+    fund = payment([(fed(0, RECEIVE, 0), 50_000)])
     chain.add([fund])
     index = new_index(chain)
     ledger = Ledger(":memory:")
@@ -128,7 +150,7 @@ def test_a_reservation_is_settled_by_the_chain_only_and_restored_by_a_reorganisa
 
 def test_an_epoch_watched_late_is_read_from_its_start() -> None:
     chain = FakeChain()
-    fund = coinbase(0, [(fed(0, RECEIVE, 0), 50_000)])
+    fund = payment([(fed(0, RECEIVE, 0), 50_000)])
     chain.add([fund])
     chain.add([coinbase(1, [(OTHER, 1)])])
     move = spend([(txid(fund), 0)], [(fed(1, RECEIVE, 0), 49_000)])  # the transition to epoch 1
@@ -154,13 +176,13 @@ def test_an_epoch_watched_late_is_read_from_its_start() -> None:
 
 def test_the_index_survives_a_restart(tmp_path) -> None:
     chain = FakeChain()
-    fund = coinbase(0, [(fed(0, RECEIVE, 7), 50_000)])
+    fund = payment([(fed(0, RECEIVE, 7), 50_000)])
     chain.add([fund])
     index = ChainIndex(tmp_path / "chain.sqlite")
     index.watch(0, watcher(0), 0)
     index.sync(chain)
     index.close()
-    chain.add([coinbase(1, [(fed(0, RECEIVE, 8), 1_000)])])
+    chain.add([payment([(fed(0, RECEIVE, 8), 1_000)])])
     again = ChainIndex(tmp_path / "chain.sqlite")
     again.watch(0, watcher(0), 0)
     assert again.tip_height() == 0  # nothing read twice

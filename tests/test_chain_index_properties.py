@@ -6,7 +6,7 @@ derives the same anchor as one that reads it fresh."""
 from __future__ import annotations
 
 from bitcoin.core import CTransaction, b2lx
-from fake_chain import FakeChain, coinbase, script, spend
+from fake_chain import FakeChain, coinbase, payment, script, spend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,14 +63,18 @@ class World:
         self.mempool: list[CTransaction] = []
         self.reserved: dict[str, list[tuple[str, int]]] = {}
         self.salt = 0
-        self.chain.add([coinbase(0, [(fed(RECEIVE, 0), 1_000_000)])])
+        self.chain.add([payment([(fed(RECEIVE, 0), 1_000_000)])])
 
     def _salt(self) -> int:
         self.salt += 1
         return self.salt
 
-    def fund(self, idx: int, sats: int) -> None:
-        self.mine([coinbase(len(self.chain.blocks), [(fed(RECEIVE, idx), sats)], self._salt())])
+    def fund(self, idx: int, sats: int, coinbase_output: bool) -> None:
+        """A payment to the federation, or a block reward to it (young: no anchor until it matures)."""
+        if coinbase_output:
+            self.mine([coinbase(len(self.chain.blocks), [(fed(RECEIVE, idx), sats)], self._salt())])
+        else:
+            self.mine([payment([(fed(RECEIVE, idx), sats)], self._salt())])
 
     def payout(self, miner: int, sats: int, replace: bool, seen: bool = True) -> None:
         """A payout that spends the anchor and pays change to the canonical path; `seen`: this member
@@ -114,7 +118,12 @@ class World:
         depth = min(depth, len(self.chain.blocks) - 1)
         if depth <= 0:
             return
-        dropped = [t for b in self.chain.blocks[-depth:] for t in b.txs if not t.is_coinbase()]
+        dropped = [
+            t
+            for b in self.chain.blocks[-depth:]
+            for t in b.txs
+            if not t.is_coinbase() and not inputs_of(t)[0][0].startswith("ee" * 28)  # outside payments vanish
+        ]
         self.chain.fork(len(self.chain.blocks) - depth)
         self.mempool = dropped + self.mempool if replay else self.mempool
         for _ in range(depth + 1):
@@ -140,7 +149,7 @@ class World:
 
 
 op = st.one_of(
-    st.tuples(st.just("fund"), st.integers(0, 30), st.integers(20_000, 500_000)),
+    st.tuples(st.just("fund"), st.integers(0, 30), st.integers(20_000, 500_000), st.booleans()),
     st.tuples(st.just("payout"), st.integers(0, 2), st.integers(1_000, 50_000), st.booleans(), st.booleans()),
     st.tuples(st.just("mine"), st.integers(0, 3)),
     st.tuples(st.just("reorg"), st.integers(1, 4), st.booleans()),
@@ -154,7 +163,7 @@ def test_paid_is_what_the_chain_shows_through_payouts_replacements_and_reorganis
     world.check()
     for o in ops:
         if o[0] == "fund":
-            world.fund(o[1], o[2])
+            world.fund(o[1], o[2], o[3])
         elif o[0] == "payout":
             world.payout(o[1], o[2], o[3], o[4])
         elif o[0] == "mine":

@@ -11,7 +11,8 @@ the chain, not any member's word, says what was paid and which transaction comes
 - **Federation transactions**: every confirmed transaction that spends a coin, with its inputs and
   outputs; the ledger counts their outputs to miners as paid (`events_since`).
 - **Anchor**: one coin per epoch that every payout, PSBT and transition must spend, so no two of them
-  can both confirm. The first anchor is the epoch's earliest coin (lowest height, then txid, vout);
+  can both confirm. The first anchor is the epoch's earliest coin (lowest height, then txid, vout;
+  a coinbase output only once it is mature, so a miner cannot hold payouts up with a young one);
   a transaction spending the anchor makes its output at the canonical change path `m/1/k` the next
   anchor, where k is the number of anchor transactions of the epoch so far. If the anchor is spent
   without such an output (a transition, which ends the epoch), the earliest coin left takes over.
@@ -42,6 +43,10 @@ RECEIVE_LOOKAHEAD = 1000
 """Receive addresses past the highest one paid: as far as a member accepts another's announcement."""
 CHANGE_LOOKAHEAD = 20
 """Change indexes are canonical (one per anchor transaction), so a short look-ahead covers them."""
+
+COINBASE_MATURITY = 100
+"""The consensus maturity of a block reward, as `policy.COINBASE_MATURITY` (which imports the ledger,
+which imports this module)."""
 
 Outpoint = tuple[str, int]
 ScriptOf = Callable[[int, int], bytes]
@@ -337,15 +342,16 @@ class ChainIndex:
             )
 
     def _settle_anchors(self, height: int) -> None:
-        """At the end of a block: an epoch without an anchor takes its earliest unspent coin."""
+        """At the end of a block: an epoch without an anchor takes its earliest unspent coin (a coinbase
+        output counts from the block where it has its 100 confirmations)."""
         for epoch in sorted(self._windows):
             current = self._anchor_row(epoch)
             if current is not None and current[0] is not None:
                 continue
             first = self._db.execute(
-                "SELECT txid, vout FROM coin WHERE epoch = ? AND spent_txid IS NULL "
+                "SELECT txid, vout FROM coin WHERE epoch = ? AND spent_txid IS NULL AND (coinbase = 0 OR height <= ?) "
                 "ORDER BY height, txid, vout LIMIT 1",
-                (epoch,),
+                (epoch, height - COINBASE_MATURITY + 1),
             ).fetchone()
             if first is None:
                 continue
