@@ -61,6 +61,9 @@ BAD_ARGS: dict[str, list[tuple[list[Any] | dict[str, Any], int]]] = {
     "frost-leave": [(["now"], -32602), ({"force": True}, -32602)],
     "frost-expel": [([], -32602), (["zz"], -32602), ({"member": 7}, -32602), ({"id": MEMBER}, -32602)],
     "frost-epochs": [([1], -32602), ({"all": True}, -32602)],
+    "frost-admit": [([], -32602), (["zz"], -32602), ([MEMBER, 0], -32602), ({"member": MEMBER}, -32602)],
+    "frost-approve-expel": [([], -32602), (["zz"], -32602), ({"id": MEMBER}, -32602)],
+    "frost-revoke": [([], -32602), ([MEMBER, 1], -32602)],
     "frost-bond-claim": [([], -32602), (["short"], -32602), ({"address": None}, -32602), ({"to": "x"}, -32602)],
 }
 GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
@@ -75,6 +78,9 @@ GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
     "frost-leave": [],
     "frost-expel": {"member": MEMBER},
     "frost-epochs": {},
+    "frost-admit": [MEMBER, 100_000],
+    "frost-approve-expel": [MEMBER],
+    "frost-revoke": {"member": MEMBER},
     "frost-bond-claim": ["bcrt1p" + "q" * 58],
 }
 

@@ -46,8 +46,12 @@ class MembershipSettings:
     max_members: int = 100
     transition_confirmations: int = 6
     max_transition_fee_sats: int = 100_000
-    expel_after_seconds: float = 0.0  # 0: never propose an expulsion by itself
+    expel_after_seconds: float = 0.0  # 0: never propose an expulsion by itself, nor agree to one unasked
     change_timeout_seconds: float = 300.0
+    admit: frozenset[bytes] = frozenset()  # joiners this member's operator admits in advance
+    admission_command: str | None = None  # asked about a join or an expulsion no operator decided
+    min_change_interval_blocks: int = 6  # blocks after a change before this member takes part in the next
+    min_change_interval_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,10 @@ KNOWN = {
         "max_transition_fee_sats",
         "expel_after_seconds",
         "change_timeout_seconds",
+        "admit",
+        "admission_command",
+        "min_change_interval_blocks",
+        "min_change_interval_seconds",
     },
 }
 MEMBER_ENTRY = {"id", "address"}
@@ -296,6 +304,12 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
 def membership_settings(mem: dict[str, Any]) -> MembershipSettings:
     """The [membership] table (the daemon's config file, or the plugin's `frost-config`)."""
     _unknown(mem, KNOWN["membership"], "membership.")
+    admit = mem.get("admit", [])
+    if not isinstance(admit, list) or len(admit) > 1000:
+        raise ConfigError("membership.admit must be a list of member ids")
+    cmd = mem.get("admission_command")
+    if cmd is not None and (not isinstance(cmd, str) or not cmd.strip()):
+        raise ConfigError("membership.admission_command must be a command line")
     return MembershipSettings(
         min_bond_sats=_whole(mem, "min_bond_sats", 100_000, 0, 21 * 10**14, "membership"),
         min_bond_blocks=_whole(mem, "min_bond_blocks", 1_000, 1, 500_000, "membership"),
@@ -304,6 +318,10 @@ def membership_settings(mem: dict[str, Any]) -> MembershipSettings:
         max_transition_fee_sats=_whole(mem, "max_transition_fee_sats", 100_000, 0, 10**8, "membership"),
         expel_after_seconds=_number(mem, "expel_after_seconds", 0, 0, 10**8, "membership"),
         change_timeout_seconds=_number(mem, "change_timeout_seconds", 300, 1, 86400, "membership"),
+        admit=frozenset(_pubkey(v, f"membership.admit[{i}]") for i, v in enumerate(admit)),
+        admission_command=cmd,
+        min_change_interval_blocks=_whole(mem, "min_change_interval_blocks", 6, 0, 100_000, "membership"),
+        min_change_interval_seconds=_number(mem, "min_change_interval_seconds", 0, 0, 10**8, "membership"),
     )
 
 
