@@ -414,7 +414,7 @@ class Membership:
         if peer != p.proposer:
             raise MessageError("a proposal must come from its proposer")
         try:
-            if self.proposal is not None and self.proposal.epoch == p.epoch and self.proposal.proposer == peer:
+            if self.proposal is not None and self.proposal.to_body() == p.to_body():
                 return  # a repeat
             if self.proposal is not None:
                 raise ProposalRefused(f"a change to epoch {self.proposal.epoch} is already in progress")
@@ -656,6 +656,8 @@ class Membership:
 
     def _on_abort(self, peer: PeerId, msg: Message) -> None:
         p = self.proposal
+        if len(self._aborted) >= 1000:  # a peer's stream of aborts must not grow without bound
+            self._aborted.clear()
         self._aborted.add(msg.text("nonce", 32))
         if p is None or peer != p.proposer or msg.text("nonce", 32) != p.nonce:
             return

@@ -234,6 +234,8 @@ def main() -> None:
     parser.add_argument("cmd", choices=["run"])
     parser.add_argument("--config", required=True)
     args = parser.parse_args()
+    import adversary.evil_membership  # noqa: F401 - registers the membership commands
+
     config = load_config(args.config)
     daemon.setup_logging(config.data_dir)
     daemon.Member = functools.partial(EvilMember, evil_socket=config.data_dir / SOCKET_NAME)  # type: ignore[misc]
