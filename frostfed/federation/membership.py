@@ -283,7 +283,7 @@ class Membership:
             )
         except ProposalRefused as e:
             raise MembershipError(str(e)) from None
-        decision = await asyncio.to_thread(self.judge, p, tip)
+        decision = await asyncio.to_thread(self.judge, p, tip, dict(self.clock.offline))
         if not decision.accept:
             raise MembershipError(decision.reason)
         self._refusals = {}
@@ -428,7 +428,7 @@ class Membership:
                 check_proposal(p, member.keys, self.settings, tip)
                 if self.proposal is not None or self._proposing:
                     raise ProposalRefused("this member is taking part in another change")
-                decision = await asyncio.to_thread(self.judge, p, tip)
+                decision = await asyncio.to_thread(self.judge, p, tip, dict(self.clock.offline))
                 if not decision.accept:
                     raise _Refused(decision)
             if p.nonce in self._aborted:
@@ -445,9 +445,10 @@ class Membership:
         self._adopt(p)
         await member._send(peer, "tack", {"epoch": p.epoch, "ok": True, "reason": ""})
 
-    def judge(self, p: Proposal, tip: int) -> Decision:
-        """This member's own judgement of `p` (see change_judgement), from its own records and its
-        operator's decisions; the admission command is asked only when no operator decided."""
+    def judge(self, p: Proposal, tip: int, offline: dict[PeerId, float]) -> Decision:
+        """This member's own judgement of `p` (see change_judgement), from its own records (`offline`:
+        its offline clock, read in the event loop) and its operator's decisions; the admission command
+        is asked only when no operator decided. Runs in a worker thread (the store, the command)."""
         store = self.member.store
         in_progress = self.proposal.nonce if self.proposal is not None else None
         raw_height, raw_time = store.get_meta("last_change_height"), store.get_meta("last_change_time")
@@ -457,7 +458,7 @@ class Membership:
             change_in_progress=in_progress,
             last_change_height=int(raw_height) if raw_height else None,
             last_change_time=float(raw_time) if raw_time else None,
-            offline_seconds=dict(self.clock.offline),
+            offline_seconds=offline,
         )
         decisions = OperatorDecisions(store.approvals("join"), frozenset(store.approvals("expel")))
         decision = judge_proposal(p, self.settings, records, decisions)

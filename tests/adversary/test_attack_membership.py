@@ -1,9 +1,10 @@
 """Takeover through membership, by one malicious member of a 5-member federation (t = 3), on member
-processes and a regtest bitcoind: it expels an online honest member, admits joiners it controls,
-proposes someone else's leave, runs a DKG, aborts it and asks for the transition to that key anyway,
-and proposes changes at once or too fast. Every honest member refuses each with a reason it records
-itself; no honest member holds a share of a new key from a refused change or makes a partial
-signature for its transition; the coins stay at the federation's key."""
+processes and a regtest bitcoind: it expels an online honest member (and one offline for a few
+seconds), admits joiners it controls, proposes someone else's leave, runs a DKG, aborts it and asks for
+the transition to that key anyway, and proposes changes at once or too fast. Every honest member
+refuses each with a reason it records itself; no honest member holds a share of a new key from a
+refused change or makes a partial signature for its transition; the coins stay at the federation's
+key."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ MEMBERSHIP = {
     "transition_confirmations": 1,
     "change_timeout_seconds": 20.0,
     "min_change_interval_blocks": 6,
+    "expel_after_seconds": 600,  # a member expels by itself only one it saw offline for 10 minutes
 }
 
 
@@ -179,6 +181,26 @@ def test_two_changes_at_once_are_refused(fed: AdversaryCluster) -> None:
     body = {"epoch": 1, "nonce": first["proposal"]["nonce"], "reason": "done"}
     fed.attacker.evil("send", {"kind": "tabort", "body": body, "to": "all"})
     wait_for(lambda: all(m.call("frost-epochs")["change"]["in_progress"] is None for m in fed.honest), "the abort")
+    assert_untouched(fed, coins)
+
+
+def test_a_member_briefly_offline_is_not_expelled_on_the_attackers_word(fed: AdversaryCluster) -> None:
+    coins = federation_coins(fed)
+    victim = fed.honest[2]
+    judges = [m for m in fed.honest if m is not victim]
+    victim.kill()
+
+    def offline_for(m: LocalMember) -> float:
+        return m.call("frost-epochs")["offline_seconds"].get(victim.id.hex(), 0.0)
+
+    wait_for(lambda: all(offline_for(m) >= 2 for m in judges), "the honest members to see the victim offline")
+    out = fed.attacker.evil("propose", {"kind": "expel", "subject": victim.id.hex()})
+    refused = wait_for_change_refusals(judges, out["proposal"]["nonce"])
+    assert {r["code"] for r in refused.values()} == {"expel_not_approved"}
+    assert all("not the 600 s it requires" in r["reason"] for r in refused.values()), refused
+    victim.start()
+    victim.wait_ready()
+    wait_for(lambda: all(offline_for(m) == 0 for m in judges), "the honest members to see the victim back")
     assert_untouched(fed, coins)
 
 
