@@ -295,12 +295,17 @@ def test_policy_file_is_read_and_checked(tmp_path):
 
     assert load_policy("") == PolicySettings()
     good = tmp_path / "good.toml"
-    good.write_text("[policy]\nmax_fee_sats = 5000\nmin_confirmations = 3\n")
-    assert load_policy(good) == PolicySettings(max_fee_sats=5000, min_confirmations=3)
+    good.write_text(
+        "[policy]\nmax_fee_sats = 5000\nmin_confirmations = 3\nfee_budget_sats = 9000\nallow_op_return = true\n"
+    )
+    assert load_policy(good) == PolicySettings(
+        max_fee_sats=5000, min_confirmations=3, fee_budget_sats=9000, allow_op_return=True
+    )
     for text, why in [
         ("[policy]\nmax_fee = 1\n", "unknown setting"),
-        ('[policy]\nmin_confirmations = "3"\n', "wrong type"),
-        ("[policy]\nmin_feerate = 50\nmax_feerate = 2\n", "inconsistent"),
+        ('[policy]\nmin_confirmations = "3"\n', "min_confirmations must be a whole number"),
+        ("[policy]\nmin_feerate = 50\nmax_feerate = 2\n", "min_feerate is above policy.max_feerate"),
+        ("[policy]\nallow_op_return = 1\n", "allow_op_return must be true or false"),
         ("policy = 3\n", "must be a table"),
         ("[policy\n", "frost-config"),
     ]:

@@ -37,6 +37,11 @@ class PolicySettings:
     max_fee_sats: int = 200_000
     min_confirmations: int = 1
     payout_check_command: str | None = None
+    fee_budget_sats: int = 1_000_000  # all approved fees together, per fee_budget_blocks
+    fee_budget_blocks: int = 144
+    allow_version_3: bool = False
+    allow_op_return: bool = False
+    allow_consolidation: bool = False  # sign transactions that pay nobody outside the federation
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,18 @@ KNOWN = {
     },
     "federation": {"members", "threshold"},
     "bitcoind": {"rpc_url", "cookie_file", "user", "password", "wallet"},
-    "policy": {"min_feerate", "max_feerate", "max_fee_sats", "min_confirmations", "payout_check_command"},
+    "policy": {
+        "min_feerate",
+        "max_feerate",
+        "max_fee_sats",
+        "min_confirmations",
+        "payout_check_command",
+        "fee_budget_sats",
+        "fee_budget_blocks",
+        "allow_version_3",
+        "allow_op_return",
+        "allow_consolidation",
+    },
     "membership": {
         "min_bond_sats",
         "min_bond_blocks",
@@ -262,18 +278,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
             wallet,
         )
 
-    cmd = pol.get("payout_check_command")
-    if cmd is not None and (not isinstance(cmd, str) or not cmd.strip()):
-        raise ConfigError("policy.payout_check_command must be a command line")
-    policy = PolicySettings(
-        min_feerate=_number(pol, "min_feerate", 1.0, 0.1, 10_000, "policy"),
-        max_feerate=_number(pol, "max_feerate", 200.0, 0.1, 10_000, "policy"),
-        max_fee_sats=_whole(pol, "max_fee_sats", 200_000, 0, 10**8, "policy"),
-        min_confirmations=_whole(pol, "min_confirmations", 1, 1, 1000, "policy"),
-        payout_check_command=cmd,
-    )
-    if policy.min_feerate > policy.max_feerate:
-        raise ConfigError("policy.min_feerate is above policy.max_feerate")
+    policy = policy_settings(pol)
     heartbeat = _number(member, "heartbeat_seconds", 2.0, 0.05, 3600, "member")
     offline_after = _number(member, "offline_after_seconds", 10.0, 0.1, 86400, "member")
     if offline_after <= heartbeat:
@@ -299,6 +304,36 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         membership=membership,
         joining=joining,
     )
+
+
+def policy_settings(pol: dict[str, Any]) -> PolicySettings:
+    """The [policy] table (the daemon's config file, or the plugin's `frost-config`)."""
+    _unknown(pol, KNOWN["policy"], "policy.")
+    cmd = pol.get("payout_check_command")
+    if cmd is not None and (not isinstance(cmd, str) or not cmd.strip()):
+        raise ConfigError("policy.payout_check_command must be a command line")
+    policy = PolicySettings(
+        min_feerate=_number(pol, "min_feerate", 1.0, 0.1, 10_000, "policy"),
+        max_feerate=_number(pol, "max_feerate", 200.0, 0.1, 10_000, "policy"),
+        max_fee_sats=_whole(pol, "max_fee_sats", 200_000, 0, 10**8, "policy"),
+        min_confirmations=_whole(pol, "min_confirmations", 1, 1, 1000, "policy"),
+        payout_check_command=cmd,
+        fee_budget_sats=_whole(pol, "fee_budget_sats", 1_000_000, 0, 21 * 10**14, "policy"),
+        fee_budget_blocks=_whole(pol, "fee_budget_blocks", 144, 1, 1_000_000, "policy"),
+        allow_version_3=_flag(pol, "allow_version_3"),
+        allow_op_return=_flag(pol, "allow_op_return"),
+        allow_consolidation=_flag(pol, "allow_consolidation"),
+    )
+    if policy.min_feerate > policy.max_feerate:
+        raise ConfigError("policy.min_feerate is above policy.max_feerate")
+    return policy
+
+
+def _flag(sec: dict[str, Any], key: str) -> bool:
+    v = sec.get(key, False)
+    if not isinstance(v, bool):
+        raise ConfigError(f"policy.{key} must be true or false, got {v!r}")
+    return v
 
 
 def membership_settings(mem: dict[str, Any]) -> MembershipSettings:

@@ -248,7 +248,9 @@ class FederationService:
             path = _our_path(out.tap_bip32_derivations, fingerprint)
             if path is not None:
                 change[i] = path
-        req = SigningRequest(secrets.token_hex(8), keys.epoch, "psbt", p.tx, tuple(input_paths), change)
+        req = SigningRequest(
+            secrets.token_hex(8), keys.epoch, "psbt", p.tx, tuple(input_paths), change, psbt=p.serialize()
+        )
         outcome = await self._sign(req)
         for inp, sig in zip(p.inputs, outcome["signatures"], strict=True):
             inp.tap_key_sig = bytes.fromhex(sig)

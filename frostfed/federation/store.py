@@ -105,6 +105,7 @@ class EpochRecord:
 
 class Store:
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
