@@ -68,6 +68,8 @@ async def test_a_plugin_node_joins_with_a_bond_from_its_node_wallet(regtest, tmp
         status = await ready(joiner)
         assert status["epoch"] is None and status["group_key"] is None
 
+        for node in nodes[1:]:  # each operator admits the joiner; nodes[0]'s does so by proposing it
+            await node.cli("frost-admit", status["id"])
         tip = regtest.rpc("getblockcount")
         joined = await nodes[0].cli(
             "frost-join", status["id"], f"{joiner.node_id}@127.0.0.1:{joiner.port}", BOND, LOCK_BLOCKS, timeout=240

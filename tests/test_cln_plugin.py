@@ -61,6 +61,9 @@ BAD_ARGS: dict[str, list[tuple[list[Any] | dict[str, Any], int]]] = {
     "frost-leave": [(["now"], -32602), ({"force": True}, -32602)],
     "frost-expel": [([], -32602), (["zz"], -32602), ({"member": 7}, -32602), ({"id": MEMBER}, -32602)],
     "frost-epochs": [([1], -32602), ({"all": True}, -32602)],
+    "frost-admit": [([], -32602), (["zz"], -32602), ([MEMBER, 0], -32602), ({"member": MEMBER}, -32602)],
+    "frost-approve-expel": [([], -32602), (["zz"], -32602), ({"id": MEMBER}, -32602)],
+    "frost-revoke": [([], -32602), ([MEMBER, 1], -32602)],
     "frost-bond-claim": [([], -32602), (["short"], -32602), ({"address": None}, -32602), ({"to": "x"}, -32602)],
 }
 GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
@@ -75,6 +78,9 @@ GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
     "frost-leave": [],
     "frost-expel": {"member": MEMBER},
     "frost-epochs": {},
+    "frost-admit": [MEMBER, 100_000],
+    "frost-approve-expel": [MEMBER],
+    "frost-revoke": {"member": MEMBER},
     "frost-bond-claim": ["bcrt1p" + "q" * 58],
 }
 
@@ -289,12 +295,17 @@ def test_policy_file_is_read_and_checked(tmp_path):
 
     assert load_policy("") == PolicySettings()
     good = tmp_path / "good.toml"
-    good.write_text("[policy]\nmax_fee_sats = 5000\nmin_confirmations = 3\n")
-    assert load_policy(good) == PolicySettings(max_fee_sats=5000, min_confirmations=3)
+    good.write_text(
+        "[policy]\nmax_fee_sats = 5000\nmin_confirmations = 3\nfee_budget_sats = 9000\nallow_op_return = true\n"
+    )
+    assert load_policy(good) == PolicySettings(
+        max_fee_sats=5000, min_confirmations=3, fee_budget_sats=9000, allow_op_return=True
+    )
     for text, why in [
         ("[policy]\nmax_fee = 1\n", "unknown setting"),
-        ('[policy]\nmin_confirmations = "3"\n', "wrong type"),
-        ("[policy]\nmin_feerate = 50\nmax_feerate = 2\n", "inconsistent"),
+        ('[policy]\nmin_confirmations = "3"\n', "min_confirmations must be a whole number"),
+        ("[policy]\nmin_feerate = 50\nmax_feerate = 2\n", "min_feerate is above policy.max_feerate"),
+        ("[policy]\nallow_op_return = 1\n", "allow_op_return must be true or false"),
         ("policy = 3\n", "must be a table"),
         ("[policy\n", "frost-config"),
     ]:

@@ -70,6 +70,18 @@ class ScriptedService:
         self.calls.append(("expel", (member,)))
         return {"epoch": 1}
 
+    async def admit(self, id: str, min_bond_sats: int | None) -> dict[str, Any]:
+        self.calls.append(("admit", (id, min_bond_sats)))
+        return {"admitted": id}
+
+    async def approve_expel(self, member: str) -> dict[str, Any]:
+        self.calls.append(("approve_expel", (member,)))
+        return {"expel_approved": member}
+
+    async def revoke(self, member: str) -> dict[str, Any]:
+        self.calls.append(("revoke", (member,)))
+        return {"revoked": member}
+
     async def epochs(self) -> dict[str, Any]:
         self.calls.append(("epochs", ()))
         return {"epochs": []}
@@ -97,7 +109,17 @@ MEMBER = PrivateKey(b"\x07" * 32).public_key.format().hex()
 
 
 def test_every_command_is_covered_here() -> None:
-    with_params = {"frost-payout", "frost-sign", "frost-requests", "frost-join", "frost-expel", "frost-bond-claim"}
+    with_params = {
+        "frost-payout",
+        "frost-sign",
+        "frost-requests",
+        "frost-join",
+        "frost-expel",
+        "frost-bond-claim",
+        "frost-admit",
+        "frost-approve-expel",
+        "frost-revoke",
+    }
     assert set(COMMANDS) == {*NO_PARAMS, *with_params}
 
 
@@ -114,6 +136,10 @@ def test_every_command_is_covered_here() -> None:
         ("frost-expel", {"member": MEMBER}, ("expel", (MEMBER,))),
         ("frost-bond-claim", [ADDR], ("bond_claim", (ADDR,))),
         ("frost-expel", [MEMBER.upper()], ("expel", (MEMBER,))),  # ids are compared in lowercase
+        ("frost-admit", [MEMBER], ("admit", (MEMBER, None))),
+        ("frost-admit", {"id": MEMBER, "min_bond_sats": "250000"}, ("admit", (MEMBER, 250_000))),
+        ("frost-approve-expel", [MEMBER.upper()], ("approve_expel", (MEMBER,))),
+        ("frost-revoke", {"member": MEMBER}, ("revoke", (MEMBER,))),
     ],
 )
 async def test_membership_commands_bind(name: str, params: Any, call: tuple[str, tuple[Any, ...]]) -> None:
@@ -218,6 +244,13 @@ BAD_ARGS = [
     ("frost-requests", [{"id": "a"}], "id"),
     ("frost-requests", "abc", "params"),
     ("frost-status", 5, "params"),
+    ("frost-admit", [], "id"),
+    ("frost-admit", ["04" + "11" * 32], "id"),
+    ("frost-admit", [MEMBER, 0], "min_bond_sats"),
+    ("frost-admit", [MEMBER, "lots"], "min_bond_sats"),
+    ("frost-approve-expel", [], "member"),
+    ("frost-approve-expel", ["abc"], "member"),
+    ("frost-revoke", [MEMBER, 5], "at most 1"),
     ("frost-join", [MEMBER], "address"),
     ("frost-join", ["04" + "11" * 32, "h:1"], "id"),
     ("frost-join", ["02" + "zz" * 32, "h:1"], "id"),

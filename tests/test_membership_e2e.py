@@ -24,6 +24,7 @@ MEMBERSHIP = {
     "min_bond_blocks": 20,
     "transition_confirmations": 1,
     "change_timeout_seconds": 8.0,
+    "min_change_interval_blocks": 0,
 }
 
 
@@ -101,8 +102,20 @@ def test_a_join_below_the_members_minimum_bond_is_refused(fed: Cluster, tmp_path
         lax.wait_ready()
 
 
+def admit(members: list[LocalMember], joiner: LocalMember) -> None:
+    """What each member's operator does before a join: admit the joiner."""
+    for m in members:
+        m.call("frost-admit", [joiner.id.hex()])
+
+
+def approve_expel(members: list[LocalMember], gone: LocalMember) -> None:
+    for m in members:
+        m.call("frost-approve-expel", [gone.id.hex()])
+
+
 def test_join_with_a_bond_then_the_new_epoch_pays(fed: Cluster, tmp_path) -> None:
     joiner = start_joiner(fed, tmp_path, 4)
+    admit(fed.members[1:], joiner)  # member 0's operator admits it by proposing it (frost-join)
     old_key = fed.members[0].call("frost-status")["group_key"]
     coins_before = federation_coins(fed.btc, fed.members[0])
     r = fed.members[0].call(
@@ -146,7 +159,7 @@ def test_expel_of_an_offline_member_proceeds_without_it(fed: Cluster) -> None:
     assert len(fed.members) == 5
     gone = fed.members[2]
     gone.kill()
-    time.sleep(3.5)
+    approve_expel([m for m in fed.members[1:] if m is not gone], gone)
     r = fed.members[0].call("frost-expel", [gone.id.hex()])
     assert r["epoch"] == 2 and gone.id.hex() not in r["members"] and r["threshold"] == 3
     fed.btc.mine(1)
@@ -212,11 +225,12 @@ def test_a_long_offline_member_is_expelled_automatically(tmp_path, regtest: Regt
 
 
 def test_a_member_killed_while_the_transition_is_signed_catches_up(tmp_path, regtest: RegtestBitcoind) -> None:
-    cluster = Cluster(tmp_path, regtest, 4, 3, membership=MEMBERSHIP)
-    cluster.start({3: {"FROSTFED_TEST_FAULTS": "delay-psig"}})
+    cluster = Cluster(tmp_path, regtest, 5, 3, membership=MEMBERSHIP)
+    cluster.start({4: {"FROSTFED_TEST_FAULTS": "delay-psig"}})
     try:
         cluster.fund(100_000)
-        m0, m1, expelled, slow = cluster.members
+        m0, m1, m2, expelled, slow = cluster.members  # the expelled member, online, signs no expulsion of itself
+        approve_expel([m1, m2, slow], expelled)
         box: dict[str, Any] = {}
         worker = threading.Thread(target=lambda: box.update(r=m0.call("frost-expel", [expelled.id.hex()])))
         worker.start()
@@ -229,14 +243,16 @@ def test_a_member_killed_while_the_transition_is_signed_catches_up(tmp_path, reg
         worker.join(60)
         r = box["r"]
         assert r["epoch"] == 1 and slow.id.hex() not in r["signers"]
+        assert expelled.id.hex() not in r["signers"]
         regtest.mine(1)
-        wait_for_epoch([m0, m1], 30, epoch=1)
+        wait_for_epoch([m0, m1, m2], 30, epoch=1)
         slow.start()
         slow.wait_ready()
-        key = wait_for_epoch([m0, m1, slow], 30, epoch=1)
+        key = wait_for_epoch([m0, m1, m2, slow], 30, epoch=1)
         assert key == r["group_key"]
+        m2.stop()
         time.sleep(1.5)
         payout = pay_one(cluster, [m0, m1, slow], slow)
-        assert slow.id.hex() in payout["signers"]  # t = 3 of the 3: it signs with its surviving share
+        assert slow.id.hex() in payout["signers"]  # t = 3 of the 3 left: it signs with its surviving share
     finally:
         cluster.stop()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from federation_cluster import Cluster, scan_descriptors
-from test_membership_e2e import MEMBERSHIP, pay_one
+from test_membership_e2e import MEMBERSHIP, approve_expel, pay_one
 
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.plugin.localcluster import wait_for_epoch
@@ -30,6 +30,7 @@ def test_a_transition_leaves_no_coin_behind_a_deleted_share(tmp_path, regtest: R
         regtest.rpc("generatetoaddress", 1, m0.call("frost-newaddr")["address"])
         old_descs = m0.call("frost-descriptor")
         held_before = scan(regtest, old_descs)
+        approve_expel(cluster.members[1:3], cluster.members[3])
         r = m0.call("frost-expel", [cluster.members[3].id.hex()])
         regtest.mine(1)
         wait_for_epoch(cluster.members[:3], 30, epoch=1)
@@ -52,6 +53,7 @@ def test_a_member_down_while_the_next_epoch_started_catches_up(tmp_path, regtest
     try:
         cluster.fund(200_000)
         m0, m1, m2, late, gone = cluster.members
+        approve_expel([m1, m2, late], gone)
         r = m0.call("frost-expel", [gone.id.hex()])
         deadline = time.monotonic() + 20
         while not any(e["transition_txid"] for e in late.call("frost-epochs")["epochs"] if e["epoch"] == 1):

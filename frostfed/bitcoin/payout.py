@@ -13,10 +13,9 @@ from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, lx
 from bitcoin.core.script import CScript
 
 from frostfed.bitcoin.chain import Utxo
-from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, PolicyRejection, keypath_vsize
+from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, check_psbt_claims, dust_limit, keypath_vsize
 from frostfed.bitcoin.psbt import Psbt
 from frostfed.bitcoin.sighash import (
-    SIGHASH_ALL,
     SIGHASH_DEFAULT,
     keypath_witness_stack,
     taproot_sighash,
@@ -26,7 +25,7 @@ from frostfed.bitcoin.sighash import (
 InputSigner = Callable[[int, bytes, Utxo], bytes]
 """(input index, BIP 341 sighash, the chain's view of the spent output) -> 64-byte BIP 340 signature."""
 
-DUST_LIMIT_P2TR = 330
+DUST_LIMIT_P2TR = 330  # dust_limit() of a P2TR output
 RBF_SEQUENCE = 0xFFFFFFFD
 
 
@@ -47,6 +46,9 @@ def build_payout_tx(
     """
     if not inputs:
         raise PayoutBuildError("no inputs to spend")
+    for script, sats in payouts:
+        if sats < dust_limit(script):
+            raise PayoutBuildError(f"a payout of {sats} sats is below the dust limit of {dust_limit(script)} sats")
     vin = [CTxIn(COutPoint(lx(u.txid), u.vout), nSequence=RBF_SEQUENCE) for u in inputs]
     vout = [CTxOut(sats, CScript(script)) for script, sats in payouts]
     total_in = sum(u.amount_sats for u in inputs)
@@ -54,7 +56,7 @@ def build_payout_tx(
     with_change = CTransaction(vin, [*vout, CTxOut(0, CScript(change_script))], locktime, 2)
     fee = -(-int(keypath_vsize(with_change) * fee_rate * 1000) // 1000)
     change = total_in - total_out - fee
-    if change >= DUST_LIMIT_P2TR:
+    if change >= dust_limit(change_script):
         return CTransaction(vin, [*vout, CTxOut(change, CScript(change_script))], locktime, 2)
     without = CTransaction(vin, vout, locktime, 2)
     if total_in - total_out < keypath_vsize(without) * fee_rate:
@@ -76,32 +78,11 @@ def sign_payout(tx: CTransaction, policy: PayoutPolicy, sign_input: InputSigner)
     return with_keypath_witnesses(tx, stacks), payout
 
 
-def _psbt_matches_chain(psbt: Psbt) -> Callable[[CheckedPayout], None]:
-    def check(payout: CheckedPayout) -> None:
-        for i, (m, utxo) in enumerate(zip(psbt.inputs, payout.inputs, strict=True)):
-            claimed = m.witness_utxo
-            if claimed is not None and (
-                claimed.nValue != utxo.amount_sats or bytes(claimed.scriptPubKey) != utxo.script_pubkey
-            ):
-                raise PolicyRejection(
-                    "psbt_utxo_mismatch",
-                    f"input {i}: the PSBT claims {claimed.nValue} sats to "
-                    f"{bytes(claimed.scriptPubKey).hex()}, the chain says {utxo.amount_sats} sats to "
-                    f"{utxo.script_pubkey.hex()}",
-                )
-            if m.sighash_type not in (None, SIGHASH_DEFAULT, SIGHASH_ALL):
-                raise PolicyRejection(
-                    "unsupported_sighash",
-                    f"input {i} asks for sighash type 0x{m.sighash_type:02x}; only DEFAULT and ALL are signed",
-                )
-
-    return check
-
-
 def sign_payout_psbt(psbt: Psbt, policy: PayoutPolicy, sign_input: InputSigner) -> tuple[Psbt, CheckedPayout]:
-    """`sign_payout` for a PSBT: its witness UTXOs must match the chain; each input's Taproot key
+    """`sign_payout` for a PSBT: its witness UTXOs must match the chain and it may ask only for
+    SIGHASH_DEFAULT or ALL (`check_psbt_claims`, run inside the approval); each input's Taproot key
     signature field is filled (finalize with `Psbt.finalize_keypath` or bitcoind's `finalizepsbt`)."""
-    payout = policy.approve(psbt.tx, also_check=_psbt_matches_chain(psbt))
+    payout = policy.approve(psbt.tx, also_check=lambda p: check_psbt_claims(psbt, p))
     spent = payout.spent_outputs
     for i, utxo in enumerate(payout.inputs):
         hash_type = psbt.inputs[i].sighash_type or SIGHASH_DEFAULT

@@ -54,6 +54,9 @@ class Service(Protocol):
     async def join(self, id: str, address: str, bond_sats: int | None, lock_blocks: int | None) -> dict[str, Any]: ...
     async def leave(self) -> dict[str, Any]: ...
     async def expel(self, member: str) -> dict[str, Any]: ...
+    async def admit(self, id: str, min_bond_sats: int | None) -> dict[str, Any]: ...
+    async def approve_expel(self, member: str) -> dict[str, Any]: ...
+    async def revoke(self, member: str) -> dict[str, Any]: ...
     async def epochs(self) -> dict[str, Any]: ...
     async def bond_claim(self, address: str) -> dict[str, Any]: ...
 
@@ -270,6 +273,27 @@ def _commands() -> dict[str, Command]:
             "Propose removing a member (e.g. one long offline): a transition without it, signed by t.",
             (Param("member", _member_id),),
             lambda s, member: s.expel(member),
+        ),
+        Command(
+            "frost-admit",
+            "Admit a joiner at this member: it takes part in that join only, with at least this bond.",
+            (
+                Param("id", _member_id, doc="the joiner's member id"),
+                Param("min_bond_sats", _whole(1, 21 * 10**14), required=False),
+            ),
+            lambda s, id, min_bond_sats: s.admit(id, min_bond_sats),
+        ),
+        Command(
+            "frost-approve-expel",
+            "Approve expelling a member at this member (without it, only one this member saw offline long enough).",
+            (Param("member", _member_id),),
+            lambda s, member: s.approve_expel(member),
+        ),
+        Command(
+            "frost-revoke",
+            "Withdraw this member's admission of a joiner or approval of an expulsion.",
+            (Param("member", _member_id),),
+            lambda s, member: s.revoke(member),
         ),
         Command(
             "frost-epochs",

@@ -37,6 +37,11 @@ class PolicySettings:
     max_fee_sats: int = 200_000
     min_confirmations: int = 1
     payout_check_command: str | None = None
+    fee_budget_sats: int = 1_000_000  # all approved fees together, per fee_budget_blocks
+    fee_budget_blocks: int = 144
+    allow_version_3: bool = False
+    allow_op_return: bool = False
+    allow_consolidation: bool = False  # sign transactions that pay nobody outside the federation
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,12 @@ class MembershipSettings:
     max_members: int = 100
     transition_confirmations: int = 6
     max_transition_fee_sats: int = 100_000
-    expel_after_seconds: float = 0.0  # 0: never propose an expulsion by itself
+    expel_after_seconds: float = 0.0  # 0: never propose an expulsion by itself, nor agree to one unasked
     change_timeout_seconds: float = 300.0
+    admit: frozenset[bytes] = frozenset()  # joiners this member's operator admits in advance
+    admission_command: str | None = None  # asked about a join or an expulsion no operator decided
+    min_change_interval_blocks: int = 6  # blocks after a change before this member takes part in the next
+    min_change_interval_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,18 @@ KNOWN = {
     },
     "federation": {"members", "threshold"},
     "bitcoind": {"rpc_url", "cookie_file", "user", "password", "wallet"},
-    "policy": {"min_feerate", "max_feerate", "max_fee_sats", "min_confirmations", "payout_check_command"},
+    "policy": {
+        "min_feerate",
+        "max_feerate",
+        "max_fee_sats",
+        "min_confirmations",
+        "payout_check_command",
+        "fee_budget_sats",
+        "fee_budget_blocks",
+        "allow_version_3",
+        "allow_op_return",
+        "allow_consolidation",
+    },
     "membership": {
         "min_bond_sats",
         "min_bond_blocks",
@@ -132,6 +152,10 @@ KNOWN = {
         "max_transition_fee_sats",
         "expel_after_seconds",
         "change_timeout_seconds",
+        "admit",
+        "admission_command",
+        "min_change_interval_blocks",
+        "min_change_interval_seconds",
     },
 }
 MEMBER_ENTRY = {"id", "address"}
@@ -254,18 +278,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
             wallet,
         )
 
-    cmd = pol.get("payout_check_command")
-    if cmd is not None and (not isinstance(cmd, str) or not cmd.strip()):
-        raise ConfigError("policy.payout_check_command must be a command line")
-    policy = PolicySettings(
-        min_feerate=_number(pol, "min_feerate", 1.0, 0.1, 10_000, "policy"),
-        max_feerate=_number(pol, "max_feerate", 200.0, 0.1, 10_000, "policy"),
-        max_fee_sats=_whole(pol, "max_fee_sats", 200_000, 0, 10**8, "policy"),
-        min_confirmations=_whole(pol, "min_confirmations", 1, 1, 1000, "policy"),
-        payout_check_command=cmd,
-    )
-    if policy.min_feerate > policy.max_feerate:
-        raise ConfigError("policy.min_feerate is above policy.max_feerate")
+    policy = policy_settings(pol)
     heartbeat = _number(member, "heartbeat_seconds", 2.0, 0.05, 3600, "member")
     offline_after = _number(member, "offline_after_seconds", 10.0, 0.1, 86400, "member")
     if offline_after <= heartbeat:
@@ -293,9 +306,45 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     )
 
 
+def policy_settings(pol: dict[str, Any]) -> PolicySettings:
+    """The [policy] table (the daemon's config file, or the plugin's `frost-config`)."""
+    _unknown(pol, KNOWN["policy"], "policy.")
+    cmd = pol.get("payout_check_command")
+    if cmd is not None and (not isinstance(cmd, str) or not cmd.strip()):
+        raise ConfigError("policy.payout_check_command must be a command line")
+    policy = PolicySettings(
+        min_feerate=_number(pol, "min_feerate", 1.0, 0.1, 10_000, "policy"),
+        max_feerate=_number(pol, "max_feerate", 200.0, 0.1, 10_000, "policy"),
+        max_fee_sats=_whole(pol, "max_fee_sats", 200_000, 0, 10**8, "policy"),
+        min_confirmations=_whole(pol, "min_confirmations", 1, 1, 1000, "policy"),
+        payout_check_command=cmd,
+        fee_budget_sats=_whole(pol, "fee_budget_sats", 1_000_000, 0, 21 * 10**14, "policy"),
+        fee_budget_blocks=_whole(pol, "fee_budget_blocks", 144, 1, 1_000_000, "policy"),
+        allow_version_3=_flag(pol, "allow_version_3"),
+        allow_op_return=_flag(pol, "allow_op_return"),
+        allow_consolidation=_flag(pol, "allow_consolidation"),
+    )
+    if policy.min_feerate > policy.max_feerate:
+        raise ConfigError("policy.min_feerate is above policy.max_feerate")
+    return policy
+
+
+def _flag(sec: dict[str, Any], key: str) -> bool:
+    v = sec.get(key, False)
+    if not isinstance(v, bool):
+        raise ConfigError(f"policy.{key} must be true or false, got {v!r}")
+    return v
+
+
 def membership_settings(mem: dict[str, Any]) -> MembershipSettings:
     """The [membership] table (the daemon's config file, or the plugin's `frost-config`)."""
     _unknown(mem, KNOWN["membership"], "membership.")
+    admit = mem.get("admit", [])
+    if not isinstance(admit, list) or len(admit) > 1000:
+        raise ConfigError("membership.admit must be a list of member ids")
+    cmd = mem.get("admission_command")
+    if cmd is not None and (not isinstance(cmd, str) or not cmd.strip()):
+        raise ConfigError("membership.admission_command must be a command line")
     return MembershipSettings(
         min_bond_sats=_whole(mem, "min_bond_sats", 100_000, 0, 21 * 10**14, "membership"),
         min_bond_blocks=_whole(mem, "min_bond_blocks", 1_000, 1, 500_000, "membership"),
@@ -304,6 +353,10 @@ def membership_settings(mem: dict[str, Any]) -> MembershipSettings:
         max_transition_fee_sats=_whole(mem, "max_transition_fee_sats", 100_000, 0, 10**8, "membership"),
         expel_after_seconds=_number(mem, "expel_after_seconds", 0, 0, 10**8, "membership"),
         change_timeout_seconds=_number(mem, "change_timeout_seconds", 300, 1, 86400, "membership"),
+        admit=frozenset(_pubkey(v, f"membership.admit[{i}]") for i, v in enumerate(admit)),
+        admission_command=cmd,
+        min_change_interval_blocks=_whole(mem, "min_change_interval_blocks", 6, 0, 100_000, "membership"),
+        min_change_interval_seconds=_number(mem, "min_change_interval_seconds", 0, 0, 10**8, "membership"),
     )
 
 

@@ -18,6 +18,8 @@ import contextlib
 import json
 import logging
 import secrets
+import shlex
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,16 @@ from frostfed.bitcoin.bond import bond_script
 from frostfed.bitcoin.chain import ChainError
 from frostfed.bitcoin.policy import PolicyRejection
 from frostfed.federation.bond_wallet import BondWallet, BondWalletError
+from frostfed.federation.change_judgement import (
+    BAD_PROPOSAL,
+    OPERATOR_CODES,
+    CommandVerdict,
+    Decision,
+    OfflineClock,
+    OperatorDecisions,
+    OwnRecords,
+    judge_proposal,
+)
 from frostfed.federation.config import MembershipSettings
 from frostfed.federation.dkg_run import DkgResult, chain_code_of
 from frostfed.federation.epoch_keys import EpochKeys
@@ -63,6 +75,37 @@ class MembershipError(Exception):
     """A membership change that could not be made; the message says why."""
 
 
+class _Refused(Exception):
+    """This member's own judgement refuses a proposal."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+def ask_admission_command(command: str, proposal: dict[str, Any], timeout: float = 30.0) -> CommandVerdict:
+    """`membership.admission_command`: the decoded proposal on stdin, `{"accept": bool, "reason": ...}` on
+    stdout. Anything else (an error, a timeout, another answer) is a refusal: a broken command admits
+    no one."""
+    argv = shlex.split(command)
+    what = f"admission command {argv[0]!r}" if argv else "admission command"
+    try:
+        proc = subprocess.run(argv, input=json.dumps(proposal), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return CommandVerdict(False, f"{what} gave no answer within {timeout:.0f} s")
+    except (OSError, ValueError) as e:
+        return CommandVerdict(False, f"{what} could not run: {e}")
+    if proc.returncode != 0:
+        return CommandVerdict(False, f"{what} exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    try:
+        answer = json.loads(proc.stdout)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("accept"), bool):
+        return CommandVerdict(False, f"{what} answered {proc.stdout.strip()[:200]!r}, not {{'accept': bool}}")
+    return CommandVerdict(answer["accept"], str(answer.get("reason") or "no reason given")[:300])
+
+
 class Membership:
     def __init__(
         self,
@@ -88,8 +131,12 @@ class Membership:
         self._proposing = False
         self._considering: asyncio.Lock | None = None
         self._last_sweep_check = 0.0
-        self._epoch_since = time.time()
         self._adopted_at = 0.0
+        self.clock = OfflineClock(member.store.offline_seconds())
+        self._clock_saved = 0.0
+        self._reported: dict[PeerId, bytes] = {}  # new member -> the new key it holds a share of
+        self._accepted_key: tuple[str, bytes] | None = None  # (proposal nonce, new key) a proposer accepted
+        self._expel_error: str | None = None
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
             "tprop": self._on_proposal,
             "tack": self._on_ack,
@@ -166,6 +213,8 @@ class Membership:
             self.member.store.set_meta(f"abandoned:{p.epoch}:{rec.group_key.hex()}", json.dumps(_record_json(rec)))
             self.member.store.delete_epoch(p.epoch)
         self.proposal = None
+        self._reported = {}
+        self._accepted_key = None
         self.member.store.set_meta("proposal", "")
         if p.subject == self.member.me and self.bond_wallet is not None:
             self._release_bond_coin()
@@ -194,9 +243,16 @@ class Membership:
         address: str | None = None,
         bond_sats: int | None = None,
         bond_blocks: int | None = None,
+        operator: bool = False,
     ) -> dict[str, Any]:
+        """Propose a change; `operator`: this member's operator asked for it, which counts as its
+        admission of the joiner or its approval of the expulsion."""
         if self._proposing:
             raise MembershipError("this member is already proposing a change")
+        if operator and kind == "join" and subject not in self.member.store.approvals("join"):
+            self.member.store.approve("join", subject)
+        if operator and kind == "expel":
+            self.member.store.approve("expel", subject)
         self._proposing = True
         try:
             return await self._propose(kind, subject, address, bond_sats, bond_blocks)
@@ -227,7 +283,12 @@ class Membership:
             )
         except ProposalRefused as e:
             raise MembershipError(str(e)) from None
+        decision = await asyncio.to_thread(self.judge, p, tip, dict(self.clock.offline))
+        if not decision.accept:
+            raise MembershipError(decision.reason)
         self._refusals = {}
+        self._reported = {}
+        self._accepted_key = None
         dkg = self._waiter("dkg")
         self._adopt(p)
         targets = sorted((set(keys.members) | set(p.members)) - {member.me})
@@ -357,7 +418,7 @@ class Membership:
         if peer != p.proposer:
             raise MessageError("a proposal must come from its proposer")
         try:
-            if self.proposal is not None and self.proposal.epoch == p.epoch and self.proposal.proposer == peer:
+            if self.proposal is not None and self.proposal.to_body() == p.to_body():
                 return  # a repeat
             if self.proposal is not None:
                 raise ProposalRefused(f"a change to epoch {self.proposal.epoch} is already in progress")
@@ -371,15 +432,67 @@ class Membership:
                 check_proposal(p, member.keys, self.settings, tip)
                 if self.proposal is not None or self._proposing:
                     raise ProposalRefused("this member is taking part in another change")
+                decision = await asyncio.to_thread(self.judge, p, tip, dict(self.clock.offline))
+                if not decision.accept:
+                    raise _Refused(decision)
             if p.nonce in self._aborted:
                 return  # its abort overtook it
-        except (ProposalRefused, ChainError) as e:
-            log.info("proposal for epoch %d from %s refused: %s", p.epoch, peer.hex()[:16], e)
-            await member._send(peer, "tack", {"epoch": p.epoch, "ok": False, "reason": str(e)[:500]})
+        except (ProposalRefused, ChainError, _Refused) as e:
+            code = e.decision.code if isinstance(e, _Refused) else BAD_PROPOSAL
+            reason = e.decision.reason if isinstance(e, _Refused) else str(e)
+            log.warning("proposal for epoch %d from %s refused: %s", p.epoch, peer.hex()[:16], reason)
+            if member.keys is not None:
+                member.store.record_refusal("proposal", p.to_body(), code, reason)
+            await member._send(peer, "tack", {"epoch": p.epoch, "ok": False, "reason": f"{code}: {reason}"[:500]})
             return
         log.info("taking part in the %s of %s (epoch %d)", p.kind, p.subject.hex()[:16], p.epoch)
         self._adopt(p)
         await member._send(peer, "tack", {"epoch": p.epoch, "ok": True, "reason": ""})
+
+    def judge(self, p: Proposal, tip: int, offline: dict[PeerId, float]) -> Decision:
+        """This member's own judgement of `p` (see change_judgement), from its own records (`offline`:
+        its offline clock, read in the event loop) and its operator's decisions; the admission command
+        is asked only when no operator decided. Runs in a worker thread (the store, the command)."""
+        store = self.member.store
+        in_progress = self.proposal.nonce if self.proposal is not None else None
+        raw_height, raw_time = store.get_meta("last_change_height"), store.get_meta("last_change_time")
+        records = OwnRecords(
+            tip_height=tip,
+            now=time.time(),
+            change_in_progress=in_progress,
+            last_change_height=int(raw_height) if raw_height else None,
+            last_change_time=float(raw_time) if raw_time else None,
+            offline_seconds=offline,
+        )
+        decisions = OperatorDecisions(store.approvals("join"), frozenset(store.approvals("expel")))
+        decision = judge_proposal(p, self.settings, records, decisions)
+        command = self.settings.admission_command
+        if not decision.accept and decision.code in OPERATOR_CODES and command:
+            verdict = ask_admission_command(command, {**p.to_body(), "network": self.member.network, "tip": tip})
+            decisions = OperatorDecisions(decisions.admitted, decisions.expel_approved, verdict)
+            decision = judge_proposal(p, self.settings, records, decisions)
+        return decision
+
+    def approvals(self) -> dict[str, Any]:
+        store = self.member.store
+        return {
+            "admitted": {k.hex(): v for k, v in store.approvals("join").items()},
+            "admitted_by_config": sorted(k.hex() for k in self.settings.admit),
+            "expel_approved": sorted(k.hex() for k in store.approvals("expel")),
+        }
+
+    def _watch(self) -> None:
+        """Advance this member's own offline clock of every peer, and keep it in the store."""
+        member = self.member
+        keys = member.keys
+        if keys is None:
+            return
+        now = time.time()
+        online = {m: member.online(m) for m in keys.members if m != member.me}
+        reset = self.clock.tick(now, online, now - member.started > member.offline_after_seconds)
+        if reset or now - self._clock_saved > 5:
+            member.store.save_offline_seconds(self.clock.offline)
+            self._clock_saved = now
 
     def _on_ack(self, peer: PeerId, msg: Message) -> None:
         p = self.proposal
@@ -396,10 +509,12 @@ class Membership:
         p = self.proposal
         if p is None or p.epoch != epoch:
             return
-        self.member.store.save_epoch(self.member.epoch_record(result, epoch, "pending"))
+        with self.member.store.transaction():
+            self.member.store.save_epoch(self.member.epoch_record(result, epoch, "pending"))
+            self.member.store.set_meta(f"pending_nonce:{epoch}", p.nonce)  # the change this share is for
         log.info("epoch %d key ready: %s (active once the transition confirms)", epoch, result.group_key.hex())
         if p.proposer == self.member.me:
-            self._resolve("dkg", (result.group_key, result.recovery))
+            self._key_reported(self.member.me, result.group_key, result.recovery)
         else:
             body = {"epoch": epoch, "recovery": result.recovery.hex()}
             self.member._spawn(self.member._send(p.proposer, "tdkg", body))
@@ -421,7 +536,18 @@ class Membership:
         except PolicyRejection as e:
             log.warning("new epoch key from %s refused: %s", peer.hex()[:16], e.message)
             return
-        self._resolve("dkg", (group_key, recovery))
+        self._key_reported(peer, group_key, recovery)
+
+    def _key_reported(self, peer: PeerId, group_key: bytes, recovery: bytes) -> None:
+        """The transition is signed only once every member of the new list holds its share of the
+        same new key: each says so (`tdkg`), the proposer's own DKG counts for itself."""
+        p = self.proposal
+        if p is None:
+            return
+        self._reported[peer] = group_key
+        if all(self._reported.get(m) == group_key for m in p.members):
+            self._accepted_key = (p.nonce, group_key)
+            self._resolve("dkg", (group_key, recovery))
 
     # -- the joiner's side -----------------------------------------------------------------------
 
@@ -535,6 +661,8 @@ class Membership:
 
     def _on_abort(self, peer: PeerId, msg: Message) -> None:
         p = self.proposal
+        if len(self._aborted) >= 1000:  # a peer's stream of aborts must not grow without bound
+            self._aborted.clear()
         self._aborted.add(msg.text("nonce", 32))
         if p is None or peer != p.proposer or msg.text("nonce", 32) != p.nonce:
             return
@@ -544,6 +672,7 @@ class Membership:
         """Activate the next epoch once its transition transaction has enough confirmations; propose
         the expulsion of a member offline for longer than `expel_after_seconds`."""
         member = self.member
+        self._watch()
         p = self.proposal
         if p is None:
             self._maybe_expel()
@@ -647,23 +776,24 @@ class Membership:
         limit = self.settings.expel_after_seconds
         if limit <= 0 or keys is None or (self._expelling is not None and not self._expelling.done()):
             return
-        now = time.time()
         online = [m for m in keys.members if member.online(m)]
         if not online or online[0] != member.me:
             return
-        since = max(member.started, self._epoch_since)
+        margin = member.offline_after_seconds  # the others' clocks may lag this one's by a heartbeat or so
         for m in keys.members:
-            seen = member.last_seen.get(m, since)
-            if m != member.me and now - max(seen, since) > limit:
-                log.warning("member %s offline for more than %.0f s: proposing its expulsion", m.hex()[:16], limit)
-                self._expelling = member._spawn(self._expel_quietly(m))
+            if m != member.me and self.clock.seconds(m) >= limit + margin:
+                self._expelling = member._spawn(self._expel_quietly(m, limit))
                 return
 
-    async def _expel_quietly(self, target: PeerId) -> None:
+    async def _expel_quietly(self, target: PeerId, limit: float) -> None:
         try:
             await self.propose("expel", target)
         except MembershipError as e:
-            log.warning("automatic expulsion of %s failed: %s", target.hex()[:16], e)
+            if str(e) != self._expel_error:  # said once, not at every heartbeat
+                log.warning("automatic expulsion of %s (offline > %.0f s) failed: %s", target.hex()[:16], limit, e)
+            self._expel_error = str(e)
+        else:
+            self._expel_error = None
 
     def _activate(self, p: Proposal, txid: str, judged: bool) -> None:
         """The new epoch takes over. The old epoch's share is kept (sealed) for now: coins may still
@@ -675,6 +805,10 @@ class Membership:
         new = store.epoch(p.epoch)
         leaving = new is None or member.me not in p.members
         with store.transaction():  # a crash leaves either the old epoch active or the new one
+            store.set_meta("last_change_height", str(self._tip_hint()))
+            store.set_meta("last_change_time", str(time.time()))
+            if p.kind in ("join", "expel"):
+                store.withdraw_approval(p.kind, p.subject)  # used: a later change asks the operator again
             if old is not None:
                 store.save_epoch(EpochRecord(**{**old.__dict__, "status": "retired"}))
                 store.set_meta(f"retired_judged:{old.epoch}", "1" if judged else "")
@@ -693,7 +827,6 @@ class Membership:
             log.info("epoch %d is active without this member: it has left the federation", p.epoch)
             return
         member._activate(rec)
-        self._epoch_since = time.time()
         log.info(
             "epoch %d active: %d members, t = %d, key %s", p.epoch, len(p.members), p.threshold, rec.group_key.hex()
         )
@@ -701,7 +834,18 @@ class Membership:
     # -- a signer's checks -----------------------------------------------------------------------
 
     def transition_tasks(self, req: SigningRequest) -> list[SigningTask]:
-        """Everything a member of the current epoch checks before it signs a transition."""
+        """Everything a member of the current epoch checks before it signs a transition; a refusal is
+        recorded with its reason."""
+        try:
+            return self._transition_tasks(req)
+        except PolicyRejection as e:
+            body = (req.transition or {}).get("proposal")
+            if isinstance(body, dict):
+                with contextlib.suppress(TypeError, ValueError):
+                    self.member.store.record_refusal("transition", body, e.code, e.message)
+            raise
+
+    def _transition_tasks(self, req: SigningRequest) -> list[SigningTask]:
         member = self.member
         keys = member.keys
         if keys is None or member.chain is None or req.transition is None:
@@ -717,10 +861,24 @@ class Membership:
             check_proposal(p, keys, self.settings, member.chain.tip_height())
         except ProposalRefused as e:
             raise PolicyRejection("bad_proposal", str(e)) from None
+        adopted = self.proposal
+        if adopted is None or adopted.to_body() != p.to_body():
+            raise PolicyRejection(
+                "not_this_change",
+                "this member takes part in no such change (it refused it, it was aborted, or it never heard of it)",
+            )
         group_key = verify_new_epoch_key(recovery, p, self.known_hostkeys())
-        mine = member.store.epoch(p.epoch)
-        if mine is not None and mine.group_key != group_key:
-            raise PolicyRejection("bad_epoch_key", "the new key is not the one this member's DKG produced")
+        if member.me in p.members:
+            mine = member.store.epoch(p.epoch)
+            ours = member.store.get_meta(f"pending_nonce:{p.epoch}") == p.nonce
+            if mine is None or mine.status != "pending" or not ours or mine.group_key != group_key:
+                raise PolicyRejection(
+                    "bad_epoch_key", "the new key is not one this member holds a share of from this change's DKG"
+                )
+        elif p.proposer != member.me or self._accepted_key != (p.nonce, group_key):
+            raise PolicyRejection(
+                "not_in_new_epoch", "this member is not in the new epoch and signs only the leave it proposed itself"
+            )
         new_keys = EpochKeys(p.epoch, p.members, p.threshold, group_key, chain_code_of(recovery), [], keys.network)
         spent = check_transition_tx(
             req.tx,

@@ -24,6 +24,7 @@ from bitcoin.core import CTransaction, CTxIn, b2lx
 from bitcoin.core.script import CScript
 
 from frostfed.bitcoin.chain import ChainError
+from frostfed.bitcoin.fee_budget import FeeBudget
 from frostfed.bitcoin.policy import (
     ChainChecks,
     CommandPolicy,
@@ -32,11 +33,18 @@ from frostfed.bitcoin.policy import (
     PayoutPolicy,
     Policy,
     PolicyRejection,
+    Standardness,
 )
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
 from frostfed.federation.chain_view import AnchorPolicy, ChainRefresh
 from frostfed.federation.messages import Message, MessageError
-from frostfed.federation.signing_request import SigningRequest, federation_scripts, judge, signing_tasks
+from frostfed.federation.signing_request import (
+    SigningRequest,
+    check_psbt,
+    federation_scripts,
+    judge,
+    signing_tasks,
+)
 from frostfed.federation.store import NonceReuseError
 from frostfed.frost.roast import (
     Presignature,
@@ -91,6 +99,27 @@ def _journal_key(pubnonces: tuple[bytes, ...]) -> bytes:
     return b"".join(pubnonces)
 
 
+MAX_SESSION_ID = 2**31
+
+
+def _session_request(msg: Message, ntasks: int) -> SessionRequest:
+    """An ssess message as a SessionRequest: types and counts here, ids and nonces in
+    `RoastSigner.check_session`."""
+    sid = msg.integer("sid", 0, MAX_SESSION_ID)
+    signers = msg.get("signers", list)
+    raw = msg.get("pubnonces", list)
+    if not all(type(i) is int for i in signers):
+        raise MessageError("ssess: signer ids must be whole numbers")
+    if len(raw) != len(signers):
+        raise MessageError(f"ssess: {len(signers)} signers but {len(raw)} presignatures")
+    pubnonces = []
+    for ps in raw:
+        if not isinstance(ps, list) or len(ps) != ntasks:
+            raise MessageError(f"ssess: a presignature must hold {ntasks} pubnonces")
+        pubnonces.append(tuple(Message("ssess", {"p": ps}).hexlist("p", 66, max_items=ntasks)))
+    return SessionRequest(sid, tuple(signers), tuple(pubnonces))
+
+
 class RoastSigning:
     def __init__(self, member: Member) -> None:
         self.member = member
@@ -98,6 +127,7 @@ class RoastSigning:
         self._signing: dict[str, _Signing] = {}
         self._judged: dict[str, list[SigningTask]] = {}
         self._judging: set[str] = set()
+        self._fee_budget: FeeBudget | None = None
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
             "sreq": self._on_sign_request,
             "sready": self._on_sign_ready,
@@ -111,6 +141,9 @@ class RoastSigning:
         for c in self._coordinating.values():
             if not c.done.done():
                 c.done.cancel()
+        if self._fee_budget is not None:
+            self._fee_budget.close()
+            self._fee_budget = None
 
     # -- policy ----------------------------------------------------------------------------------
 
@@ -124,7 +157,10 @@ class RoastSigning:
             federation_scripts(self.member.keys, req),
             FeeBounds(s.min_feerate, s.max_feerate, s.max_fee_sats),
             s.min_confirmations,
+            standardness=Standardness(s.allow_version_3, s.allow_op_return, s.allow_consolidation),
         )
+        if self._fee_budget is None:  # its journal is a table of the member's own database
+            self._fee_budget = FeeBudget(self.member.store.path, s.fee_budget_sats, s.fee_budget_blocks)
         policies: list[Policy] = [ChainRefresh(self.member.chain_view)]
         if self.member.ledger is not None:
             policies.append(LedgerPolicy(self.member.ledger, self.member.network))
@@ -133,6 +169,7 @@ class RoastSigning:
         if s.payout_check_command:
             policies.append(CommandPolicy(s.payout_check_command, self.member.network))
         policies += self.member.extra_policies
+        policies.append(self._fee_budget)  # last: a refusal names the payout's own fault first
         return PayoutPolicy(checks, policies)
 
     # -- signing: coordinator --------------------------------------------------------------------
@@ -152,6 +189,7 @@ class RoastSigning:
             else:
                 chain_checks = self.build_policy(req).chain_checks
                 payout = await asyncio.to_thread(chain_checks.check, req.tx)
+                check_psbt(req, payout)
                 tasks = signing_tasks(keys, req, payout)
         except PolicyRejection as e:
             outcome = {"status": "rejected", "rejections": {self.member.me.hex(): f"{e.code}: {e.message}"}}
@@ -241,7 +279,7 @@ class RoastSigning:
             return
         coord, idx = found
         reply = SignerReply(
-            msg.integer("sid"),
+            msg.integer("sid", 0, MAX_SESSION_ID),
             idx,
             tuple(msg.hexlist("psigs", 32, max_items=len(coord.tasks))),
             tuple(msg.hexlist("next", 66, max_items=len(coord.tasks))),
@@ -373,33 +411,21 @@ class RoastSigning:
         state = self._signing.get(rid)
         if state is None or peer != state.coordinator:
             return
-        ntasks = len(state.signer.tasks)
-        signers = msg.get("signers", list)
-        raw = msg.get("pubnonces", list)
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in signers) or len(raw) != len(signers):
-            raise MessageError("ssess: malformed signer list")
-        pubnonces = []
-        for ps in raw:
-            if not isinstance(ps, list) or len(ps) != ntasks:
-                raise MessageError("ssess: malformed pubnonces")
-            pubnonces.append(tuple(Message("ssess", {"p": ps}).hexlist("p", 66)))
-        request = SessionRequest(msg.integer("sid"), tuple(signers), tuple(pubnonces))
-        me = state.signer.my_id
-        if (
-            me not in request.signer_ids
-            or _journal_key(request.pubnonces[request.signer_ids.index(me)]) != state.pubnonce_key
-        ):
-            log.warning("session %s/%d does not carry this member's presignature", rid, request.sid)
+        try:  # every field checked before the nonce journal is touched
+            request = _session_request(msg, len(state.signer.tasks))
+            state.signer.check_session(request)
+        except (MessageError, ValueError) as e:
+            log.warning("session %s/%s from %s refused: %s", rid, msg.body.get("sid"), peer.hex()[:16], e)
             return
         try:
             self.member.store.use_nonce(state.pubnonce_key)  # durable before any partial signature exists
         except NonceReuseError as e:
-            log.error("refusing to sign %s/%d: %s", rid, request.sid, e)
+            log.error("session %s/%d refused: %s", rid, request.sid, e)
             return
         try:
             reply = state.signer.on_session(request)
         except ValueError as e:
-            log.warning("cannot sign %s/%d: %s", rid, request.sid, e)
+            log.warning("session %s/%d could not be signed: %s", rid, request.sid, e)
             return
         next_key = _journal_key(reply.next_pubnonces)
         self.member.store.issue_nonce(next_key, rid)

@@ -86,7 +86,9 @@ class FederationService:
         rows = self.member.store.requests(request_id)
         if request_id is not None and not rows:
             raise RpcError(commands.NOT_FOUND, f"no request with id {request_id}")
-        return {"requests": rows}
+        if request_id is not None:
+            return {"requests": rows}
+        return {"requests": rows, "refused_changes": self.member.store.refusals()}
 
     async def payout(self, outputs: list[dict[str, Any]], feerate: float | None) -> dict[str, Any]:
         keys = self._keys()
@@ -164,7 +166,7 @@ class FederationService:
     async def _change(self, kind: str, subject: bytes, **kw: Any) -> dict[str, Any]:
         self._keys()
         try:
-            return await self.member.membership.propose(kind, subject, **kw)
+            return await self.member.membership.propose(kind, subject, operator=True, **kw)
         except MembershipError as e:
             raise RpcError(commands.MEMBERSHIP_REFUSED, str(e)) from None
 
@@ -179,8 +181,28 @@ class FederationService:
     async def expel(self, member: str) -> dict[str, Any]:
         return await self._change("expel", _member_bytes(member))
 
+    async def admit(self, id: str, min_bond_sats: int | None) -> dict[str, Any]:
+        settings = self.member.membership.settings
+        bond = max(settings.min_bond_sats, min_bond_sats or 0)
+        self.member.store.approve("join", _member_bytes(id), bond)
+        return {"admitted": id, "min_bond_sats": bond, **self.member.membership.approvals()}
+
+    async def approve_expel(self, member: str) -> dict[str, Any]:
+        self.member.store.approve("expel", _member_bytes(member))
+        return {"expel_approved": member, **self.member.membership.approvals()}
+
+    async def revoke(self, member: str) -> dict[str, Any]:
+        subject = _member_bytes(member)
+        withdrawn = [k for k in ("join", "expel") if self.member.store.withdraw_approval(k, subject)]
+        if not withdrawn:
+            raise RpcError(
+                commands.NOT_FOUND, f"this member's operator has neither admitted nor approved expelling {member}"
+            )
+        return {"revoked": member, "kinds": withdrawn, **self.member.membership.approvals()}
+
     async def epochs(self) -> dict[str, Any]:
         store = self.member.store
+        membership = self.member.membership
         return {
             "epochs": [
                 {
@@ -194,8 +216,12 @@ class FederationService:
                 }
                 for e in store.epochs()
             ],
-            "change": self.member.membership.status(),
+            "change": membership.status(),
             "left_at_epoch": int(store.get_meta("left_at_epoch") or 0) or None,
+            "last_change_height": int(store.get_meta("last_change_height") or 0) or None,
+            "approvals": membership.approvals(),
+            "offline_seconds": {k.hex(): round(v, 1) for k, v in membership.clock.offline.items()},
+            "refused_changes": store.refusals(),
         }
 
     async def bond_claim(self, address: str) -> dict[str, Any]:
@@ -247,7 +273,9 @@ class FederationService:
             path = _our_path(out.tap_bip32_derivations, fingerprint)
             if path is not None:
                 change[i] = path
-        req = SigningRequest(secrets.token_hex(8), keys.epoch, "psbt", p.tx, tuple(input_paths), change)
+        req = SigningRequest(
+            secrets.token_hex(8), keys.epoch, "psbt", p.tx, tuple(input_paths), change, psbt=p.serialize()
+        )
         outcome = await self._sign(req)
         for inp, sig in zip(p.inputs, outcome["signatures"], strict=True):
             inp.tap_key_sig = bytes.fromhex(sig)

@@ -4,6 +4,9 @@ A request names a transaction and, for each input and each change output, the de
 the federation key it claims. The member takes nothing else on trust: the policy fetches every
 spent output from the member's own chain source, and the scripts behind the claimed paths are
 derived locally, so a wrong path only makes the member refuse.
+
+A `psbt` request carries the PSBT itself, so every signer (not only the member whose user handed it
+in) checks what the PSBT claims about the coins it spends against its own chain data.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from typing import Any
 
 from bitcoin.core import CTransaction
 
-from frostfed.bitcoin.policy import APPROVALS, CheckedPayout, PayoutPolicy, PolicyRejection
+from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, PolicyRejection, check_psbt_claims
+from frostfed.bitcoin.psbt import Psbt, PsbtError
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, taproot_sighash
 from frostfed.federation.epoch_keys import EpochKeys, PathError, check_path
 from frostfed.federation.messages import Message, MessageError
 from frostfed.frost.roast import SigningTask
 
 MAX_TX_BYTES = 400_000
+MAX_PSBT_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class SigningRequest:
     input_paths: tuple[tuple[int, int] | None, ...]  # None: not the federation's (a joiner's bond input)
     change_paths: dict[int, tuple[int, int]]  # output index -> path
     transition: dict[str, Any] | None = None  # proposal, new epoch recovery data, bond key
+    psbt: bytes | None = None  # kind "psbt": the serialized PSBT whose claims every signer checks
 
     def to_body(self) -> dict[str, Any]:
         body = {
@@ -43,6 +49,8 @@ class SigningRequest:
         }
         if self.transition is not None:
             body["transition"] = self.transition
+        if self.psbt is not None:
+            body["psbt"] = self.psbt.hex()
         return body
 
     @property
@@ -78,7 +86,12 @@ class SigningRequest:
             transition = msg.get("transition", dict)
         if any(not 0 <= i < len(tx.vout) for i in change_paths):
             raise MessageError("request names a change output that does not exist")
-        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition)
+        psbt = None
+        if "psbt" in msg.body:
+            if kind != "psbt":
+                raise MessageError(f"a {kind} request carries no PSBT")
+            psbt = msg.hexbytes("psbt", max_len=MAX_PSBT_BYTES)
+        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition, psbt)
 
 
 def _output_index(key: str) -> int:
@@ -125,13 +138,29 @@ def tasks_for_inputs(keys: EpochKeys, req: SigningRequest, spent: list[Any]) -> 
     return tasks
 
 
+def check_psbt(req: SigningRequest, payout: CheckedPayout) -> None:
+    """A psbt request must carry its PSBT, for the same transaction, with claims the chain confirms."""
+    if req.kind != "psbt":
+        return
+    if req.psbt is None:
+        raise PolicyRejection("psbt_missing", "a psbt request must carry the PSBT, so its claims can be checked")
+    try:
+        psbt = Psbt.from_bytes(req.psbt)
+    except (PsbtError, ValueError) as e:
+        raise PolicyRejection("psbt_malformed", f"the request's PSBT does not parse: {e}") from None
+    check_psbt_claims(psbt, payout)
+
+
 def judge(keys: EpochKeys, req: SigningRequest, policy: PayoutPolicy) -> list[SigningTask]:
-    """Run the whole policy and record the approval (the ledger reserves the payouts, so no second
-    request can pay the same debts); returns what to sign, or raises PolicyRejection / ChainError."""
+    """Run the whole policy through its one decide-and-reserve path (`PayoutPolicy.approve`: the
+    ledger reserves the payouts, so no second request can pay the same debts; the fee budget counts
+    the fee); returns what to sign, or raises PolicyRejection / ChainError."""
     check_change(keys, req)
-    with APPROVALS:
-        payout = policy.check(req.tx)
-        tasks = signing_tasks(keys, req, payout)
-        for p in policy.policies:
-            p.approved(payout)
+    tasks: list[SigningTask] = []
+
+    def request_checks(payout: CheckedPayout) -> None:
+        check_psbt(req, payout)
+        tasks.extend(signing_tasks(keys, req, payout))
+
+    policy.approve(req.tx, also_check=request_checks)
     return tasks

@@ -21,6 +21,26 @@ from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS liveness (peer TEXT PRIMARY KEY, offline_seconds REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS approvals (
+    kind TEXT NOT NULL CHECK (kind IN ('join', 'expel')),
+    subject TEXT NOT NULL,
+    min_bond_sats INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (kind, subject)
+);
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    stage TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    proposer TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS epochs (
     epoch INTEGER PRIMARY KEY,
     status TEXT NOT NULL CHECK (status IN ('active', 'pending', 'retired')),
@@ -85,6 +105,7 @@ class EpochRecord:
 
 class Store:
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +160,69 @@ class Store:
             "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
         )
+
+    # membership: this member's own liveness records, its operator's decisions, its refusals
+    def offline_seconds(self) -> dict[bytes, float]:
+        rows = self._exec("SELECT peer, offline_seconds FROM liveness").fetchall()
+        return {bytes.fromhex(p): s for p, s in rows}
+
+    def save_offline_seconds(self, offline: dict[bytes, float]) -> None:
+        with self.transaction():
+            self._exec("DELETE FROM liveness")
+            for peer, seconds in offline.items():
+                self._exec("INSERT INTO liveness VALUES(?, ?)", (peer.hex(), seconds))
+
+    def approve(self, kind: str, subject: bytes, min_bond_sats: int = 0) -> None:
+        self._exec(
+            "INSERT INTO approvals VALUES(?,?,?,?) ON CONFLICT(kind, subject) DO UPDATE SET "
+            "min_bond_sats=excluded.min_bond_sats, created=excluded.created",
+            (kind, subject.hex(), min_bond_sats, time.time()),
+        )
+
+    def withdraw_approval(self, kind: str, subject: bytes) -> bool:
+        cur = self._exec("DELETE FROM approvals WHERE kind=? AND subject=?", (kind, subject.hex()))
+        return cur.rowcount > 0
+
+    def approvals(self, kind: str) -> dict[bytes, int]:
+        rows = self._exec("SELECT subject, min_bond_sats FROM approvals WHERE kind=?", (kind,)).fetchall()
+        return {bytes.fromhex(s): b for s, b in rows}
+
+    def record_refusal(self, stage: str, body: dict[str, Any], code: str, reason: str, keep: int = 1000) -> None:
+        """A refused proposal or transition, with its reason; a repeat of the same refusal is kept once,
+        and only the latest `keep` are kept (a peer cannot fill the disk with proposals)."""
+        nonce = str(body.get("nonce", ""))[:32]
+        with self.transaction():
+            seen = self._exec(
+                "SELECT 1 FROM refusals WHERE stage=? AND nonce=? AND code=? AND proposer=?",
+                (stage, nonce, code, str(body.get("proposer", ""))[:66]),
+            ).fetchone()
+            if seen:
+                return
+            self._exec(
+                "INSERT INTO refusals(created, stage, epoch, kind, subject, proposer, nonce, code, reason) "
+                "VALUES(?,?,?,?,?,?,?,?,?)",
+                (
+                    time.time(),
+                    stage,
+                    int(body.get("epoch", 0)),
+                    str(body.get("kind", ""))[:8],
+                    str(body.get("subject", ""))[:66],
+                    str(body.get("proposer", ""))[:66],
+                    nonce,
+                    code,
+                    reason[:1000],
+                ),
+            )
+            self._exec("DELETE FROM refusals WHERE id <= (SELECT max(id) FROM refusals) - ?", (keep,))
+
+    def refusals(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._exec(
+            "SELECT created, stage, epoch, kind, subject, proposer, nonce, code, reason FROM refusals "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        names = ("time", "stage", "epoch", "kind", "subject", "proposer", "nonce", "code", "reason")
+        return [dict(zip(names, r, strict=True)) for r in reversed(rows)]
 
     # epochs
     def save_epoch(self, rec: EpochRecord) -> None:

@@ -324,17 +324,40 @@ class RoastSigner:
             raise ValueError("this signer already has an outstanding presignature")
         return Presignature(self.my_id, self._new_presignature())
 
-    def on_session(self, request: SessionRequest) -> SignerReply:
-        """Sign every task with the current presignature and hand out the next one."""
+    def check_session(self, request: SessionRequest) -> None:
+        """Raise ValueError unless `request` is a session this signer can sign: every field comes from
+        the coordinator, so each is checked before anything (the nonce journal included) is touched."""
+        n, t = self.key.n, self.key.t
+        if type(request.sid) is not int or request.sid < 0:
+            raise ValueError("the session id is not a whole number")
         if request.sid in self._signed_sids:
             raise ValueError(f"session {request.sid} was already signed")
-        if self.my_id not in request.signer_ids or len(request.pubnonces) != len(request.signer_ids):
+        ids = request.signer_ids
+        if not isinstance(ids, tuple | list) or not all(type(i) is int for i in ids):
+            raise ValueError("the signer ids are not whole numbers")
+        if not all(0 <= i < n for i in ids):
+            raise ValueError(f"a signer id is outside 0..{n - 1}")
+        if len(set(ids)) != len(ids):
+            raise ValueError("a signer id is repeated")
+        if not t <= len(ids) <= n:
+            raise ValueError(f"the session names {len(ids)} signers; {t}..{n} are needed")
+        if self.my_id not in ids:
             raise ValueError("this signer is not part of the session")
-        k = request.signer_ids.index(self.my_id)
+        if not isinstance(request.pubnonces, tuple | list) or len(request.pubnonces) != len(ids):
+            raise ValueError("the session must carry one presignature per signer")
+        for p in request.pubnonces:
+            if not isinstance(p, tuple | list) or len(p) != len(self.tasks):
+                raise ValueError("the session must carry one pubnonce per task for each signer")
+            if not all(_valid_pubnonce(x) for x in p):
+                raise ValueError("a pubnonce of the session is not a pair of curve points")
+        k = list(ids).index(self.my_id)
         if self._secnonces is None or tuple(request.pubnonces[k]) != self._pubnonces:
             raise ValueError("the session does not carry this signer's current presignature")
-        if any(len(p) != len(self.tasks) for p in request.pubnonces):
-            raise ValueError("the session must carry one pubnonce per task for each signer")
+
+    def on_session(self, request: SessionRequest) -> SignerReply:
+        """Sign every task with the current presignature and hand out the next one."""
+        self.check_session(request)
+        assert self._secnonces is not None
         ids = list(request.signer_ids)
         ctx = self.key.signers_ctx(ids)
         secnonces, self._secnonces = self._secnonces, None  # spent, whatever happens next

@@ -25,6 +25,7 @@ from frostfed.federation.config import (
     PolicySettings,
     default_threshold,
     membership_settings,
+    policy_settings,
 )
 from frostfed.federation.node import Member
 from frostfed.federation.sealing import Sealer
@@ -46,15 +47,6 @@ class PluginService(FederationService):
 
     async def close(self) -> None:
         await self.member.stop()
-
-
-POLICY_KEYS: dict[str, tuple[type, ...]] = {
-    "min_feerate": (int, float),
-    "max_feerate": (int, float),
-    "max_fee_sats": (int,),
-    "min_confirmations": (int,),
-    "payout_check_command": (str,),
-}
 
 
 def _config_table(path: str | Path, name: str) -> dict[str, Any]:
@@ -90,22 +82,13 @@ def own_address(info: dict[str, Any]) -> str | None:
 
 
 def load_policy(path: str | Path | None) -> PolicySettings:
-    """The [policy] table of the `frost-config` file (the daemon's keys), or the default policy."""
+    """The [policy] table of the `frost-config` file (the daemon's keys, parsed alike), or the default policy."""
     if not path:
         return PolicySettings()
-    table = _config_table(path, "policy")
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        kinds = POLICY_KEYS.get(key)
-        if kinds is None:
-            raise ConfigError(f"frost-config {path}: unknown setting policy.{key}")
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ConfigError(f"frost-config {path}: policy.{key} has the wrong type")
-        values[key] = value
-    policy = PolicySettings(**values)
-    if not 0 < policy.min_feerate <= policy.max_feerate or policy.max_fee_sats < 0 or policy.min_confirmations < 1:
-        raise ConfigError(f"frost-config {path}: inconsistent [policy] limits")
-    return policy
+    try:
+        return policy_settings(_config_table(path, "policy"))
+    except ConfigError as e:
+        raise ConfigError(f"frost-config {path}: {e}") from None
 
 
 def load_pairs(ctx: PluginContext) -> dict[PeerId, PeerId]:

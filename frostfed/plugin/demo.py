@@ -23,7 +23,12 @@ from frostfed.bitcoin.taproot import script_from_address
 from frostfed.bitcoin.watchonly import create_watch_only_wallet
 from frostfed.plugin.localcluster import LocalMember, wait_for_epoch, write_cluster
 
-MEMBERSHIP = {"min_bond_sats": 50_000, "min_bond_blocks": 50, "transition_confirmations": 1}
+MEMBERSHIP = {
+    "min_bond_sats": 50_000,
+    "min_bond_blocks": 50,
+    "transition_confirmations": 1,
+    "min_change_interval_blocks": 0,  # the demo's changes follow each other within a few blocks
+}
 
 
 class Demo:
@@ -152,7 +157,10 @@ class Demo:
         )
         joiner.start()
         joiner.wait_ready()
-        self.step(f"member {joiner.index} ({joiner.id.hex()[:16]}…) starts and asks to join; member 0 proposes it")
+        self.step(f"member {joiner.index} ({joiner.id.hex()[:16]}…) starts and asks to join")
+        for m in self.members[1:]:
+            m.call("frost-admit", [joiner.id.hex()])
+        self.step(f"  the operators of members 1..{self.n - 1} admit it (frost-admit); member 0 proposes it")
         r = self.members[0].call(
             "frost-join", {"id": joiner.id.hex(), "address": f"127.0.0.1:{joiner.port}", "bond_sats": 100_000}
         )

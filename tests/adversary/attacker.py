@@ -57,7 +57,9 @@ class EvilRun:
 
     targets: set[PeerId]
     broadcast: bool
+    hold: bool = False  # collect presignatures only; the test crafts the sessions itself
     ready: set[PeerId] = field(default_factory=set)
+    presignatures: dict[PeerId, list[str]] = field(default_factory=dict)
     shares: set[PeerId] = field(default_factory=set)
 
 
@@ -79,6 +81,12 @@ class EvilSigning(RoastSigning):
         run = self.runs.get(msg.body.get("id", ""))
         if run is not None:
             run.ready.add(peer)
+            run.presignatures[peer] = list(msg.body.get("pubnonces", []))
+            if run.hold:
+                found = self._coordination_for(peer, msg)
+                if found is not None:
+                    found[0].answered.add(found[1])
+                return
         super()._on_sign_ready(peer, msg)
 
     def _on_sign_share(self, peer: PeerId, msg: Message) -> None:
@@ -94,7 +102,13 @@ class EvilSigning(RoastSigning):
         await super()._finish(coord)
 
     async def evil_sign(
-        self, req: SigningRequest, targets: list[PeerId], include_self: bool, broadcast: bool, timeout: float
+        self,
+        req: SigningRequest,
+        targets: list[PeerId],
+        include_self: bool,
+        broadcast: bool,
+        timeout: float,
+        hold: bool = False,
     ) -> dict[str, Any]:
         member = self.member
         keys = member.keys
@@ -103,7 +117,7 @@ class EvilSigning(RoastSigning):
         loop = asyncio.get_running_loop()
         coord = _Coordination(req, RoastCoordinator(keys.roast_key, tasks), tasks, loop.create_future())
         asked = set(targets) | ({member.me} if include_self else set())
-        run = EvilRun(asked, broadcast)
+        run = EvilRun(asked, broadcast, hold)
         self.runs[req.id] = run
         self._coordinating[req.id] = coord
         try:
@@ -123,14 +137,16 @@ class EvilSigning(RoastSigning):
         finally:
             self._coordinating.pop(req.id, None)
             self.runs.pop(req.id, None)
-            own = self._signing.pop(req.id, None)
-            if own is not None:
-                member.store.discard_nonce(own.pubnonce_key)
+            if not hold:
+                own = self._signing.pop(req.id, None)
+                if own is not None:
+                    member.store.discard_nonce(own.pubnonce_key)
         outcome.update(
             {
                 "ready": sorted(p.hex() for p in run.ready),
                 "shares": sorted(p.hex() for p in run.shares),
                 "rejected": dict(coord.rejections),
+                "presignatures": {p.hex(): pubnonces for p, pubnonces in run.presignatures.items()},
                 "signed": coord.roast.result is not None and coord.roast.result.ok,
                 "broadcast": outcome.get("status") == "broadcast",
             }
@@ -185,6 +201,7 @@ async def _sign(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
         bool(p.get("self", False)),
         bool(p.get("broadcast", False)),
         float(p.get("timeout", 30)),
+        bool(p.get("hold", False)),
     )
 
 
@@ -248,6 +265,8 @@ def main() -> None:
     parser.add_argument("cmd", choices=["run"])
     parser.add_argument("--config", required=True)
     args = parser.parse_args()
+    import adversary.evil_membership  # noqa: F401 - registers the membership commands
+
     config = load_config(args.config)
     daemon.setup_logging(config.data_dir)
     daemon.Member = functools.partial(EvilMember, evil_socket=config.data_dir / SOCKET_NAME)  # type: ignore[misc]

@@ -210,3 +210,11 @@ def request_body(
 
 def unspent(btc: RegtestBitcoind, coin: dict[str, Any]) -> bool:
     return btc.rpc("gettxout", coin["txid"], coin["vout"], True) is not None
+
+
+def log_count(member: LocalMember, text: str) -> int:
+    """How often `text` appears in the member's own log (for waiting on a message it ignores)."""
+    try:
+        return (member.data_dir / "frostfed.log").read_text(errors="replace").count(text)
+    except OSError:
+        return 0

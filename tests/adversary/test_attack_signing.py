@@ -7,14 +7,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from coincurve import PrivateKey
 
 from adversary.harness import (
     AdversaryCluster,
     address_script,
     build_tx,
+    log_count,
+    nonce_used_for,
     nonces_for,
     request_body,
     unspent,
+    wait_for,
     wait_for_refusals,
 )
 from frostfed.bitcoin.regtest import RegtestBitcoind
@@ -54,5 +58,55 @@ def test_payout_to_the_attackers_own_address_is_refused_by_every_honest_member(f
     assert wait_for_refusals(asked, body["id"]) == {m.index: "unknown_output" for m in asked}
     for m in fed.honest:
         assert nonces_for(m, body["id"]) == []  # not even a presignature was made
+    assert unspent(fed.btc, coin)
+    honest_payout_succeeds(fed)
+
+
+def _point_pair() -> str:
+    return (PrivateKey().public_key.format() + PrivateKey().public_key.format()).hex()
+
+
+def test_sessions_with_bad_signer_lists_are_refused_before_the_nonce_journal(fed: AdversaryCluster) -> None:
+    coin = fed.fund_coin(60_000)
+    miner = fed.miner_address()
+    fed.credit(miner, coin["sats"] - 300)
+    keys = fed.attacker.evil("keys")
+    tx = build_tx([coin], [(address_script(miner), coin["sats"] - 300)])
+    body = request_body(tx, [coin], keys["epoch"])
+    victim = fed.honest[0]
+    out = fed.attacker.evil("sign", {"request": body, "to": [victim.id.hex()], "hold": True})
+    assert out["ready"] == [victim.id.hex()]  # a fair payout: the victim agreed and made a presignature
+    mine = out["presignatures"][victim.id.hex()]
+    assert nonces_for(victim, body["id"]) == ["issued"]
+    v = keys["members"].index(victim.id.hex())
+    a, b = [i for i in range(5) if i != v][:2]
+    other = [_point_pair()]
+    bad_point = ["02" + "ff" * 32 + "02" + "ff" * 32]  # 66 bytes, not points on the curve
+    sessions = [
+        ([v, 99, a], [mine, other, other]),  # an id outside 0..n-1
+        ([v, -1, a], [mine, other, other]),
+        ([v, v, a], [mine, mine, other]),  # a repeated id
+        ([v, a], [mine, other]),  # fewer than t signers
+        ([v, a, b, 0, 1, 2], [mine, *[other] * 5]),  # more than n
+        ([v, a, b], [mine, other]),  # fewer pubnonce lists than signers
+        ([v, a, b], [mine, other, [*other, *other]]),  # a pubnonce count that is not the task count
+        ([v, a, b], [mine, bad_point, other]),  # another signer's nonce is not a point
+        ([v, True, b], [mine, other, other]),
+    ]
+    for sid, (signers, pubnonces) in enumerate(sessions):
+        fed.attacker.evil(
+            "send",
+            {
+                "to": [victim.id.hex()],
+                "kind": "ssess",
+                "body": {"id": body["id"], "sid": sid, "signers": signers, "pubnonces": pubnonces},
+            },
+        )
+    marker = f"session {body['id']}/"
+    wait_for(
+        lambda: nonce_used_for(victim, body["id"]) or log_count(victim, marker) >= len(sessions),
+        "the victim to refuse every crafted session",
+    )
+    assert nonces_for(victim, body["id"]) == ["issued"]  # the presignature is untouched, nothing signed
     assert unspent(fed.btc, coin)
     honest_payout_succeeds(fed)

@@ -1,0 +1,78 @@
+"""A bound on what all approved transactions together may spend on fees, per rolling window of
+blocks.
+
+Each fee bound of a single transaction can be met by a member that asks again and again: without a
+total, a malicious coordinator burns the federation's money in fees one acceptable transaction at a
+time. The journal records the fee of every transaction this member approves, with the tip height at
+approval, and refuses one whose fee would bring the window's total above the budget.
+
+Conservative on purpose: every approval counts, whether or not the transaction is ever signed by
+enough members, broadcast or confirmed, and a replacement counts again; the same transaction approved
+twice (same txid) counts once. The window moves with the chain, so an honest federation that hits
+the budget waits for blocks, it never loses funds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from frostfed.bitcoin.policy import CheckedPayout, PolicyRejection
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fee_budget (
+    txid TEXT PRIMARY KEY,
+    height INTEGER NOT NULL,
+    fee INTEGER NOT NULL CHECK (fee >= 0),
+    approved REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fee_budget_height ON fee_budget(height);
+"""
+
+
+class FeeBudget:
+    """A `Policy`: at most `budget_sats` of fees in approvals made at tips within the last
+    `window_blocks` blocks. `path` is an SQLite database (its own table; ":memory:" for tests)."""
+
+    def __init__(self, path: Path | str, budget_sats: int, window_blocks: int) -> None:
+        if budget_sats < 0 or window_blocks < 1:
+            raise ValueError("a fee budget is >= 0 sats over >= 1 block")
+        self.budget_sats = budget_sats
+        self.window_blocks = window_blocks
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        if str(path) != ":memory:":
+            self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def spent(self, tip_height: int, excluding: str | None = None) -> int:
+        """Fees approved at tips within the window that ends at `tip_height`."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(fee), 0) FROM fee_budget WHERE height > ? AND txid != ?",
+                (tip_height - self.window_blocks, excluding or ""),
+            ).fetchone()
+        return int(row[0])
+
+    def check(self, payout: CheckedPayout) -> None:
+        used = self.spent(payout.tip_height, excluding=payout.txid)
+        if used + payout.fee_sats > self.budget_sats:
+            raise PolicyRejection(
+                "fee_budget_exceeded",
+                f"fee {payout.fee_sats} sats would bring the fees approved in the last {self.window_blocks} blocks "
+                f"to {used + payout.fee_sats} sats, above the budget of {self.budget_sats} sats "
+                f"(policy.fee_budget_sats); wait for blocks or raise the budget",
+            )
+
+    def approved(self, payout: CheckedPayout) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO fee_budget (txid, height, fee, approved) VALUES (?, ?, ?, ?)",
+                (payout.txid, payout.tip_height, payout.fee_sats, time.time()),
+            )

@@ -1,0 +1,166 @@
+"""The attacker's membership commands (registered on its evil-rpc socket when the attacker imports this
+module; `member` is its EvilMember):
+
+- `propose`: any proposal (kind, subject, member list, bond, even a forged proposer) to chosen members;
+  with `adopt` the attacker takes part itself (its node runs the new list's DKG, collects `tdkg`).
+- `acks`: the answers (`tack`) the attacker received for an epoch.
+- `dkg_abort`: propose, wait until every member of the new list holds its share of the new key, then
+  abort the change (to chosen members); returns the proposal and the DKG's recovery data.
+- `transition`: request signatures for a transition of any proposal to a key from any recovery data,
+  from chosen members only (the key need not belong to any change in progress).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from adversary.evilrpc import command
+from frostfed.federation.coins import find_coins
+from frostfed.federation.config import default_threshold
+from frostfed.federation.dkg_run import chain_code_of
+from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.messages import Message
+from frostfed.federation.signing_request import SigningRequest
+from frostfed.federation.transition import TRANSITION_PATH, Proposal, build_transition_tx
+from frostfed.frost import chilldkg
+from frostfed.net.channel import PeerId
+
+_ACKS: dict[int, dict[str, dict[str, Any]]] = {}
+
+
+def _peers(member: Any, to: Any) -> list[PeerId]:
+    """As the attacker's own commands read `to` ("all", "everyone" or ids). Not imported from
+    `adversary.attacker`: that module runs as `__main__`, and importing it again would register its
+    commands a second time, bound to a second copy of its classes."""
+    if to == "all":
+        return [m for m in member.members if m != member.me]
+    if to == "everyone":
+        return list(member.members)
+    return [bytes.fromhex(x) for x in to]
+
+
+def _record_acks(member: Any) -> None:
+    """Keep every `tack` the attacker receives, then let its own membership code see it as usual."""
+    handlers = member.membership.handlers
+    if getattr(handlers["tack"], "evil", False):
+        return
+    original = handlers["tack"]
+
+    def on_ack(peer: PeerId, msg: Message) -> Any:
+        body = msg.body
+        if isinstance(body.get("epoch"), int):
+            _ACKS.setdefault(body["epoch"], {})[peer.hex()] = {"ok": body.get("ok"), "reason": body.get("reason")}
+        return original(peer, msg)
+
+    on_ack.evil = True  # type: ignore[attr-defined]
+    handlers["tack"] = on_ack
+
+
+def _proposal(member: Any, p: dict[str, Any]) -> Proposal:
+    keys = member.keys
+    assert keys is not None
+    kind = p["kind"]
+    subject = bytes.fromhex(p["subject"])
+    old = list(keys.members)
+    if "members" in p:
+        members = [bytes.fromhex(m) for m in p["members"]]
+    elif kind == "join":
+        members = [*old, subject]
+    else:
+        members = [m for m in old if m != subject]
+    directory = {member.me: "127.0.0.1:1", **member.membership.directory}
+    if kind == "join":
+        directory[subject] = p.get("address", "127.0.0.1:1")
+    tip = member.chain.tip_height() if member.chain is not None else 0
+    return Proposal(
+        epoch=int(p.get("epoch", keys.epoch + 1)),
+        kind=kind,
+        members=members,
+        threshold=int(p.get("threshold", default_threshold(len(members)))),
+        addresses={m: directory.get(m, "127.0.0.1:1") for m in members},
+        proposer=bytes.fromhex(p["proposer"]) if "proposer" in p else member.me,
+        subject=subject,
+        bond_sats=int(p.get("bond_sats", 0)),
+        bond_locktime=int(p.get("bond_locktime", tip + 1000 if kind == "join" else 0)),
+        nonce=p.get("nonce", secrets.token_hex(8)),
+    )
+
+
+@command("propose")
+async def _propose(member: Any, p: dict[str, Any]) -> dict[str, Any]:
+    _record_acks(member)
+    proposal = _proposal(member, p)
+    if p.get("adopt"):
+        member.membership._reported = {}
+        member.membership._waiter("dkg")
+        member.membership._adopt(proposal)
+    peers = _peers(member, p.get("to", "all"))
+    for peer in peers:
+        await member._send(peer, "tprop", proposal.to_body())
+    return {"proposal": proposal.to_body(), "sent": len(peers)}
+
+
+@command("acks")
+async def _acks(member: Any, p: dict[str, Any]) -> dict[str, Any]:
+    return _ACKS.get(int(p["epoch"]), {})
+
+
+@command("dkg_abort")
+async def _dkg_abort(member: Any, p: dict[str, Any]) -> dict[str, Any]:
+    out = await _propose(member, {**p, "adopt": True})
+    proposal = Proposal.from_message(Message("tprop", out["proposal"]))
+    membership = member.membership
+    group_key, recovery = await asyncio.wait_for(membership._waiters["dkg"], float(p.get("timeout", 60)))
+    body = {"epoch": proposal.epoch, "nonce": proposal.nonce, "reason": "aborted by the proposer"}
+    for peer in _peers(member, p.get("abort_to", "all")):
+        await member._send(peer, "tabort", body)
+    membership._drop("aborted by the attacker")
+    return {"proposal": out["proposal"], "group_key": group_key.hex(), "recovery": recovery.hex()}
+
+
+@command("transition")
+async def _transition(member: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """Sign a transition of `proposal` to the key of `recovery` (every coin the attacker sees)."""
+    keys = member.keys
+    assert keys is not None and member.rpc is not None and member.chain is not None
+    proposal = Proposal.from_message(Message("tprop", p["proposal"]))
+    recovery = bytes.fromhex(p["recovery"])
+    out, _ = chilldkg.coordinator_recover(recovery)
+    new_keys = EpochKeys(
+        proposal.epoch,
+        proposal.members,
+        proposal.threshold,
+        bytes(out.thresh_pk),
+        chain_code_of(recovery),
+        [],
+        keys.network,
+    )
+    coins = await asyncio.to_thread(find_coins, member.rpc, member.chain, keys, member.store, 1)
+    plan = build_transition_tx([(c.utxo, c.path) for c in coins], new_keys.script(TRANSITION_PATH), 2.0, proposal, None)
+    paths: list[tuple[int, int] | None] = [None] * len(plan.tx.vin)
+    for i, path in plan.fed_inputs:
+        paths[i] = path
+    req = SigningRequest(
+        p.get("id") or f"evil-transition-{secrets.token_hex(4)}",
+        keys.epoch,
+        "transition",
+        plan.tx,
+        tuple(paths),
+        {},
+        {"proposal": proposal.to_body(), "recovery": recovery.hex(), "bond_key": ""},
+    )
+    result = await member.signing.evil_sign(
+        req,
+        _peers(member, p.get("to", "all")),
+        bool(p.get("self", True)),
+        bool(p.get("broadcast", True)),
+        float(p.get("timeout", 30)),
+    )
+    return {
+        **result,
+        "id": req.id,
+        "new_key": bytes(out.thresh_pk).hex(),
+        "inputs": [[c.utxo.txid, c.utxo.vout] for c in coins],
+    }

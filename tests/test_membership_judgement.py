@@ -1,0 +1,95 @@
+"""The member's wiring of its own judgement: a refused proposal is answered with its reason, recorded in
+the store and never adopted (no DKG); an operator's admission makes the same join acceptable; a
+transition of a change this member does not take part in is refused and recorded."""
+
+from __future__ import annotations
+
+import pytest
+from bitcoin.core import CTransaction
+from test_epoch_activation import _member
+
+from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.federation.config import MembershipSettings
+from frostfed.federation.messages import Message
+from frostfed.federation.signing_request import SigningRequest
+from frostfed.federation.transition import Proposal
+
+
+def _capture(member) -> list[tuple[bytes, str, dict]]:
+    sent: list[tuple[bytes, str, dict]] = []
+
+    async def send(peer, kind, body):
+        sent.append((peer, kind, body))
+
+    member._send = send
+    return sent
+
+
+def _expel(ids, proposer, subject) -> Proposal:
+    members = [m for m in ids if m != subject]
+    return Proposal(
+        1, "expel", members, 3, {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(members)}, proposer, subject
+    )
+
+
+@pytest.mark.asyncio
+async def test_an_expulsion_of_an_online_member_is_refused_recorded_and_not_adopted(tmp_path, chain) -> None:
+    member, ids = _member(tmp_path, chain, 0)
+    sent = _capture(member)
+    p = _expel(ids, ids[1], ids[2])
+    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    assert member.membership.proposal is None and member._dkg is None
+    [(peer, kind, body)] = sent
+    assert peer == ids[1] and kind == "tack" and body["ok"] is False
+    assert body["reason"].startswith("expel_not_approved: ")
+    [row] = member.store.refusals()
+    assert row["stage"] == "proposal" and row["code"] == "expel_not_approved" and row["subject"] == ids[2].hex()
+    assert member.store.epoch(1) is None
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_the_operators_approval_makes_the_same_expulsion_acceptable(tmp_path, chain) -> None:
+    member, ids = _member(tmp_path, chain, 0)
+    sent = _capture(member)
+    member.store.approve("expel", ids[2])
+    p = _expel(ids, ids[1], ids[2])
+    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
+    assert member._dkg is not None and member._dkg.epoch == 1  # it takes part: the new list's DKG runs
+    assert [k for _, k, b in sent if k == "tack" and b["ok"]] == ["tack"]
+    assert member.store.refusals() == []
+    # a second change proposed meanwhile is refused: one change at a time
+    other = _expel(ids, ids[3], ids[1])
+    member.store.approve("expel", ids[1])
+    await member.membership._consider(ids[3], Message("tprop", other.to_body()))
+    assert member.membership.proposal.nonce == p.nonce
+    assert "already in progress" in member.store.refusals()[-1]["reason"]
+    member.stop_dkg()
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_change_right_after_the_last_one_waits_the_interval(tmp_path, chain) -> None:
+    member, ids = _member(tmp_path, chain, 0)
+    _capture(member)
+    member.membership.settings = MembershipSettings(min_change_interval_blocks=3)
+    member.store.approve("expel", ids[2])
+    member.store.set_meta("last_change_height", str(chain.tip_height() - 1))
+    await member.membership._consider(ids[1], Message("tprop", _expel(ids, ids[1], ids[2]).to_body()))
+    assert member.membership.proposal is None
+    assert member.store.refusals()[-1]["code"] == "too_soon"
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_transition_of_a_change_this_member_does_not_take_part_in_is_refused(tmp_path, chain) -> None:
+    member, ids = _member(tmp_path, chain, 0)
+    p = _expel(ids, ids[1], ids[3])
+    req = SigningRequest("t1", 0, "transition", CTransaction(), (), {}, {"proposal": p.to_body(), "recovery": ""})
+    with pytest.raises(PolicyRejection) as e:
+        member.membership.transition_tasks(req)
+    assert e.value.code == "not_this_change"
+    [row] = member.store.refusals()
+    assert row["stage"] == "transition" and row["nonce"] == p.nonce
+    member.store.close()
