@@ -163,6 +163,11 @@ class EvilMember(Member):
         super().__init__(*args, **kw)
         self.signing = EvilSigning(self)
         self.evil_server = EvilRpcServer(self, evil_socket)
+        self.tamper: dict[str, dict[str, Any]] = {}  # message kind -> fields overwritten when sent
+
+    async def _send(self, peer: PeerId, kind: str, body: dict[str, Any]) -> None:
+        patch = self.tamper.get(kind)
+        await super()._send(peer, kind, {**body, **patch} if patch else body)
 
     async def start(self) -> None:
         await super().start()
@@ -192,6 +197,17 @@ async def _send(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
     for peer in peers:
         await member._send(peer, p["kind"], p["body"])
     return {"sent": len(peers)}
+
+
+@command("tamper")
+async def _tamper(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
+    """From now on, overwrite `patch`'s fields in every `kind` message this member sends (its honest
+    replies included); a null patch stops it."""
+    if p.get("patch") is None:
+        member.tamper.pop(p["kind"], None)
+    else:
+        member.tamper[p["kind"]] = dict(p["patch"])
+    return {"tamper": member.tamper}
 
 
 @command("sign")
