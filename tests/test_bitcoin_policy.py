@@ -13,24 +13,33 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, lx
+from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, b2lx, lx
 from bitcoin.core.script import CScript
 from chain_tracking import reconcile
 from coincurve import PrivateKey
 
-from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainUnavailable, Utxo
+from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainSource, ChainUnavailable, Utxo
+from frostfed.bitcoin.fee_budget import FeeBudget
 from frostfed.bitcoin.ledger import Ledger, LedgerError
 from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx, sign_payout
 from frostfed.bitcoin.policy import (
+    MAX_STANDARD_TX_WEIGHT,
     ChainChecks,
     CommandPolicy,
     FeeBounds,
     LedgerPolicy,
     PayoutPolicy,
     PolicyRejection,
+    Standardness,
+    check_psbt_claims,
+    dust_limit,
+    keypath_weight,
+    output_type,
 )
+from frostfed.bitcoin.psbt import PSBT_IN_NON_WITNESS_UTXO, PSBT_IN_SIGHASH_TYPE, Psbt
 from frostfed.bitcoin.regtest import free_port
 from frostfed.bitcoin.taproot import bip86_output_key, p2tr_address, p2tr_script, taproot_tweak_seckey
 from frostfed.frost.secp import schnorr_verify
@@ -348,3 +357,221 @@ def test_concurrent_requests_do_not_overpay_a_miner(regtest, chain, fed, ledger,
         t.join()
     assert sorted(outcomes) == ["already_paid", "approved"], outcomes
     assert ledger.status(miners[0]).reserved == 4_000_000
+
+
+# -- standardness, the no-payee rule, the fee budget and PSBT claims, on a fake chain (fast) ------
+
+FED = b"\x51\x20" + b"\x11" * 32
+P2TR = b"\x51\x20" + b"\x22" * 32
+P2WSH = b"\x00\x20" + b"\x33" * 32
+P2WPKH = b"\x00\x14" + b"\x44" * 20
+P2PKH = b"\x76\xa9\x14" + b"\x55" * 20 + b"\x88\xac"
+P2SH = b"\xa9\x14" + b"\x66" * 20 + b"\x87"
+
+
+class FakeChain(ChainSource):
+    def __init__(self, tip: int = 1_000) -> None:
+        self.tip = tip
+        self.utxos: dict[tuple[str, int], Utxo] = {}
+
+    def add(self, sats: int, script: bytes = FED) -> Utxo:
+        txid = os.urandom(32).hex()
+        utxo = Utxo(txid, 0, sats, script, 10, False)
+        self.utxos[(txid, 0)] = utxo
+        return utxo
+
+    def get_utxo(self, txid: str, vout: int) -> Utxo | None:
+        return self.utxos.get((txid, vout))
+
+    def tip_height(self) -> int:
+        return self.tip
+
+    def block_transactions(self, height: int) -> list[CTransaction]:
+        return []
+
+    def broadcast(self, tx: CTransaction) -> str:
+        raise AssertionError("a policy test never broadcasts")
+
+    def fee_rate(self, target_blocks: int = 6) -> float | None:
+        return None
+
+
+def spend(
+    utxos: list[Utxo], outputs: list[tuple[bytes, int]], version: int = 2, locktime: int = 0, sequence: int = 0xFFFFFFFD
+) -> CTransaction:
+    vin = [CTxIn(COutPoint(lx(u.txid), u.vout), nSequence=sequence) for u in utxos]
+    return CTransaction(vin, [CTxOut(s, CScript(script)) for script, s in outputs], locktime, version)
+
+
+def checks(chain: FakeChain, **rules: bool) -> ChainChecks:
+    return ChainChecks(chain, [FED], FeeBounds(1, 1000, None), standardness=Standardness(**rules))
+
+
+def refusal(check: ChainChecks, tx: CTransaction) -> str:
+    with pytest.raises(PolicyRejection) as err:
+        check.check(tx)
+    assert err.value.message  # a reason a person can act on
+    return err.value.code
+
+
+def test_dust_limits_are_bitcoin_cores() -> None:
+    assert [dust_limit(s) for s in (P2TR, P2WSH, P2WPKH, P2PKH, P2SH)] == [330, 330, 294, 546, 540]
+    assert dust_limit(b"\x6a\x04abcd") == 0
+    assert [output_type(s) for s in (P2TR, P2WSH, P2WPKH, P2PKH, P2SH)] == ["p2tr", "p2wsh", "p2wpkh", "p2pkh", "p2sh"]
+    bare_multisig = b"\x51\x21" + b"\x02" * 33 + b"\x51\xae"
+    for script in (bare_multisig, b"\x52\x20" + b"\x00" * 32, b"\x51\x02\x4e\x73", b"", b"\x6a\xac"):
+        assert output_type(script) is None
+
+
+@pytest.mark.parametrize(
+    ("field", "code"),
+    [
+        ({"version": 0x7FFFFFFF}, "nonstandard_version"),
+        ({"version": 1}, "nonstandard_version"),
+        ({"version": 3}, "nonstandard_version"),
+        ({"locktime": 1_002}, "locktime_in_future"),  # tip + 2
+        ({"locktime": 1_000 + 100_000}, "locktime_in_future"),
+        ({"locktime": 500_000_000}, "locktime_time_based"),
+        ({"sequence": 0xFFFF}, "nonstandard_sequence"),
+        ({"sequence": 0}, "nonstandard_sequence"),
+        ({"sequence": 0x00400001}, "nonstandard_sequence"),  # a 512-second relative lock
+    ],
+)
+def test_fields_that_keep_a_transaction_from_confirming_are_refused(field, code) -> None:
+    chain = FakeChain()
+    tx = spend([chain.add(100_000)], [(P2TR, 99_000)], **field)
+    assert refusal(checks(chain), tx) == code
+
+
+def test_standard_fields_at_their_limits_are_accepted() -> None:
+    chain = FakeChain()
+    for field in ({"locktime": 1_001}, {"locktime": 0}, {"sequence": 0xFFFFFFFE}, {"sequence": 0xFFFFFFFF}):
+        checks(chain).check(spend([chain.add(100_000)], [(P2TR, 99_000)], **field))
+    checks(chain, allow_version_3=True).check(spend([chain.add(100_000)], [(P2TR, 99_000)], version=3))
+
+
+@pytest.mark.parametrize("script", [P2TR, P2WSH, P2WPKH, P2PKH, P2SH])
+def test_an_output_below_its_dust_limit_is_refused(script) -> None:
+    chain = FakeChain()
+    limit = dust_limit(script)
+    checks(chain).check(spend([chain.add(100_000)], [(script, limit), (P2TR, 99_000 - limit)]))
+    tx = spend([chain.add(100_000)], [(script, limit - 1), (P2TR, 99_000 - limit)])
+    assert refusal(checks(chain), tx) == "dust_output"
+
+
+def test_nonstandard_scripts_and_op_return_unless_configured() -> None:
+    chain = FakeChain()
+    weird = spend([chain.add(100_000)], [(P2TR, 90_000), (b"\x52\x20" + b"\x00" * 32, 1_000)])
+    assert refusal(checks(chain), weird) == "nonstandard_output"
+    data = spend([chain.add(100_000)], [(P2TR, 99_000), (b"\x6a\x04" + b"frst", 0)])
+    assert refusal(checks(chain), data) == "op_return"
+    payout = checks(chain, allow_op_return=True).check(data)
+    assert payout.payouts == {P2TR: 99_000}  # the data output pays nobody
+    too_long = spend([chain.add(100_000)], [(P2TR, 99_000), (b"\x6a\x4c\x51" + b"x" * 81, 0)])
+    assert refusal(checks(chain, allow_op_return=True), too_long) == "nonstandard_output"
+    burning = spend([chain.add(100_000)], [(P2TR, 90_000), (b"\x6a\x01x", 5_000)])
+    assert refusal(checks(chain, allow_op_return=True), burning) == "nonstandard_output"
+
+
+def test_weight_above_the_standard_limit_is_refused() -> None:
+    chain = FakeChain()
+    fits = spend([chain.add(2_000_000)], [(P2TR, 330)] * 2_300)
+    assert keypath_weight(fits) <= MAX_STANDARD_TX_WEIGHT
+    checks(chain).check(fits)
+    big = spend([chain.add(2_000_000)], [(P2TR, 330)] * 2_401)
+    assert keypath_weight(big) > MAX_STANDARD_TX_WEIGHT
+    assert refusal(checks(chain), big) == "tx_too_large"
+
+
+def test_a_transaction_that_pays_nobody_is_refused_unless_consolidations_are_allowed() -> None:
+    chain = FakeChain()
+    burn = spend([chain.add(250_000)], [(FED, 51_000)])  # 199,000 sats of fee, the rest back
+    assert refusal(ChainChecks(chain, [FED], FeeBounds(1, 5000, 200_000)), burn) == "no_payee"
+    merge = spend([chain.add(50_000), chain.add(50_000)], [(FED, 99_500)])
+    assert refusal(checks(chain), merge) == "no_payee"
+    assert checks(chain, allow_consolidation=True).check(merge).payouts == {}
+
+
+def _checked(chain: FakeChain, fee: int) -> Any:
+    tx = spend([chain.add(1_000_000)], [(P2TR, 1_000_000 - fee)])
+    return ChainChecks(chain, [FED], FeeBounds(0.1, 10_000, None)).check(tx)
+
+
+def test_fee_budget_bounds_the_fees_of_a_rolling_window(tmp_path) -> None:
+    chain = FakeChain(tip=1_000)
+    budget = FeeBudget(tmp_path / "fees.sqlite", 300_000, 144)
+    first = _checked(chain, 199_000)
+    budget.check(first)
+    budget.approved(first)
+    budget.approved(first)  # the same transaction approved again counts once
+    budget.check(first)  # ... and is not judged against its own fee
+    second = _checked(chain, 199_000)
+    with pytest.raises(PolicyRejection) as err:
+        budget.check(second)
+    assert err.value.code == "fee_budget_exceeded" and "398000" in err.value.message
+    small = _checked(chain, 100_000)
+    budget.check(small)  # 299,000 fits
+    budget.approved(small)
+    with pytest.raises(PolicyRejection):
+        budget.check(_checked(chain, 1_001))
+    budget.close()
+    # the journal survives a restart, and the window moves with the chain
+    budget = FeeBudget(tmp_path / "fees.sqlite", 300_000, 144)
+    chain.tip = 1_143
+    with pytest.raises(PolicyRejection):
+        budget.check(_checked(chain, 1_001))
+    chain.tip = 1_144  # approvals at height 1000 have left the window
+    budget.check(_checked(chain, 300_000))
+    assert budget.spent(1_144) == 0 and budget.spent(1_143) == 299_000
+
+
+def test_fee_budget_counts_every_approval_through_the_policy(tmp_path) -> None:
+    chain = FakeChain()
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.credit(P2TR, 10**8)
+    budget = FeeBudget(tmp_path / "fees.sqlite", 250_000, 144)
+    policy = PayoutPolicy(ChainChecks(chain, [FED], FeeBounds(0.1, 10_000, None)), [LedgerPolicy(ledger), budget])
+    tx = spend([chain.add(1_000_000)], [(P2TR, 800_000)])
+    policy.approve(tx)
+    with pytest.raises(PolicyRejection) as err:
+        policy.approve(spend([chain.add(1_000_000)], [(P2TR, 800_000)]))
+    assert err.value.code == "fee_budget_exceeded"
+    assert ledger.reserved_txids() == [b2lx(tx.GetTxid())]  # the refused one reserved nothing
+
+
+def _psbt_case(chain: FakeChain) -> tuple[Psbt, Any]:
+    utxo = chain.add(100_000)
+    tx = spend([utxo], [(P2TR, 99_000)])
+    psbt = Psbt.from_unsigned_tx(tx)
+    psbt.inputs[0].witness_utxo = CTxOut(100_000, CScript(FED))
+    return psbt, checks(chain).check(tx)
+
+
+def test_psbt_claims_must_match_the_chain_and_ask_only_default_or_all() -> None:
+    chain = FakeChain()
+    psbt, payout = _psbt_case(chain)
+    check_psbt_claims(psbt, payout)
+    for value in (0x00, 0x01):
+        psbt.inputs[0].set(PSBT_IN_SIGHASH_TYPE, value.to_bytes(4, "little"))
+        check_psbt_claims(psbt, payout)
+    for value in (0x02, 0x03, 0x81, 0x82, 0x83):
+        psbt.inputs[0].set(PSBT_IN_SIGHASH_TYPE, value.to_bytes(4, "little"))
+        with pytest.raises(PolicyRejection) as err:
+            check_psbt_claims(psbt, payout)
+        assert err.value.code == "unsupported_sighash" and f"0x{value:02x}" in err.value.message
+    for lie in (CTxOut(100_001, CScript(FED)), CTxOut(100_000, CScript(P2TR))):
+        psbt, payout = _psbt_case(chain)
+        psbt.inputs[0].witness_utxo = lie
+        with pytest.raises(PolicyRejection) as err:
+            check_psbt_claims(psbt, payout)
+        assert err.value.code == "psbt_utxo_mismatch"
+    psbt, payout = _psbt_case(chain)
+    other = spend([chain.add(5)], [(FED, 100_000)])  # not the transaction the input spends
+    psbt.inputs[0].set(PSBT_IN_NON_WITNESS_UTXO, other.serialize())
+    with pytest.raises(PolicyRejection) as err:
+        check_psbt_claims(psbt, payout)
+    assert err.value.code == "psbt_utxo_mismatch"
+    psbt, _ = _psbt_case(chain)
+    with pytest.raises(PolicyRejection) as err:
+        check_psbt_claims(psbt, payout)  # a PSBT of another transaction
+    assert err.value.code == "psbt_mismatch"

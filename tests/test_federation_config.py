@@ -249,6 +249,13 @@ def test_bitcoind_auth_rules(auth: dict[str, Any], named: str) -> None:
         ("payout_check_command", ""),
         ("payout_check_command", "   "),
         ("payout_check_command", ["check"]),
+        ("fee_budget_sats", -1),
+        ("fee_budget_sats", 1.5),
+        ("fee_budget_blocks", 0),
+        ("fee_budget_blocks", "144"),
+        ("allow_version_3", 1),
+        ("allow_op_return", "yes"),
+        ("allow_consolidation", 0),
     ],
 )
 def test_policy_values_out_of_range(key: str, value: Any) -> None:
@@ -270,6 +277,21 @@ def test_policy_defaults_and_whole_numbers() -> None:
     pol = parse_config(doc, Path("/")).policy
     assert (pol.min_feerate, pol.max_feerate, pol.max_fee_sats, pol.min_confirmations) == (1.0, 200.0, 5000, 3)
     assert isinstance(pol.max_fee_sats, int) and pol.payout_check_command == "true"
+    assert (pol.fee_budget_sats, pol.fee_budget_blocks) == (1_000_000, 144)
+    assert not (pol.allow_version_3 or pol.allow_op_return or pol.allow_consolidation)
+    doc["policy"] = {
+        "fee_budget_sats": 0,
+        "fee_budget_blocks": 1008,
+        "allow_op_return": True,
+        "allow_consolidation": True,
+    }
+    pol = parse_config(doc, Path("/")).policy
+    assert (pol.fee_budget_sats, pol.fee_budget_blocks, pol.allow_op_return, pol.allow_consolidation) == (
+        0,
+        1008,
+        True,
+        True,
+    )
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,21 @@ def test_valid_request_round_trips() -> None:
     assert req.input_paths == ((0, 3), (1, 0)) and req.change_paths == {1: (1, 1)}
 
 
+def test_a_psbt_request_carries_its_psbt_and_no_other_kind_does() -> None:
+    tx = make_tx()
+    req = SigningRequest("p1", 0, "psbt", tx, ((0, 3), (1, 0)), {}, psbt=b"psbt\xff" + tx.serialize())
+    again = SigningRequest.from_message(decode(encode("sreq", req.to_body())))
+    assert again.psbt == req.psbt and again.kind == "psbt"
+    body = request_body()
+    body["psbt"] = "00"
+    with pytest.raises(MessageError, match="carries no PSBT"):
+        SigningRequest.from_message(Message("sreq", body))
+    body = req.to_body()
+    body["psbt"] = "zz"
+    with pytest.raises(MessageError):
+        SigningRequest.from_message(Message("sreq", body))
+
+
 def test_encoding_is_canonical() -> None:
     assert encode("x", {"b": 1, "a": [1, 2]}) == b'{"body":{"a":[1,2],"b":1},"type":"x","v":1}'
 

@@ -266,3 +266,33 @@ def test_malformed_reply_marks_the_sender_malicious_and_the_run_goes_on(tamper) 
     assert result.sessions_started == 2
     for task, sig in zip(tasks, result.signatures or (), strict=True):
         assert secp.schnorr_verify(task.msg, task.xonly_pk(key), sig)
+
+
+def test_a_session_with_a_bad_signer_list_is_refused_and_the_presignature_survives() -> None:
+    key, secshares = make_key(3, 5, seed=21)
+    tasks = make_tasks(key, 2)
+    signers = [RoastSigner(key, i, secshares[i], tasks) for i in range(5)]
+    p = [s.presign().pubnonces for s in signers]
+    bad = [
+        SessionRequest(0, (0, 99, 1), (p[0], p[1], p[1])),  # id out of range (an IndexError before)
+        SessionRequest(0, (0, -1, 1), (p[0], p[1], p[1])),
+        SessionRequest(0, (0, 0, 1), (p[0], p[0], p[1])),  # repeated id
+        SessionRequest(0, (0, 1), (p[0], p[1])),  # fewer than t
+        SessionRequest(0, (0, 1, 2, 3, 4, 1), (p[0], p[1], p[2], p[3], p[4], p[1])),  # more than n
+        SessionRequest(0, (0, 1, 2), (p[0], p[1])),  # a presignature short
+        SessionRequest(0, (0, 1, 2), (p[0], p[1], p[2][:1])),  # a pubnonce short
+        SessionRequest(0, (0, 1, 2), (p[0], (b"\x02" + b"\xff" * 65, p[1][1]), p[2])),  # not points
+        SessionRequest(0, (0, True, 2), (p[0], p[1], p[2])),  # type: ignore[arg-type]
+        SessionRequest(-1, (0, 1, 2), (p[0], p[1], p[2])),
+        SessionRequest(0, (1, 2, 3), (p[1], p[2], p[3])),  # without this signer
+    ]
+    for request in bad:
+        with pytest.raises(ValueError):
+            signers[0].check_session(request)
+        with pytest.raises(ValueError):
+            signers[0].on_session(request)
+    # nothing was spent: the same presignature still signs a proper session
+    good = SessionRequest(0, (0, 1, 2), (p[0], p[1], p[2]))
+    signers[0].check_session(good)
+    reply = signers[0].on_session(good)
+    assert len(reply.psigs) == len(tasks)

@@ -6,7 +6,9 @@ DKG) with its honesty removed.
 - As a coordinator it obeys `<data_dir>/evil-rpc` (see `evilrpc`): it sends any raw federation
   message to chosen members, and runs ROAST for any transaction, asking only the members it chose.
 
-Run as `python -m adversary.attacker run --config <file>` (with `tests/` on PYTHONPATH)."""
+Run as `python -m adversary.attacker run --config <file>` (with `tests/` on PYTHONPATH). More
+commands go in modules `adversary/commands_<topic>.py` (register them with `evilrpc.command`): the
+attacker imports every such module at start, so adding an attack needs no change here."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import importlib
 import logging
+import pkgutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +163,11 @@ class EvilMember(Member):
         super().__init__(*args, **kw)
         self.signing = EvilSigning(self)
         self.evil_server = EvilRpcServer(self, evil_socket)
+        self.tamper: dict[str, dict[str, Any]] = {}  # message kind -> fields overwritten when sent
+
+    async def _send(self, peer: PeerId, kind: str, body: dict[str, Any]) -> None:
+        patch = self.tamper.get(kind)
+        await super()._send(peer, kind, {**body, **patch} if patch else body)
 
     async def start(self) -> None:
         await super().start()
@@ -188,6 +197,17 @@ async def _send(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
     for peer in peers:
         await member._send(peer, p["kind"], p["body"])
     return {"sent": len(peers)}
+
+
+@command("tamper")
+async def _tamper(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
+    """From now on, overwrite `patch`'s fields in every `kind` message this member sends (its honest
+    replies included); a null patch stops it."""
+    if p.get("patch") is None:
+        member.tamper.pop(p["kind"], None)
+    else:
+        member.tamper[p["kind"]] = dict(p["patch"])
+    return {"tamper": member.tamper}
 
 
 @command("sign")
@@ -260,7 +280,18 @@ async def _script(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
     return {"script": keys.script(path).hex(), "address": p2tr_address(keys.output_key(path), keys.network)}
 
 
+def load_command_modules() -> list[str]:
+    """Import every `adversary.commands_*` module, so their commands join `COMMANDS`."""
+    import adversary
+
+    names = [m.name for m in pkgutil.iter_modules(adversary.__path__) if m.name.startswith("commands_")]
+    for name in sorted(names):
+        importlib.import_module(f"adversary.{name}")
+    return names
+
+
 def main() -> None:
+    load_command_modules()
     parser = argparse.ArgumentParser(prog="adversary.attacker")
     parser.add_argument("cmd", choices=["run"])
     parser.add_argument("--config", required=True)

@@ -5,6 +5,7 @@ the chain that no honest partial signature was made, and that the federation kee
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from coincurve import PrivateKey
@@ -110,3 +111,33 @@ def test_sessions_with_bad_signer_lists_are_refused_before_the_nonce_journal(fed
     assert nonces_for(victim, body["id"]) == ["issued"]  # the presignature is untouched, nothing signed
     assert unspent(fed.btc, coin)
     honest_payout_succeeds(fed)
+
+
+@pytest.mark.parametrize(
+    ("kind", "patch"),
+    [
+        ("sready", {"pubnonces": ["02" + "00" * 65]}),  # one pubnonce, not a point
+        ("sready", {"pubnonces": []}),
+        ("sshare", {"sid": 2**40}),  # the share is dropped; ROAST starts a session without it
+        ("sshare", {"sid": 7}),  # a session it is not in
+        ("sshare", {"psigs": []}),
+        ("sshare", {"next": ["zz"]}),
+    ],
+)
+def test_an_honest_coordinator_pays_out_whatever_the_attacker_answers(
+    fed: AdversaryCluster, kind: str, patch: dict[str, Any]
+) -> None:
+    fed.fund_coin(60_000)
+    fed.attacker.evil("tamper", {"kind": kind, "patch": patch})
+    try:
+        miner = fed.miner_address()
+        fed.credit(miner, 15_000)
+        result = fed.honest[0].call("frost-payout", {"outputs": [{"address": miner, "sats": 15_000}]})
+    finally:
+        fed.attacker.evil("tamper", {"kind": kind, "patch": None})
+    assert result["status"] == "broadcast"
+    assert fed.attacker.id.hex() not in result["signers"] and len(result["signers"]) == 3
+    if kind == "sready":  # a presignature that fails its checks names its sender at once
+        assert result["malicious"] == [fed.attacker.id.hex()]
+    fed.btc.mine(1)
+    assert fed.received(miner) == 15_000
