@@ -20,6 +20,8 @@ from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, b2lx, lx
 from bitcoin.core.script import CScript
 from chain_tracking import reconcile
 from coincurve import PrivateKey
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainSource, ChainUnavailable, Utxo
 from frostfed.bitcoin.fee_budget import FeeBudget
@@ -575,3 +577,52 @@ def test_psbt_claims_must_match_the_chain_and_ask_only_default_or_all() -> None:
     with pytest.raises(PolicyRejection) as err:
         check_psbt_claims(psbt, payout)  # a PSBT of another transaction
     assert err.value.code == "psbt_mismatch"
+
+
+def _mostly(usual: Any, anything: Any) -> Any:
+    """Usual values four times in five, so both accepted and refused transactions are drawn."""
+    return st.one_of(usual, usual, usual, usual, anything)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    version=_mostly(st.sampled_from([2, 2, 2, 3]), st.integers(-(2**31), 2**31 - 1)),
+    locktime=_mostly(st.integers(0, 803), st.integers(0, 2**32 - 1)),
+    sequences=st.lists(
+        _mostly(st.sampled_from([0xFFFFFFFD, 0xFFFFFFFF]), st.integers(0, 2**32 - 1)), min_size=1, max_size=3
+    ),
+    outputs=st.lists(
+        st.tuples(
+            _mostly(st.sampled_from([P2TR, P2WSH, P2WPKH, P2PKH, P2SH, FED]), st.binary(max_size=40)),
+            _mostly(st.integers(540, 20_000), st.integers(0, 1_000)),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    rules=st.builds(Standardness, st.booleans(), st.booleans(), st.booleans()),
+)
+def test_any_transaction_fields_give_a_refusal_or_a_standard_transaction(
+    version, locktime, sequences, outputs, rules
+) -> None:
+    chain = FakeChain(tip=800)
+    utxos = [chain.add(100_000) for _ in sequences]
+    tx = spend(utxos, outputs, version, locktime)
+    tx = CTransaction(
+        [CTxIn(i.prevout, nSequence=s) for i, s in zip(tx.vin, sequences, strict=True)], tx.vout, locktime, version
+    )
+    check = ChainChecks(chain, [FED], FeeBounds(0.1, 10**6, None), standardness=rules)
+    try:
+        payout = check.check(tx)
+    except PolicyRejection as e:
+        assert e.code and e.message
+        event(e.code)
+        return
+    event("signed")
+    assert tx.nVersion == 2 or (rules.allow_version_3 and tx.nVersion == 3)
+    assert tx.nLockTime <= 801
+    assert all(i.nSequence >= 0xFFFFFFFD for i in tx.vin)
+    for out in tx.vout:
+        kind = output_type(bytes(out.scriptPubKey))
+        assert kind is not None and (kind != "op_return" or rules.allow_op_return)
+        assert out.nValue >= dust_limit(bytes(out.scriptPubKey))
+    assert payout.payouts or rules.allow_consolidation

@@ -508,12 +508,15 @@ class PayoutPolicy:
         return payout
 
     def approve(self, tx: CTransaction, also_check: Callable[[CheckedPayout], None] | None = None) -> CheckedPayout:
-        """Check (with `also_check` last, e.g. a PSBT's claims against the chain), then record the
-        approval with every policy. Sign only what this returns."""
+        """The one decide-and-reserve path: the chain checks, then `also_check` (what the request
+        itself claims, e.g. a PSBT's claims against the chain), then every policy; only then is the
+        approval recorded with every policy. Sign only what this returns."""
         with APPROVALS:
-            payout = self.check(tx)
+            payout = self.chain_checks.check(tx)
             if also_check is not None:
                 also_check(payout)
+            for policy in self.policies:
+                policy.check(payout)
             for policy in self.policies:
                 policy.approved(payout)
         return payout

@@ -128,10 +128,14 @@ class EvilSigning(RoastSigning):
             for peer in asked:
                 await member._send(peer, "sreq", req.to_body())
             deadline = time.monotonic() + timeout
-            while not coord.done.done() and time.monotonic() < deadline:
+            asked_ids = {keys.member_index(p) for p in asked}
+            while time.monotonic() < deadline:
+                everyone = coord.answered >= asked_ids
                 idle = not coord.roast._session_of and coord.roast.result is None
-                if idle and coord.answered >= {keys.member_index(p) for p in asked}:
+                if everyone and (idle or coord.done.done()):
                     break  # everyone asked has answered and no session is waiting: nothing more will come
+                if coord.done.done():  # the outcome is known; give the slower members a moment to answer
+                    deadline = min(deadline, time.monotonic() + 5)
                 await asyncio.sleep(0.05)
             outcome: dict[str, Any]
             if coord.done.done():

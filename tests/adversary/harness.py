@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +79,20 @@ class AdversaryCluster(Cluster):
     def fund_coin(self, sats: int, confirmations: int = 1) -> dict[str, Any]:
         """A new federation coin of `sats` (through an honest member's address), as the attacker sees it."""
         address = self.honest[0].call("frost-newaddr")["address"]
-        from decimal import Decimal
-
         txid = self.btc.rpc("sendtoaddress", address, Decimal(sats) / Decimal(100_000_000), wallet="miner")
         self.btc.mine(confirmations)
         script = script_from_address(address, "regtest").hex()
-        return wait_for(
-            lambda: next((c for c in self.attacker.evil("coins") if c["txid"] == txid and c["script"] == script), None),
-            f"the attacker to see coin {txid}",
-        )
+        seen: list[dict[str, Any]] = []
+
+        def probe() -> dict[str, Any] | None:
+            seen[:] = self.attacker.evil("coins")
+            return next((c for c in seen if c["txid"] == txid and c["script"] == script), None)
+
+        try:
+            return wait_for(probe, f"the attacker to see coin {txid}", 60)
+        except TimeoutError as e:
+            raw = self.btc.rpc("getrawtransaction", txid, True)
+            raise TimeoutError(f"{e}: it sees {len(seen)} coins; the transaction is {raw}") from None
 
 
 # -- what honest members recorded ------------------------------------------------------------------
