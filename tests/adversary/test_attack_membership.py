@@ -35,7 +35,7 @@ MEMBERSHIP = {
     "min_bond_sats": 50_000,
     "min_bond_blocks": 20,
     "transition_confirmations": 1,
-    "change_timeout_seconds": 20.0,
+    "change_timeout_seconds": 60.0,
     "min_change_interval_blocks": 6,
     "expel_after_seconds": 600,  # a member expels by itself only one it saw offline for 10 minutes
 }
