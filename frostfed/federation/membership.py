@@ -19,6 +19,7 @@ import json
 import logging
 import secrets
 import shlex
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -490,9 +491,13 @@ class Membership:
         now = time.time()
         online = {m: member.online(m) for m in keys.members if m != member.me}
         reset = self.clock.tick(now, online, now - member.started > member.offline_after_seconds)
-        if reset or now - self._clock_saved > 5:
-            member.store.save_offline_seconds(self.clock.offline)
-            self._clock_saved = now
+        if reset or now - self._clock_saved > 5:  # a crash loses at most 5 s of an outage, never a return
+            self.save_clock()
+
+    def save_clock(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # a closed store at shutdown: nothing more to keep
+            self.member.store.save_offline_seconds(self.clock.offline)
+        self._clock_saved = time.time()
 
     def _on_ack(self, peer: PeerId, msg: Message) -> None:
         p = self.proposal

@@ -159,6 +159,7 @@ class Member:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.membership.save_clock()
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):

@@ -16,8 +16,8 @@ import asyncio
 import secrets
 from typing import Any
 
-from adversary.evilrpc import command
-from frostfed.federation.coins import find_coins
+from adversary.evilrpc import COMMANDS, command
+from frostfed.bitcoin.chain import Utxo
 from frostfed.federation.config import default_threshold
 from frostfed.federation.dkg_run import chain_code_of
 from frostfed.federation.epoch_keys import EpochKeys
@@ -124,7 +124,7 @@ async def _dkg_abort(member: Any, p: dict[str, Any]) -> dict[str, Any]:
 async def _transition(member: Any, p: dict[str, Any]) -> dict[str, Any]:
     """Sign a transition of `proposal` to the key of `recovery` (every coin the attacker sees)."""
     keys = member.keys
-    assert keys is not None and member.rpc is not None and member.chain is not None
+    assert keys is not None
     proposal = Proposal.from_message(Message("tprop", p["proposal"]))
     recovery = bytes.fromhex(p["recovery"])
     out, _ = chilldkg.coordinator_recover(recovery)
@@ -137,8 +137,12 @@ async def _transition(member: Any, p: dict[str, Any]) -> dict[str, Any]:
         [],
         keys.network,
     )
-    coins = await asyncio.to_thread(find_coins, member.rpc, member.chain, keys, member.store, 1)
-    plan = build_transition_tx([(c.utxo, c.path) for c in coins], new_keys.script(TRANSITION_PATH), 2.0, proposal, None)
+    coins = await COMMANDS["coins"](member, {})  # every coin the attacker's own scan finds
+    utxos = [
+        (Utxo(c["txid"], c["vout"], c["sats"], bytes.fromhex(c["script"]), c["confirmations"], False), tuple(c["path"]))
+        for c in coins
+    ]
+    plan = build_transition_tx(utxos, new_keys.script(TRANSITION_PATH), 2.0, proposal, None)
     paths: list[tuple[int, int] | None] = [None] * len(plan.tx.vin)
     for i, path in plan.fed_inputs:
         paths[i] = path
@@ -162,5 +166,5 @@ async def _transition(member: Any, p: dict[str, Any]) -> dict[str, Any]:
         **result,
         "id": req.id,
         "new_key": bytes(out.thresh_pk).hex(),
-        "inputs": [[c.utxo.txid, c.utxo.vout] for c in coins],
+        "inputs": [[c["txid"], c["vout"]] for c in coins],
     }
