@@ -94,6 +94,25 @@ class AdversaryCluster(Cluster):
             raw = self.btc.rpc("getrawtransaction", txid, True)
             raise TimeoutError(f"{e}: it sees {len(seen)} coins; the transaction is {raw}") from None
 
+    def anchor_coin(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The epoch's anchor coin and its canonical change (`change_path`, `change_script`), as the
+        attacker's own chain index shows them: what any payout honest members sign must spend."""
+        anchor = wait_for(lambda: (a := self.attacker.evil("anchor"))["outpoint"] and a, "the anchor to exist", 60)
+        def listed() -> dict[str, Any] | None:
+            return next((c for c in self.attacker.evil("coins") if [c["txid"], c["vout"]] == anchor["outpoint"]), None)
+
+        coin = wait_for(listed, "the attacker to list the anchor coin")
+        return coin, anchor
+
+    def honest_payout_succeeds(self, sats: int = 20_000, via: int = 0) -> None:
+        """The federation still pays a real debt, coordinated by an honest member, and it confirms."""
+        miner = self.miner_address()
+        self.credit(miner, sats)
+        result = self.honest[via].call("frost-payout", {"outputs": [{"address": miner, "sats": sats}]})
+        assert result["status"] == "broadcast", result
+        self.btc.mine(1)
+        assert self.received(miner) == sats
+
 
 # -- what honest members recorded ------------------------------------------------------------------
 
@@ -192,6 +211,24 @@ def build_tx(
 
 
 _counter = [0]
+
+
+def anchored_payout(
+    fed: AdversaryCluster,
+    payouts: Sequence[tuple[bytes, int]],
+    fee: int = 500,
+    more_coins: Sequence[dict[str, Any]] = (),
+    **tx_fields: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A request spending the anchor (and `more_coins`) to `payouts`, the rest less `fee` to the
+    canonical change: the shape honest members sign when the payouts are owed. Returns (request
+    body, anchor coin)."""
+    coin, anchor = fed.anchor_coin()
+    coins = [coin, *more_coins]
+    change = sum(c["sats"] for c in coins) - sum(sats for _, sats in payouts) - fee
+    tx = build_tx(coins, [*payouts, (bytes.fromhex(anchor["change_script"]), change)], **tx_fields)
+    epoch = fed.attacker.evil("keys")["epoch"]
+    return request_body(tx, coins, epoch, change_paths={len(payouts): anchor["change_path"]}), coin
 
 
 def request_body(

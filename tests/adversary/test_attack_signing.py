@@ -13,6 +13,7 @@ from coincurve import PrivateKey
 from adversary.harness import (
     AdversaryCluster,
     address_script,
+    anchored_payout,
     build_tx,
     log_count,
     nonce_used_for,
@@ -35,15 +36,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory, regtest: RegtestBitcoind) -> I
     cluster.stop()
 
 
-def honest_payout_succeeds(fed: AdversaryCluster, sats: int = 20_000) -> None:
-    """The federation still pays a real debt, coordinated by an honest member."""
-    miner = fed.miner_address()
-    fed.credit(miner, sats)
-    result = fed.honest[0].call("frost-payout", {"outputs": [{"address": miner, "sats": sats}]})
-    assert result["status"] == "broadcast", result
-    fed.btc.mine(1)
-    assert fed.received(miner) == sats
-
 
 def test_payout_to_the_attackers_own_address_is_refused_by_every_honest_member(fed: AdversaryCluster) -> None:
     coin = fed.fund_coin(100_000)
@@ -60,7 +52,7 @@ def test_payout_to_the_attackers_own_address_is_refused_by_every_honest_member(f
     for m in fed.honest:
         assert nonces_for(m, body["id"]) == []  # not even a presignature was made
     assert unspent(fed.btc, coin)
-    honest_payout_succeeds(fed)
+    fed.honest_payout_succeeds()
 
 
 def _point_pair() -> str:
@@ -68,12 +60,11 @@ def _point_pair() -> str:
 
 
 def test_sessions_with_bad_signer_lists_are_refused_before_the_nonce_journal(fed: AdversaryCluster) -> None:
-    coin = fed.fund_coin(60_000)
+    fed.fund_coin(60_000)
     miner = fed.miner_address()
-    fed.credit(miner, coin["sats"] - 300)
+    fed.credit(miner, 5_000)
     keys = fed.attacker.evil("keys")
-    tx = build_tx([coin], [(address_script(miner), coin["sats"] - 300)])
-    body = request_body(tx, [coin], keys["epoch"])
+    body, coin = anchored_payout(fed, [(address_script(miner), 5_000)])
     victim = fed.honest[0]
     out = fed.attacker.evil("sign", {"request": body, "to": [victim.id.hex()], "hold": True})
     assert out["ready"] == [victim.id.hex()]  # a fair payout: the victim agreed and made a presignature
@@ -110,7 +101,7 @@ def test_sessions_with_bad_signer_lists_are_refused_before_the_nonce_journal(fed
     )
     assert nonces_for(victim, body["id"]) == ["issued"]  # the presignature is untouched, nothing signed
     assert unspent(fed.btc, coin)
-    honest_payout_succeeds(fed)
+    fed.honest_payout_succeeds()
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from bitcoin.core.script import CScript
 from adversary.harness import (
     AdversaryCluster,
     address_script,
+    anchored_payout,
     build_tx,
     nonce_used_for,
     nonces_for,
@@ -44,14 +45,6 @@ def fed(tmp_path_factory: pytest.TempPathFactory, regtest: RegtestBitcoind) -> I
     yield cluster
     cluster.stop()
 
-
-def honest_payout_succeeds(fed: AdversaryCluster, sats: int = 20_000) -> None:
-    miner = fed.miner_address()
-    fed.credit(miner, sats)
-    result = fed.honest[1].call("frost-payout", {"outputs": [{"address": miner, "sats": sats}]})
-    assert result["status"] == "broadcast", result
-    fed.btc.mine(1)
-    assert fed.received(miner) == sats
 
 
 def owed_miner(fed: AdversaryCluster, sats: int, kind: str = "bech32") -> bytes:
@@ -98,7 +91,7 @@ def test_transactions_that_cannot_confirm_soon_are_refused(
     tx = build_tx([coin], [(miner, pay)], **fields)
     attack(fed, request_body(tx, [coin], epoch(fed)), code)
     assert unspent(fed.btc, coin)
-    honest_payout_succeeds(fed)
+    fed.honest_payout_succeeds(via=1)
 
 
 def test_a_dust_output_is_refused(fed: AdversaryCluster) -> None:
@@ -107,7 +100,7 @@ def test_a_dust_output_is_refused(fed: AdversaryCluster) -> None:
     tx = build_tx([coin], [(tiny, 100), (rest, coin["sats"] - 100 - 500)])
     attack(fed, request_body(tx, [coin], epoch(fed)), "dust_output")
     assert unspent(fed.btc, coin)
-    honest_payout_succeeds(fed)
+    fed.honest_payout_succeeds(via=1)
 
 
 def test_a_transaction_above_the_standard_weight_is_refused(fed: AdversaryCluster) -> None:
@@ -119,7 +112,7 @@ def test_a_transaction_above_the_standard_weight_is_refused(fed: AdversaryCluste
     assert len(tx.serialize()) > 103_000 and fee < 200_000 and fee / (len(tx.serialize()) + 17) > 1
     attack(fed, request_body(tx, [coin], epoch(fed)), "tx_too_large")
     assert unspent(fed.btc, coin)
-    honest_payout_succeeds(fed)
+    fed.honest_payout_succeeds(via=1)
 
 
 def test_fee_burns_are_refused_by_the_no_payee_rule_and_the_fee_budget(fed: AdversaryCluster) -> None:
@@ -131,18 +124,16 @@ def test_fee_burns_are_refused_by_the_no_payee_rule_and_the_fee_budget(fed: Adve
         attack(fed, request_body(tx, [coin], epoch(fed)), "no_payee")
         assert unspent(fed.btc, coin)
     # A token payout with the same fee: the first fits the budget and is signed, the second does not.
-    first = fed.fund_coin(250_000)
+    big = fed.fund_coin(250_000)
     miner = owed_miner(fed, 2_000)
-    tx = build_tx([first], [(miner, 1_000), (bytes.fromhex(first["script"]), first["sats"] - 1_000 - 199_000)])
-    body = request_body(tx, [first], epoch(fed))
+    body, _ = anchored_payout(fed, [(miner, 1_000)], fee=199_000, more_coins=[big])
     out = fed.attacker.evil("sign", {"request": body, "to": "all", "self": True})
-    assert out["signed"] is True  # within every bound: a fair, if expensive, payout
+    assert out["signed"] is True, out  # within every bound: a fair, if expensive, payout
     assert sum(nonce_used_for(m, body["id"]) for m in fed.honest) >= 2
-    second = fed.fund_coin(250_000)
-    tx = build_tx([second], [(miner, 1_000), (bytes.fromhex(second["script"]), second["sats"] - 1_000 - 199_000)])
-    attack(fed, request_body(tx, [second], epoch(fed)), "fee_budget_exceeded")
+    body, second = anchored_payout(fed, [(miner, 1_000)], fee=199_100, more_coins=[big])  # a new txid
+    attack(fed, body, "fee_budget_exceeded")
     assert unspent(fed.btc, second)
-    honest_payout_succeeds(fed)  # a normal fee still fits in what is left of the budget
+    fed.honest_payout_succeeds(via=1)  # a normal fee still fits in what is left of the budget
 
 
 def _psbt_body(fed: AdversaryCluster, coin: dict[str, Any], miner: bytes, mutate: Any) -> dict[str, Any]:
@@ -200,12 +191,16 @@ def test_frost_sign_refuses_a_lying_psbt_and_open_sighash_types_with_a_reason(fe
     watch = create_watch_only_wallet(fed.btc.rpc_client, "advtx-watch", desc["descriptor"], range_end=100)
     change = {"desc": desc["change_descriptor"], "range": [0, 100], "timestamp": 0, "internal": True, "active": True}
     assert watch.call("importdescriptors", [change])[0]["success"]
-    options = {"fee_rate": 2, "change_type": "bech32m"}
     miner = fed.miner_address()
     fed.credit(miner, 20_000)
     member = fed.honest[2]
+    # the honest PSBT must spend the anchor and return change to the canonical change address
+    status = member.call("frost-status")
+    anchor_txid, anchor_vout = status["anchor"].split(":")
+    anchor = [{"txid": anchor_txid, "vout": int(anchor_vout)}]
+    options = {"fee_rate": 2, "changeAddress": status["change_address"], "add_inputs": True}
     for mutate, code in [(_lie_about_amount, "psbt_utxo_mismatch"), (_sighash(0x83), "unsupported_sighash")]:
-        funded = watch.call("walletcreatefundedpsbt", [], [{miner: Decimal("0.0002")}], 0, options)
+        funded = watch.call("walletcreatefundedpsbt", anchor, [{miner: Decimal("0.0002")}], 0, options)
         psbt = Psbt.from_base64(funded["psbt"])
         mutate(psbt)
         used_before = [m.call("frost-status")["nonces"].get("used", 0) for m in fed.honest]
@@ -213,7 +208,7 @@ def test_frost_sign_refuses_a_lying_psbt_and_open_sighash_types_with_a_reason(fe
             member.call("frost-sign", [psbt.to_base64()])
         assert err.value.code == 1402 and f"{code}: input 0" in str(err.value.data), err.value
         assert [m.call("frost-status")["nonces"].get("used", 0) for m in fed.honest] == used_before
-    funded = watch.call("walletcreatefundedpsbt", [], [{miner: Decimal("0.0002")}], 0, options)
+    funded = watch.call("walletcreatefundedpsbt", anchor, [{miner: Decimal("0.0002")}], 0, options)
     signed = member.call("frost-sign", [funded["psbt"]])  # the honest PSBT is still signed
     final = fed.btc.rpc("finalizepsbt", signed["psbt"])
     assert final["complete"] and fed.btc.rpc("testmempoolaccept", [final["hex"]])[0]["allowed"]
