@@ -31,6 +31,7 @@ class SigningRequest:
     input_paths: tuple[tuple[int, int] | None, ...]  # None: not the federation's (a joiner's bond input)
     change_paths: dict[int, tuple[int, int]]  # output index -> path
     transition: dict[str, Any] | None = None  # proposal, new epoch recovery data, bond key
+    deadline: int | None = None  # unix time after which the coordinator has given up: late copies are dropped
 
     def to_body(self) -> dict[str, Any]:
         body = {
@@ -43,6 +44,8 @@ class SigningRequest:
         }
         if self.transition is not None:
             body["transition"] = self.transition
+        if self.deadline is not None:
+            body["deadline"] = self.deadline
         return body
 
     @property
@@ -78,7 +81,8 @@ class SigningRequest:
             transition = msg.get("transition", dict)
         if any(not 0 <= i < len(tx.vout) for i in change_paths):
             raise MessageError("request names a change output that does not exist")
-        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition)
+        deadline = msg.integer("deadline") if "deadline" in msg.body else None
+        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition, deadline)
 
 
 def _output_index(key: str) -> int:
