@@ -278,7 +278,27 @@ def test_federation_life_cycle_on_real_nodes(node_factory, bitcoind, tmp_path):
     assert set(err) == {"code", "message", "data"} and err["code"] == commands.POLICY_REJECTED
     assert len(err["data"]["rejections"]) >= 2 and all(err["data"]["rejections"].values())
 
+    # a non-member's garbage and replayed frames: no answer, no record, and the federation goes on paying
+    stranger = node_factory.get_node(options={"plugin": STRANGER})
+    stranger.rpc.connect(l1.info["id"], "localhost", l1.port)
+    hello = stranger_hello(bytes.fromhex(stranger.info["id"]), b"\x06" * 32)
+    for _ in range(10):
+        for frame in (hello, TYPE + bytes([DATA]) + b"\x00" * 64, TYPE + os.urandom(300)):
+            stranger.rpc.call("sendcustommsg", {"node_id": l1.info["id"], "msg": frame.hex()})
+    # errors of a running member are plain too
+    for method, params, code in [
+        ("frost-requests", ["nosuch"], commands.NOT_FOUND),
+        ("frost-bond-claim", [bitcoind.rpc.getnewaddress()], commands.NOT_FOUND),
+        ("frost-payout", [[{"address": "bc1q" + "q" * 38, "sats": 1000}]], commands.INVALID_PARAMS),
+        ("frost-sign", ["bm90IGEgcHNidA=="], commands.INVALID_PARAMS),
+    ]:
+        assert error_of(l1, method, params)["code"] == code, method
+
     first = pay(bitcoind, l1, nodes, 50_000, "window-1")
+    assert stranger.rpc.call("stranger-inbox")["messages"] == []
+    assert l1.daemon.is_in_log(r"dropped traffic .*non-members")
+    keys = Path(l1.daemon.lightning_dir, "regtest", "frostfed", "member-keys.json")
+    assert stranger.info["id"] not in keys.read_text()
     assert len(first["signers"]) == 3
     signer = next(n for n in nodes if status(n)["id"] == first["signers"][-1])  # type: ignore[index]
     history = signer.rpc.call("frost-ledger-history", [first["miner"]])
