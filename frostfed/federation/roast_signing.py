@@ -331,10 +331,7 @@ class RoastSigning:
     async def _late(self, peer: PeerId, req: SigningRequest) -> bool:
         """A request past its deadline or already settled on chain (a member back from being offline gets
         the queued copies): dropped quietly, neither judged nor answered nor recorded."""
-        if req.deadline is None:
-            return False
-        now = time.time()
-        if now > req.deadline + CLOCK_SKEW:
+        if req.deadline is not None and time.time() > req.deadline + CLOCK_SKEW:
             log.info("request %s from %s is past its deadline: dropped", req.id, peer.hex()[:16])
             return True
         chain = self.member.chain
