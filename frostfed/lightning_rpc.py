@@ -7,19 +7,27 @@ wallet behind `bitcoin.cln_chain.LightningSocket`). Both send the same request a
 same way. It sits at the package's top, below every layer, so that `bitcoin/` and `plugin/` (and `net/`,
 whose custom-message channel takes any client with a `call`) use one client while every dependency still
 points down.
+
+A unix socket address holds at most 107 bytes, and `<lightning-dir>/<network>/lightning-rpc` is often
+longer (pyln-testing's directories always are). A longer path is reached through a descriptor of its
+directory, `/proc/self/fd/<fd>/lightning-rpc`, as pyln-client does: a `chdir` would move every thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import os
 import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 READ_SIZE = 1 << 16
+MAX_UNIX_PATH = 107
+"""sun_path holds 108 bytes, the last one a NUL."""
 
 
 class LightningRpcError(Exception):
@@ -64,12 +72,32 @@ class LightningRpc:
         self.timeout = timeout
         self._ids = itertools.count(1)
         self._ids_lock = threading.Lock()
+        self._connect_path = self.socket_path
+        self._dir_fd: int | None = None
+        if len(os.fsencode(self.socket_path)) > MAX_UNIX_PATH:
+            directory, name = os.path.split(self.socket_path)
+            try:
+                self._dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                pass  # connecting will fail with the path's own error
+            else:
+                self._connect_path = f"/proc/self/fd/{self._dir_fd}/{name}"
+
+    def close(self) -> None:
+        """Release the directory descriptor a long socket path is reached through."""
+        fd, self._dir_fd = self._dir_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     async def call(self, method: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
         rid, request = self._request(method, params)
         try:
             async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_unix_connection(self.socket_path, limit=1 << 26)
+                reader, writer = await asyncio.open_unix_connection(self._connect_path, limit=1 << 26)
                 try:
                     writer.write(request)
                     await writer.drain()
@@ -89,7 +117,7 @@ class LightningRpc:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(self.timeout)
-                s.connect(self.socket_path)
+                s.connect(self._connect_path)
                 s.sendall(request)
                 answers = _AnswerReader(rid)
                 answer = None

@@ -25,8 +25,8 @@ def secret(i: int) -> bytes:
     return hashlib.sha256(f"member {i}".encode()).digest()
 
 
-async def member_channel(node_id: bytes, sec: bytes) -> MemberKeyChannel:
-    inner = ClnChannel(LightningRpc("/nonexistent", timeout=1), node_id)  # sends fail: receive path only
+async def member_channel(node_id: bytes, sec: bytes, members: list[bytes] = ()) -> MemberKeyChannel:
+    inner = ClnChannel(LightningRpc("/nonexistent", timeout=1), node_id, dict.fromkeys(members))  # receive only
     await inner.start()
     return MemberKeyChannel(inner, sec, hello_interval=60)
 
@@ -36,7 +36,7 @@ def inject(ch: MemberKeyChannel, from_node: bytes, frame: bytes) -> None:
 
 
 async def test_pairing_rules():
-    me = await member_channel(node(0), secret(0))
+    me = await member_channel(node(0), secret(0), [node(1), node(2), node(3)])
     alice = await member_channel(node(1), secret(1))
     thief = await member_channel(node(2), secret(1))  # holds alice's member secret on another node
     got: list[tuple[bytes, bytes]] = []
@@ -63,6 +63,34 @@ async def test_pairing_rules():
     with pytest.raises(ChannelError, match="not paired"):
         await me.send(thief.member_id[:1] + b"\x99" * 32, b"x")
     for ch in (me, alice, thief):
+        await ch.close()
+
+
+async def test_non_members_get_no_answer_and_leave_no_state(caplog):
+    me = await member_channel(node(0), secret(0), [node(1)])
+    stranger = await member_channel(node(5), secret(5))
+    signed: list[bool] = []
+    real_hello = me.hello
+    me.hello = lambda ask: signed.append(ask) or real_hello(ask)  # type: ignore[method-assign]
+    paired: list[tuple[bytes, bytes]] = []
+    me.on_paired(lambda n, m: paired.append((n, m)))
+    got: list[tuple[bytes, bytes]] = []
+    me.on_receive(lambda p, d: got.append((p, d)))
+    caplog.set_level("INFO", logger="frostfed.net.cln")
+    for _ in range(50):
+        inject(me, node(5), stranger.hello(ask=True))  # correctly signed, by a node that is no member
+        inject(me, node(5), bytes([DATA]) + b"let me in")
+        inject(me, node(5), b"\xff garbage")
+    me.inner.handle_connect(node(5).hex())
+    await asyncio.sleep(0.1)
+    assert me.member_of(node(5)) is None and paired == [] and got == [] and signed == []
+    drops = [r for r in caplog.records if "dropped traffic" in r.getMessage()]
+    assert len(drops) == 1 and "non-members" in drops[0].getMessage()  # one line for 150 frames
+    alice = await member_channel(node(1), secret(1))
+    inject(me, node(1), alice.hello(ask=False))  # the member is still heard
+    await asyncio.sleep(0.05)
+    assert me.member_of(node(1)) == alice.member_id and paired == [(node(1), alice.member_id)]
+    for ch in (me, stranger, alice):
         await ch.close()
 
 

@@ -65,6 +65,17 @@ BAD_ARGS: dict[str, list[tuple[list[Any] | dict[str, Any], int]]] = {
     "frost-approve-expel": [([], -32602), (["zz"], -32602), ({"id": MEMBER}, -32602)],
     "frost-revoke": [([], -32602), ([MEMBER, 1], -32602)],
     "frost-bond-claim": [([], -32602), (["short"], -32602), ({"address": None}, -32602), ({"to": "x"}, -32602)],
+    "frost-ledger-credit": [
+        ([], -32602),
+        (["bcrt1p" + "q" * 58, 0, "k1"], -32602),
+        (["bcrt1p" + "q" * 58, -5, "k1"], -32602),
+        (["bcrt1p" + "q" * 58, 1000], -32602),
+        (["bcrt1p" + "q" * 58, 1000, "bad key!"], -32602),
+        ({"address": "short", "sats": 1, "key": "k"}, -32602),
+        (["bcrt1p" + "q" * 58, True, "k"], -32602),
+    ],
+    "frost-ledger": [(["short"], -32602), ({"miner": "x"}, -32602), ([1, 2], -32602)],
+    "frost-ledger-history": [([42], -32602), ({"address": ""}, -32602)],
 }
 GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
     "frost-status": [],
@@ -82,6 +93,9 @@ GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
     "frost-approve-expel": [MEMBER],
     "frost-revoke": {"member": MEMBER},
     "frost-bond-claim": ["bcrt1p" + "q" * 58],
+    "frost-ledger-credit": ["bcrt1p" + "q" * 58, 1000, "window-1"],
+    "frost-ledger": [],
+    "frost-ledger-history": {},
 }
 
 
@@ -107,7 +121,9 @@ async def test_manifest_registers_every_command_with_its_usage(net):
     m = node.manifest
     assert set(commands.COMMANDS) <= set(m.rpcmethods)
     for name, cmd in commands.COMMANDS.items():
-        assert m.rpcmethods[name]["usage"] == cmd.usage
+        usage, _, doc = m.rpcmethods[name]["usage"].partition("  \n ")
+        assert usage == cmd.usage and doc.startswith(cmd.summary)  # lightningd's help shows only the usage
+        assert all(f"\n {p.name}" in doc and p.doc for p in cmd.params)
         assert m.rpcmethods[name]["description"] == cmd.summary
     assert "custommsg" in m.hooks and {"connect", "disconnect"} <= m.subscriptions
     configs = (await node.cli("listconfigs"))["configs"]

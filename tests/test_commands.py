@@ -90,6 +90,18 @@ class ScriptedService:
         self.calls.append(("bond_claim", (address,)))
         return {"txid": "00" * 32}
 
+    async def ledger_credit(self, address: str, sats: int, key: str) -> dict[str, Any]:
+        self.calls.append(("ledger_credit", (address, sats, key)))
+        return {"credited": True}
+
+    async def ledger(self, address: str | None) -> dict[str, Any]:
+        self.calls.append(("ledger", (address,)))
+        return {"debts": []}
+
+    async def ledger_history(self, address: str | None) -> dict[str, Any]:
+        self.calls.append(("ledger_history", (address,)))
+        return {"credits": [], "payouts": []}
+
     async def requests(self, request_id: str | None) -> dict[str, Any]:
         self.calls.append(("requests", (request_id,)))
         if request_id == "boom":
@@ -120,6 +132,7 @@ def test_every_command_is_covered_here() -> None:
         "frost-approve-expel",
         "frost-revoke",
     }
+    with_params |= {"frost-ledger-credit", "frost-ledger", "frost-ledger-history"}
     assert set(COMMANDS) == {*NO_PARAMS, *with_params}
 
 
@@ -140,6 +153,11 @@ def test_every_command_is_covered_here() -> None:
         ("frost-admit", {"id": MEMBER, "min_bond_sats": "250000"}, ("admit", (MEMBER, 250_000))),
         ("frost-approve-expel", [MEMBER.upper()], ("approve_expel", (MEMBER,))),
         ("frost-revoke", {"member": MEMBER}, ("revoke", (MEMBER,))),
+        ("frost-ledger-credit", [ADDR, "1000", 42], ("ledger_credit", (ADDR, 1000, "42"))),
+        ("frost-ledger-credit", {"address": ADDR, "sats": 5, "key": "w:1"}, ("ledger_credit", (ADDR, 5, "w:1"))),
+        ("frost-ledger", [], ("ledger", (None,))),
+        ("frost-ledger", [ADDR], ("ledger", (ADDR,))),
+        ("frost-ledger-history", {"address": ADDR}, ("ledger_history", (ADDR,))),
     ],
 )
 async def test_membership_commands_bind(name: str, params: Any, call: tuple[str, tuple[Any, ...]]) -> None:
@@ -233,6 +251,13 @@ BAD_ARGS = [
     ("frost-payout", [OUTPUTS, float("nan")], "feerate"),
     ("frost-payout", [OUTPUTS, 5, 6], "at most 2"),
     ("frost-payout", {"outputs": OUTPUTS, "fee": 5}, "fee"),
+    ("frost-ledger-credit", [ADDR, 1000], "key"),
+    ("frost-ledger-credit", [ADDR, 0, "k"], "sats"),
+    ("frost-ledger-credit", [ADDR, 1.5, "k"], "sats"),
+    ("frost-ledger-credit", [ADDR, 5, "k" * 129], "key"),
+    ("frost-ledger-credit", [ADDR, 5, "a b"], "key"),
+    ("frost-ledger-credit", ["short", 5, "k"], "address"),
+    ("frost-ledger", [5], "address"),
     ("frost-sign", [], "psbt"),
     ("frost-sign", [""], "psbt"),
     ("frost-sign", [5], "psbt"),

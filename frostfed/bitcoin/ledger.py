@@ -253,3 +253,61 @@ class Ledger:
     def _unconfirm(self, txid: str) -> None:
         self._db.execute("DELETE FROM payout WHERE txid = ?", (txid,))
         self._db.execute("UPDATE reserved SET settled_by = NULL WHERE settled_by = ?", (txid,))
+
+    # -- keyed credits (what the front ends' frost-ledger-credit calls) --------------------------
+
+    def credit_once(self, key: str, script: bytes, sats: int, at: int) -> bool:
+        """`credit` under an idempotency key: True if credited now, False if this key already credited
+        exactly this; a key reused for another script or amount is an error (nothing is credited)."""
+        if not isinstance(sats, int) or isinstance(sats, bool) or sats <= 0:
+            raise LedgerError(f"a credit is a positive number of satoshis, not {sats!r}")
+        with self._lock:
+            self._db.execute(_KEYED_SCHEMA)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT script, sats FROM keyed_credit WHERE key = ?", (key,)).fetchone()
+                if row is not None:
+                    self._db.execute("ROLLBACK")
+                    if bytes(row[0]) != bytes(script) or row[1] != sats:
+                        raise LedgerError(f"key {key!r} was already used for a different credit ({row[1]} sats)")
+                    return False
+                self._db.execute(
+                    "INSERT INTO keyed_credit (key, script, sats, at) VALUES (?, ?, ?, ?)",
+                    (key, bytes(script), sats, at),
+                )
+                self._db.execute(
+                    "INSERT INTO debt (script, credited) VALUES (?, ?) "
+                    "ON CONFLICT(script) DO UPDATE SET credited = credited + excluded.credited",
+                    (bytes(script), sats),
+                )
+                self._db.execute("COMMIT")
+            except LedgerError:
+                raise
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return True
+
+    def keyed_credits(self) -> list[tuple[str, bytes, int, int]]:
+        """Keyed credits, oldest first: (key, script, sats, unix time)."""
+        with self._lock:
+            self._db.execute(_KEYED_SCHEMA)
+            return [
+                (k, bytes(s), n, t)
+                for k, s, n, t in self._db.execute("SELECT key, script, sats, at FROM keyed_credit ORDER BY rowid")
+            ]
+
+    def scripts(self) -> list[bytes]:
+        """Every script the ledger holds a debt for."""
+        with self._lock:
+            return [bytes(r[0]) for r in self._db.execute("SELECT script FROM debt ORDER BY rowid")]
+
+
+_KEYED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keyed_credit (
+    key TEXT PRIMARY KEY,
+    script BLOB NOT NULL,
+    sats INTEGER NOT NULL CHECK (sats > 0),
+    at INTEGER NOT NULL
+)
+"""

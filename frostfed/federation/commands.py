@@ -59,6 +59,9 @@ class Service(Protocol):
     async def revoke(self, member: str) -> dict[str, Any]: ...
     async def epochs(self) -> dict[str, Any]: ...
     async def bond_claim(self, address: str) -> dict[str, Any]: ...
+    async def ledger_credit(self, address: str, sats: int, key: str) -> dict[str, Any]: ...
+    async def ledger(self, address: str | None) -> dict[str, Any]: ...
+    async def ledger_history(self, address: str | None) -> dict[str, Any]: ...
 
 
 Validator = Callable[[str, Any], Any]
@@ -82,6 +85,14 @@ class Command:
     @property
     def usage(self) -> str:
         return " ".join(p.name if p.required else f"[{p.name}]" for p in self.params)
+
+    @property
+    def help_text(self) -> str:
+        """The summary, then one line per parameter: what `lightning-cli help` shows."""
+        lines = [self.summary]
+        for p in self.params:
+            lines.append(f"{p.name}{'' if p.required else ' (optional)'}: {p.doc}")
+        return "\n".join(lines)
 
     def bind(self, params: list[Any] | dict[str, Any] | None) -> dict[str, Any]:
         """Map positional or keyword arguments onto the parameters, validating each."""
@@ -204,6 +215,18 @@ def _address(name: str, value: Any) -> str:
     return value
 
 
+def _key(name: str, value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # lightning-cli sends a numeric-looking key as a number
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 128
+        or not all(c.isascii() and (c.isalnum() or c in "-_.:/") for c in value)
+    ):
+        raise ValueError(f"'{name}' must be 1-128 letters, digits or -_.:/")
+    return value
+
+
 def _commands() -> dict[str, Command]:
     cmds = [
         Command(
@@ -228,15 +251,15 @@ def _commands() -> dict[str, Command]:
             "frost-payout",
             "Build a payout to [{address, sats}], have every member check it, FROST-sign and broadcast.",
             (
-                Param("outputs", _outputs, doc="JSON list of {address, sats}"),
-                Param("feerate", _feerate, required=False, doc="sat/vB"),
+                Param("outputs", _outputs, doc='JSON list of {"address": ..., "sats": ...}'),
+                Param("feerate", _feerate, required=False, doc="sat/vB (default 2, within the policy's bounds)"),
             ),
             lambda s, outputs, feerate: s.payout(outputs, feerate),
         ),
         Command(
             "frost-sign",
             "Have the federation check and sign its inputs of a PSBT; returns the PSBT.",
-            (Param("psbt", _psbt, doc="base64 PSBT"),),
+            (Param("psbt", _psbt, doc="base64 PSBT whose federation inputs carry BIP 371 derivations"),),
             lambda s, psbt: s.sign(psbt),
         ),
         Command(
@@ -248,17 +271,22 @@ def _commands() -> dict[str, Command]:
         Command(
             "frost-requests",
             "Signing requests with their status and outcome (one, given its id).",
-            (Param("id", _text, required=False),),
+            (Param("id", _text, required=False, doc="a request id; all requests when omitted"),),
             lambda s, id: s.requests(id),
         ),
         Command(
             "frost-join",
             "Propose a new member: a DKG among the new list, then a bond transaction signed by t members.",
             (
-                Param("id", _member_id, doc="the joiner's member id"),
-                Param("address", _hostport, doc="the joiner's host:port"),
-                Param("bond_sats", _whole(1, 21 * 10**14), required=False),
-                Param("lock_blocks", _whole(1, 500_000), required=False),
+                Param("id", _member_id, doc="the joiner's member id (its frost-status 'me')"),
+                Param("address", _hostport, doc="the joiner's host:port (<node id>@host:port in Core Lightning)"),
+                Param("bond_sats", _whole(1, 21 * 10**14), required=False, doc="bond in sats (default: min_bond_sats)"),
+                Param(
+                    "lock_blocks",
+                    _whole(1, 500_000),
+                    required=False,
+                    doc="blocks the bond stays locked (default: min_bond_blocks)",
+                ),
             ),
             lambda s, id, address, bond_sats, lock_blocks: s.join(id, address, bond_sats, lock_blocks),
         ),
@@ -271,7 +299,7 @@ def _commands() -> dict[str, Command]:
         Command(
             "frost-expel",
             "Propose removing a member (e.g. one long offline): a transition without it, signed by t.",
-            (Param("member", _member_id),),
+            (Param("member", _member_id, doc="the member id to remove"),),
             lambda s, member: s.expel(member),
         ),
         Command(
@@ -304,8 +332,31 @@ def _commands() -> dict[str, Command]:
         Command(
             "frost-bond-claim",
             "Spend this member's matured fidelity bond to an address (only after its lock time).",
-            (Param("address", _address),),
+            (Param("address", _address, doc="the Bitcoin address the bond goes to"),),
             lambda s, address: s.bond_claim(address),
+        ),
+        Command(
+            "frost-ledger-credit",
+            "Credit a miner in this member's ledger (what the pool's share accounting calls). A retried call "
+            "with the same key credits once.",
+            (
+                Param("address", _address, doc="the miner's Bitcoin address"),
+                Param("sats", _whole(1, 21 * 10**14), doc="satoshis the pool owes it for this credit"),
+                Param("key", _key, doc="idempotency key, unique per credit (e.g. the share window's id)"),
+            ),
+            lambda s, address, sats, key: s.ledger_credit(address, sats, key),
+        ),
+        Command(
+            "frost-ledger",
+            "What this member's ledger says the pool owes: credited, paid, reserved and available per miner.",
+            (Param("address", _address, required=False, doc="one miner's address; every miner when omitted"),),
+            lambda s, address: s.ledger(address),
+        ),
+        Command(
+            "frost-ledger-history",
+            "The ledger's history: each keyed credit and each confirmed payout, oldest first.",
+            (Param("address", _address, required=False, doc="one miner's address; every miner when omitted"),),
+            lambda s, address: s.ledger_history(address),
         ),
     ]
     return {c.name: c for c in cmds}

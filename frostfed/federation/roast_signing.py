@@ -14,8 +14,10 @@ input and the next presignature), sdone (coordinator -> all: the outcome).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,6 +63,9 @@ if TYPE_CHECKING:
     from frostfed.federation.node import Member
 
 log = logging.getLogger(__name__)
+
+CLOCK_SKEW = 30.0
+"""Seconds a member's clock may be behind the coordinator's before a request it still could sign is dropped."""
 
 
 class SigningError(Exception):
@@ -182,6 +187,8 @@ class RoastSigning:
         if self.member.keys is None:
             raise SigningError("no active epoch yet", {"status": "failed"})
         keys = self.member.keys
+        if req.deadline is None:  # members that get it later than this drop it (the coordinator gave up)
+            req = dataclasses.replace(req, deadline=int(time.time() + self.member.request_timeout) + 1)
         # The coordinator needs the sighashes, which only the chain's view of the inputs gives.
         try:
             if req.kind == "transition":
@@ -356,9 +363,36 @@ class RoastSigning:
             return  # a repeated request: answered once only
         self._judging.add(req.id)  # before the first await: a duplicate arriving meanwhile is dropped
         try:
+            if await self._late(peer, req):
+                return
             await self._answer_request(peer, req)
         finally:
             self._judging.discard(req.id)
+
+    async def _late(self, peer: PeerId, req: SigningRequest) -> bool:
+        """A request past its deadline or already settled on chain (a member back from being offline gets
+        the queued copies): dropped quietly, neither judged nor answered nor recorded."""
+        if req.deadline is not None and time.time() > req.deadline + CLOCK_SKEW:
+            log.info("request %s from %s is past its deadline: dropped", req.id, peer.hex()[:16])
+            return True
+        view = self.member.chain_view
+        try:
+            await asyncio.to_thread(view.refresh)
+        except ChainError:
+            return False  # judged as usual: a check without the chain refuses
+        for txin in req.tx.vin:  # any input spent on chain: the request confirmed, or never can
+            outpoint = (b2lx(txin.prevout.hash), txin.prevout.n)
+            spender = view.index.spender(outpoint)
+            if spender is not None:
+                log.info(
+                    "request %s from %s is settled on chain (%s:%d spent by %s): dropped",
+                    req.id,
+                    peer.hex()[:16],
+                    *outpoint,
+                    spender,
+                )
+                return True
+        return False
 
     async def _answer_request(self, peer: PeerId, req: SigningRequest) -> None:
         reason = await self._check_request(req)

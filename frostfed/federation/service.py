@@ -8,16 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from typing import Any
 
 from bitcoin.core import CTransaction, b2lx
 
 from frostfed.bitcoin.bond import claim_bond
 from frostfed.bitcoin.chain import BitcoindRpc, ChainError
+from frostfed.bitcoin.ledger import Ledger, LedgerError
 from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx
 from frostfed.bitcoin.policy import keypath_vsize
 from frostfed.bitcoin.psbt import Psbt, PsbtError
-from frostfed.bitcoin.taproot import AddressError, p2tr_address, script_from_address
+from frostfed.bitcoin.taproot import AddressError, address_from_script, p2tr_address, script_from_address
 from frostfed.federation import commands
 from frostfed.federation.coins import AnchorPending, CoinError, payout_coins, select_coins
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys, PathError, check_path
@@ -29,7 +31,62 @@ from frostfed.federation.signing_request import SigningRequest
 RpcError = commands.RpcError
 
 
-class FederationService:
+class _LedgerCommands:
+    """frost-ledger-*: the pool's share accounting credits miners, and anyone reads the member's own ledger."""
+
+    member: Member
+
+    def _ledger(self) -> Ledger:
+        if self.member.ledger is None:
+            raise RpcError(commands.NOT_FOUND, "this member keeps no ledger")
+        return self.member.ledger
+
+    def _script(self, address: str) -> bytes:
+        try:
+            return script_from_address(address, self.member.network)
+        except AddressError as e:
+            raise RpcError(commands.INVALID_PARAMS, f"address: {e}") from None
+
+    def _address(self, script: bytes) -> str:
+        return address_from_script(script, self.member.network) or script.hex()
+
+    async def ledger_credit(self, address: str, sats: int, key: str) -> dict[str, Any]:
+        ledger, script = self._ledger(), self._script(address)
+        try:
+            credited = await asyncio.to_thread(ledger.credit_once, key, script, sats, int(time.time()))
+        except LedgerError as e:
+            raise RpcError(commands.INVALID_PARAMS, str(e)) from None
+        return {"address": address, "sats": sats, "key": key, "credited": credited, **self._debt(ledger, script)}
+
+    def _debt(self, ledger: Ledger, script: bytes) -> dict[str, Any]:
+        st = ledger.status(script)
+        return {"total_credited": st.credited, "paid": st.paid, "reserved": st.reserved, "available": st.available}
+
+    async def ledger(self, address: str | None) -> dict[str, Any]:
+        ledger = self._ledger()
+        scripts = [self._script(address)] if address is not None else await asyncio.to_thread(ledger.scripts)
+        return {"debts": [{"address": self._address(s), **self._debt(ledger, s)} for s in scripts]}
+
+    async def ledger_history(self, address: str | None) -> dict[str, Any]:
+        ledger = self._ledger()
+        only = self._script(address) if address is not None else None
+        credits = await asyncio.to_thread(ledger.keyed_credits)
+        payouts = await asyncio.to_thread(ledger.payouts)
+        return {
+            "credits": [
+                {"key": k, "address": self._address(s), "sats": n, "time": t}
+                for k, s, n, t in credits
+                if only is None or s == only
+            ],
+            "payouts": [
+                {"txid": txid, "height": h, "address": self._address(s), "sats": n}
+                for txid, h, s, n in payouts
+                if only is None or s == only
+            ],
+        }
+
+
+class FederationService(_LedgerCommands):
     def __init__(self, member: Member, rpc: BitcoindRpc | None) -> None:
         self.member = member
         self.rpc = rpc

@@ -37,6 +37,7 @@ class SigningRequest:
     change_paths: dict[int, tuple[int, int]]  # output index -> path
     transition: dict[str, Any] | None = None  # proposal, new epoch recovery data, bond key
     psbt: bytes | None = None  # kind "psbt": the serialized PSBT whose claims every signer checks
+    deadline: int | None = None  # unix time after which the coordinator has given up: late copies are dropped
 
     def to_body(self) -> dict[str, Any]:
         body = {
@@ -51,6 +52,8 @@ class SigningRequest:
             body["transition"] = self.transition
         if self.psbt is not None:
             body["psbt"] = self.psbt.hex()
+        if self.deadline is not None:
+            body["deadline"] = self.deadline
         return body
 
     @property
@@ -91,7 +94,8 @@ class SigningRequest:
             if kind != "psbt":
                 raise MessageError(f"a {kind} request carries no PSBT")
             psbt = msg.hexbytes("psbt", max_len=MAX_PSBT_BYTES)
-        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition, psbt)
+        deadline = msg.integer("deadline") if "deadline" in msg.body else None
+        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition, psbt, deadline)
 
 
 def _output_index(key: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -24,6 +25,28 @@ MAX_MESSAGE = 65535
 """BOLT 8 limit for one message, including its 2-byte type."""
 
 log = logging.getLogger("frostfed.net.cln")
+
+
+class DropLog:
+    """Logs dropped traffic without letting a flood of it flood the log: the first drop at once, then at
+    most one summary per `interval` seconds (counts per reason)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._counts: dict[str, int] = {}
+        self._last = -float("inf")
+
+    def drop(self, reason: str, peer: bytes | str | None = None) -> None:
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        who = peer.hex()[:16] if isinstance(peer, bytes) else str(peer)[:16] if peer else "?"
+        summary = ", ".join(f"{n} {r}" for r, n in sorted(self._counts.items()))
+        self.logger.info("dropped traffic (latest from %s): %s", who, summary)
+        self._counts.clear()
+        self._last = now
 
 
 class NodeRpc(Protocol):
@@ -69,6 +92,8 @@ class ClnChannel(Channel):
         self._reconnector: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
+        self.drops = DropLog(log)
+        self._failing: set[PeerId] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -121,8 +146,12 @@ class ClnChannel(Channel):
             raw = bytes.fromhex(payload)
             peer = bytes.fromhex(peer_id)
         except (TypeError, ValueError):
+            self.drops.drop("undecodable custommsg", peer_id if isinstance(peer_id, str) else None)
             return
-        if len(raw) < 2 or int.from_bytes(raw[:2], "big") != FROSTFED_MSGTYPE or len(peer) != 33:
+        if len(raw) < 2 or int.from_bytes(raw[:2], "big") != FROSTFED_MSGTYPE:
+            return  # another message type: someone else's business (0x0007 on every connect)
+        if len(peer) != 33:
+            self.drops.drop("custommsg with a malformed peer id")
             return
         self._threadsafe(self._on_message, peer, raw[2:])
 
@@ -172,9 +201,14 @@ class ClnChannel(Channel):
                     continue
                 try:
                     await self.rpc.call("connect", {"id": f"{peer.hex()}@{addr}"})
-                except Exception as e:
-                    log.info("connect to member %s at %s failed: %s", peer.hex()[:16], addr, e)
+                except Exception as e:  # said once at info, then at debug: a member may be down for days
+                    level = logging.DEBUG if peer in self._failing else logging.INFO
+                    self._failing.add(peer)
+                    log.log(level, "connect to member %s at %s failed: %s", peer.hex()[:16], addr, e)
                     continue
+                if peer in self._failing:
+                    self._failing.discard(peer)
+                    log.info("connected to member %s at %s again", peer.hex()[:16], addr)
                 self._mark_connected(peer)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

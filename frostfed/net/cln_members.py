@@ -10,6 +10,10 @@ On every link-up each side sends a hello: its member key and a BIP340 signature 
 key, so the receiver binds the two. A hello may be lost like any message: a hello asks for an answer
 until the pairing is known, and data from an unpaired node prompts one. Once a member key is bound
 to a node, a different node claiming it is refused.
+
+Only nodes this member expects hear from it: the configured members (and those added by a membership
+change) and nodes paired in an earlier run. Anything from another node is dropped before any work is
+done for it: no signature checked or made, no answer, no record; the drop is logged, rate-limited.
 """
 
 from __future__ import annotations
@@ -135,7 +139,13 @@ class MemberKeyChannel(Channel):
                 if self.inner.connected(node) and node not in self._by_node:
                     self._send_hello(node, ask=True)
 
+    def expects(self, node: PeerId) -> bool:
+        """A node whose frames this member reads: a member (configured or added) or one paired before."""
+        return node in self.inner.members or node in self._by_node
+
     def _on_link_up(self, node: PeerId) -> None:
+        if not self.expects(node):
+            return  # any node may connect to ours: a hello is only for members
         self._ensure_timer()
         self._send_hello(node, ask=True)
         member = self._by_node.get(node)
@@ -182,12 +192,17 @@ class MemberKeyChannel(Channel):
             self.peer_connected(member)
 
     def _on_frame(self, node: PeerId, frame: bytes) -> None:
+        if not self.expects(node):
+            self.inner.drops.drop("frames from non-members", node)
+            return
         if not frame:
+            self.inner.drops.drop("empty frames", node)
             return
         if frame[0] in (HELLO, HELLO_ASK):
             self._on_hello(node, frame)
             return
         if frame[0] != DATA:
+            self.inner.drops.drop("frames of an unknown kind", node)
             return
         member = self._by_node.get(node)
         if member is None:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyln.client import Plugin, RpcException
+from pyln.client import Plugin
+from pyln.client.plugin import RequestState
 
 from frostfed.federation import commands
 from frostfed.lightning_rpc import LightningRpc
@@ -29,6 +32,8 @@ from frostfed.net.channel import PeerId
 from frostfed.net.cln_channel import ClnChannel, parse_member
 from frostfed.plugin.background import BackgroundLoop
 from frostfed.plugin.hostkey import derive_host_seed
+
+log = logging.getLogger("frostfed.plugin")
 
 OPTIONS: tuple[tuple[str, Any, str, str], ...] = (
     ("frost-config", "", "string", "TOML file with [policy] and [membership] tables (empty: defaults)."),
@@ -59,6 +64,61 @@ class PluginContext:
     """Say why the service is not ready yet (frost-* calls answer NOT_READY with this text)."""
 
 
+LIGHTNINGD_LEVELS: tuple[tuple[int, str], ...] = (
+    (logging.ERROR, "broken"),
+    (logging.WARNING, "unusual"),
+    (logging.INFO, "info"),
+    (logging.NOTSET, "debug"),
+)
+"""Python logging levels as lightningd's log levels (lightningd knows io, debug, info, unusual, broken)."""
+
+PYTHON_LEVELS = {"io": logging.DEBUG, "trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+                 "unusual": logging.WARNING, "broken": logging.ERROR}
+
+
+def lightningd_level(levelno: int) -> str:
+    return next(name for floor, name in LIGHTNINGD_LEVELS if levelno >= floor)
+
+
+def python_level(log_levels: Any, plugin_name: str) -> int:
+    """The Python level matching the node's `log-level` setting(s): `level` or `level:filter` entries; an
+    entry counts when it has no filter or its filter names this plugin."""
+    entries = log_levels if isinstance(log_levels, list) else [log_levels]
+    found = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            continue
+        level, _, flt = entry.partition(":")
+        if level in PYTHON_LEVELS and (not flt or flt in plugin_name):
+            found.append(PYTHON_LEVELS[level])
+    return min(found, default=logging.INFO)
+
+
+class LightningdLogHandler(logging.Handler):
+    """Forwards the project's log records to lightningd's log at the matching level (pyln's own handler
+    maps warnings to info and leaves the root logger at WARNING, so info lines never arrived)."""
+
+    def __init__(self, plugin: Plugin) -> None:
+        super().__init__()
+        self.plugin = plugin
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.plugin.log(self.format(record), level=lightningd_level(record.levelno))
+        except Exception:
+            self.handleError(record)
+
+
+def answer_error(plugin: Plugin, request: Any, error: commands.RpcError) -> None:
+    """Answer `request` with `{code, message, data}` exactly: pyln's `set_exception` would drop `data` and
+    add the plugin's stack trace, which is no business of a lightning-cli user."""
+    if request.state != RequestState.PENDING:
+        return
+    request.state = RequestState.FAILED
+    plugin._write_locked({"jsonrpc": "2.0", "id": request.id, "error": error.to_json()})
+
+
 ServiceFactory = Callable[[PluginContext], Any]
 """`factory(ctx) -> service` (or an awaitable of it); the service implements commands.Service."""
 
@@ -83,6 +143,15 @@ class FrostfedPlugin:
     def __init__(self, service_factory: ServiceFactory | None = None, **plugin_kwargs: Any) -> None:
         self.factory = service_factory
         self.plugin = Plugin(**plugin_kwargs)
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # pyln's handler: wrong levels, and it misses info records
+            if type(handler).__name__ == "PluginLogHandler":
+                root.removeHandler(handler)
+        self.log_handler = LightningdLogHandler(self.plugin)
+        project_log = logging.getLogger("frostfed")
+        project_log.addHandler(self.log_handler)
+        project_log.setLevel(logging.INFO)
+        project_log.propagate = False
         self.loop: BackgroundLoop | None = None
         self.service: Any = None
         self.context: PluginContext | None = None
@@ -106,15 +175,20 @@ class FrostfedPlugin:
             self._start_command(command, request)
 
         method.__signature__ = _signature(command)  # type: ignore[attr-defined]
-        method.__doc__ = command.summary
+        method.__doc__ = command.help_text
         method.__name__ = command.name.replace("-", "_")
         self.plugin.add_method(command.name, method, background=True, description=command.summary)
-        self.plugin.methods[command.name].get_usage = lambda: command.usage  # type: ignore[method-assign]
+        # lightningd (since 24.08) shows only the manifest's usage in `help`: it carries the description
+        # and the parameters, as pyln's own "usage \n doc" convention does.
+        usage = f"{command.usage}  \n " + command.help_text.replace("\n", "\n ")
+        self.plugin.methods[command.name].get_usage = lambda: usage  # type: ignore[method-assign]
 
     def _start_command(self, command: commands.Command, request: Any) -> None:
         params = _raw_params(request)
         if self.loop is None:
-            request.set_exception(RpcException(f"frostfed is not ready: {self.not_ready}", commands.NOT_READY))
+            answer_error(
+                self.plugin, request, commands.RpcError(commands.NOT_READY, f"frostfed is not ready: {self.not_ready}")
+            )
             return
         self.loop.submit(self._run_command(command, params, request))
 
@@ -125,19 +199,39 @@ class FrostfedPlugin:
                 raise commands.RpcError(commands.NOT_READY, f"frostfed is not ready: {self.not_ready}")
             result = await commands.dispatch(self.service, command.name, params)
         except commands.RpcError as e:
-            request.set_exception(RpcException(e.message, e.code))
+            self._refused(command, e)
+            answer_error(self.plugin, request, e)
         except Exception as e:  # the plugin answers and stays up
-            request.set_exception(RpcException(f"{command.name} failed: {type(e).__name__}: {e}", -32603))
+            err = commands.RpcError(commands.INTERNAL_ERROR, f"{command.name} failed: {type(e).__name__}: {e}")
+            log.error("%s", err.message)
+            answer_error(self.plugin, request, err)
         else:
             try:
                 request.set_result(result)
             except (TypeError, ValueError) as e:  # not JSON: answer anyway, never leave the caller waiting
-                request.set_exception(RpcException(f"{command.name} gave a result that is not JSON: {e}", -32603))
+                err = commands.RpcError(commands.INTERNAL_ERROR, f"{command.name} gave a result that is not JSON: {e}")
+                request.state = RequestState.PENDING
+                answer_error(self.plugin, request, err)
+
+    @staticmethod
+    def _refused(command: commands.Command, e: commands.RpcError) -> None:
+        """A refusal leaves a trace in the node's log (bad arguments are the caller's business only)."""
+        if e.code in (commands.POLICY_REJECTED, commands.SIGNING_FAILED, commands.MEMBERSHIP_REFUSED):
+            reasons = (e.data or {}).get("rejections") if isinstance(e.data, dict) else None
+            why = f"; reasons {reasons}" if reasons else ""
+            log.warning("%s refused (%d): %s%s", command.name, e.code, e.message, why)
 
     # ---- start-up ----------------------------------------------------------------------------
 
     def _init(self, options: dict[str, Any], configuration: dict[str, Any], plugin: Plugin, **kwargs: Any) -> None:
         opts = {name: plugin.get_option(name) for name, *_ in OPTIONS}
+        try:  # the node's log-level decides what is worth sending (lightningd filters again anyway)
+            levels = plugin.rpc.listconfigs("log-level")["configs"]["log-level"]
+            value = levels.get("values_str") or levels.get("value_str")
+            name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "frostfed"
+            logging.getLogger("frostfed").setLevel(python_level(value, f"plugin-{name}"))
+        except Exception as e:
+            log.warning("could not read the node's log-level (%s); logging at info", e)
         lightning_dir = Path(configuration["lightning-dir"])
         members: dict[PeerId, str | None] = {}
         for item in str(opts["frost-members"] or "").split(","):
@@ -206,7 +300,7 @@ class FrostfedPlugin:
             if self.context is not None:
                 self.context.channel.handle_custommsg(peer_id, payload)
         except Exception as e:  # a hook must always answer "continue", or lightningd dies
-            self.plugin.log(f"custommsg: {type(e).__name__}: {e}", level="warn")
+            self.plugin.log(f"custommsg: {type(e).__name__}: {e}", level="unusual")
         return {"result": "continue"}
 
     @staticmethod
@@ -246,7 +340,7 @@ class FrostfedPlugin:
         try:
             loop.submit(shut()).result(timeout)
         except Exception as e:
-            self.plugin.log(f"shutdown: {type(e).__name__}: {e}", level="warn")
+            self.plugin.log(f"shutdown: {type(e).__name__}: {e}", level="unusual")
         loop.stop()
 
     def run(self) -> None:

@@ -124,13 +124,18 @@ async def from_plugin_context(
         if node != ctx.node_id:
             channel.remember(node, member)
 
+    running: list[Member] = []
+
     def record(node: PeerId, member: PeerId) -> None:
         pairs[node] = member
         save_pairs(ctx, pairs)
+        addr = ctx.members.get(node)
+        if running and joining and addr:  # a contact paired late: the joiner now hears its proposals
+            running[0].membership.directory.setdefault(member, f"{node.hex()}@{addr}")
 
     channel.on_paired(record)
     missing = [n for n in ctx.members if n not in pairs]
-    if missing:
+    if missing and not joining:  # a joiner's contacts answer only once a member proposes it (frost-join)
         ctx.report(f"waiting for the member keys of {len(missing)} members (each must be online once)")
         await channel.wait_for_members(missing, timeout=None)
     save_pairs(ctx, pairs)
@@ -171,5 +176,6 @@ async def from_plugin_context(
         chain_index=ChainIndex(ctx.data_dir / "chain.sqlite"),
         **(member_options or {}),
     )
+    running.append(member)
     await member.start()
     return PluginService(member, bitcoind)
