@@ -4,6 +4,8 @@ transition of a change this member does not take part in is refused and recorded
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from bitcoin.core import CTransaction
 from test_epoch_activation import _member
@@ -92,4 +94,37 @@ async def test_a_transition_of_a_change_this_member_does_not_take_part_in_is_ref
     assert e.value.code == "not_this_change"
     [row] = member.store.refusals()
     assert row["stage"] == "transition" and row["nonce"] == p.nonce
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_an_approved_transition_is_kept_until_a_coin_it_spends_is_spent_elsewhere(
+    tmp_path, regtest, chain
+) -> None:
+    """A member that approved a transition ignores the proposer's abort (the signed transaction could
+    still be broadcast); it gives the change up once another transaction spent one of its coins."""
+    member, ids = _member(tmp_path, chain, 0)
+    _capture(member)
+    member.store.approve("expel", ids[3])
+    p = _expel(ids, ids[1], ids[3])
+    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    member.stop_dkg()
+    txid, vout = regtest.send_to(regtest.rpc("getnewaddress", wallet="miner"), 100_000)
+    member.store.set_meta("transition_judged:1", json.dumps([[txid, vout]]))  # what transition_tasks leaves
+    member.store.set_meta("transition_judged_nonce:1", p.nonce)
+    member.membership._record_txid(1, "ab" * 32)  # the transition it approved, never broadcast
+    member.membership._on_abort(ids[1], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "never mind"}))
+    assert member.membership.proposal is not None
+    await member.membership.tick()
+    assert member.membership.proposal is not None  # its coin is unspent: the transition may still come
+    spend = regtest.rpc(
+        "createrawtransaction", [{"txid": txid, "vout": vout}], {regtest.rpc("getnewaddress", wallet="miner"): 0.0009}
+    )
+    signed = regtest.rpc("signrawtransactionwithwallet", spend, wallet="miner")["hex"]
+    regtest.rpc("sendrawtransaction", signed)
+    regtest.mine(1)
+    member.membership._last_dead_check = 0.0
+    await member.membership.tick()
+    assert member.membership.proposal is None
+    assert "can no longer confirm" in (member.membership.last_error or "")
     member.store.close()

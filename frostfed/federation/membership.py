@@ -138,6 +138,7 @@ class Membership:
         self._reported: dict[PeerId, bytes] = {}  # new member -> the new key it holds a share of
         self._accepted_key: tuple[str, bytes] | None = None  # (proposal nonce, new key) a proposer accepted
         self._expel_error: str | None = None
+        self._last_dead_check = 0.0
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
             "tprop": self._on_proposal,
             "tack": self._on_ack,
@@ -671,7 +672,18 @@ class Membership:
         self._aborted.add(msg.text("nonce", 32))
         if p is None or peer != p.proposer or msg.text("nonce", 32) != p.nonce:
             return
+        if self._approved_transition(p) and self._candidates(p.epoch):
+            # a signed transition cannot be called back: the proposer may broadcast it all the same
+            log.warning(
+                "the proposer aborts the change to epoch %d, but this member approved its transition: it keeps "
+                "the change until the chain shows the transition confirmed or no longer possible",
+                p.epoch,
+            )
+            return
         self._drop(f"the proposer aborted: {msg.text('reason', 500)}")
+
+    def _approved_transition(self, p: Proposal) -> bool:
+        return self.member.store.get_meta(f"transition_judged_nonce:{p.epoch}") == p.nonce
 
     async def tick(self) -> None:
         """Activate the next epoch once its transition transaction has enough confirmations; propose
@@ -697,6 +709,31 @@ class Membership:
         found = await asyncio.to_thread(self._find_transition, p)
         if found is not None:
             self._activate(p, *found)
+        elif self._approved_transition(p) and time.monotonic() - self._last_dead_check > 15:
+            self._last_dead_check = time.monotonic()
+            if await asyncio.to_thread(self._transition_impossible, p):
+                self._drop("its transition can no longer confirm: a coin it spends was spent by another transaction")
+
+    def _transition_impossible(self, p: Proposal) -> bool:
+        """A coin the approved transition spends is gone, and no candidate transaction is in a block
+        since it was approved or in the mempool: another transaction spent the coin."""
+        chain = self.member.chain
+        assert chain is not None
+        raw = self.member.store.get_meta(f"transition_judged:{p.epoch}")
+        try:
+            if not raw or all(chain.get_utxo(txid, vout) is not None for txid, vout in json.loads(raw)):
+                return False
+            candidates = self._candidates(p.epoch)
+            if any(chain.get_utxo(txid, 0) is not None for txid in candidates):
+                return False  # in the mempool, or confirmed and not yet spent
+            tip = chain.tip_height()
+            for txid, since in candidates.items():
+                for height in range(max(since - 1, tip - 2000, 0), tip + 1):
+                    if any(b2lx(t.GetTxid()) == txid for t in chain.block_transactions(height)):
+                        return False
+        except ChainError:
+            return False
+        return True
 
     def _find_transition(self, p: Proposal) -> tuple[str, bool] | None:
         """The confirmed transaction among the candidates that is the transition: it pays this member's
@@ -900,7 +937,11 @@ class Membership:
         member.chain_view.require_anchor(keys, [(b2lx(i.prevout.hash), i.prevout.n) for i in req.tx.vin])
         tasks = tasks_for_inputs(keys, req, spent)
         judged = sorted([b2lx(req.tx.vin[i].prevout.hash), req.tx.vin[i].prevout.n] for i, _ in req.fed_inputs)
-        member.store.set_meta(f"transition_judged:{p.epoch}", json.dumps(judged))
+        with member.store.transaction():
+            member.store.set_meta(f"transition_judged:{p.epoch}", json.dumps(judged))
+            member.store.set_meta(f"transition_judged_nonce:{p.epoch}", p.nonce)
+        if len(req.fed_inputs) == len(req.tx.vin):  # key-path inputs only: the txid is the final one
+            self._record_txid(p.epoch, b2lx(req.tx.GetTxid()))
         return tasks
 
     def status(self) -> dict[str, Any]:

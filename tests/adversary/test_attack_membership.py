@@ -229,3 +229,29 @@ def test_a_change_right_after_the_last_one_waits_the_interval(fed: AdversaryClus
     body = {"epoch": 2, "nonce": later["proposal"]["nonce"], "reason": "done"}
     fed.attacker.evil("send", {"kind": "tabort", "body": body, "to": "all"})
     assert r["epoch"] == 1 and all(m.call("frost-status")["epoch"] == 1 for m in fed.honest)
+
+
+def test_an_abort_after_the_transition_was_signed_strands_no_coin(fed: AdversaryCluster) -> None:
+    """The attacker proposes its own leave, has the transition signed, aborts the change at every
+    member, and only then broadcasts it: the honest members, who approved the transition, kept the
+    change and take over the new epoch from the chain; it pays."""
+    epoch = fed.attacker.evil("keys")["epoch"]
+    run = fed.attacker.evil("dkg_abort", {"kind": "leave", "subject": fed.attacker.id.hex(), "abort_to": []})
+    nonce = run["proposal"]["nonce"]
+    signed = fed.attacker.evil(
+        "transition", {"proposal": run["proposal"], "recovery": run["recovery"], "to": "all", "broadcast": False}
+    )
+    assert signed["signed"] is True and len(signed["shares"]) >= 2
+    body = {"epoch": epoch + 1, "nonce": nonce, "reason": "never mind"}
+    fed.attacker.evil("send", {"kind": "tabort", "body": body, "to": "all"})
+    fed.btc.rpc("sendrawtransaction", signed["tx"])
+    fed.btc.mine(1)
+    key = wait_for_epoch(fed.honest, 60, epoch=epoch + 1)
+    assert key == run["group_key"]
+    for m in fed.honest:
+        assert epoch + 1 in epochs_held(m)
+    miner = fed.miner_address()
+    fed.credit(miner, 15_000, fed.honest)
+    payout = fed.honest[0].call("frost-payout", {"outputs": [{"address": miner, "sats": 15_000}]})
+    fed.btc.mine(1)
+    assert payout["status"] == "broadcast" and fed.received(miner) == 15_000
