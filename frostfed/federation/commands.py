@@ -307,20 +307,25 @@ def _commands() -> dict[str, Command]:
             "Admit a joiner at this member: it takes part in that join only, with at least this bond.",
             (
                 Param("id", _member_id, doc="the joiner's member id"),
-                Param("min_bond_sats", _whole(1, 21 * 10**14), required=False),
+                Param(
+                    "min_bond_sats",
+                    _whole(1, 21 * 10**14),
+                    required=False,
+                    doc="the smallest bond accepted for this joiner; [membership] min_bond_sats when omitted",
+                ),
             ),
             lambda s, id, min_bond_sats: s.admit(id, min_bond_sats),
         ),
         Command(
             "frost-approve-expel",
             "Approve expelling a member at this member (without it, only one this member saw offline long enough).",
-            (Param("member", _member_id),),
+            (Param("member", _member_id, doc="the member id to expel"),),
             lambda s, member: s.approve_expel(member),
         ),
         Command(
             "frost-revoke",
             "Withdraw this member's admission of a joiner or approval of an expulsion.",
-            (Param("member", _member_id),),
+            (Param("member", _member_id, doc="the joiner or member the admission or approval named"),),
             lambda s, member: s.revoke(member),
         ),
         Command(
