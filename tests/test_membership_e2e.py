@@ -216,6 +216,11 @@ def test_a_long_offline_member_is_expelled_automatically(tmp_path, regtest: Regt
             time.sleep(0.5)
         new = next(e for e in epochs if e["epoch"] == 1)
         assert gone.id.hex() not in new["members"] and len(new["members"]) == 3
+        # the proposer records the transaction, then broadcasts it: mine once it is in the mempool
+        deadline = time.monotonic() + 30
+        while new["transition_txid"] not in regtest.rpc("getrawmempool"):
+            assert time.monotonic() < deadline, "the transition never reached the mempool"
+            time.sleep(0.2)
         regtest.mine(1)
         cluster.members.remove(gone)
         wait_for_epoch(cluster.members, 30, epoch=1)
