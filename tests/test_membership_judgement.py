@@ -93,3 +93,26 @@ async def test_a_transition_of_a_change_this_member_does_not_take_part_in_is_ref
     [row] = member.store.refusals()
     assert row["stage"] == "transition" and row["nonce"] == p.nonce
     member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_an_abort_from_another_member_does_not_veto_a_proposal(tmp_path, chain) -> None:
+    """A member that received the proposal first (the attacker) sends `tabort` with its nonce to the
+    others before they judge it: only the proposer's abort counts, or one member could veto every
+    change (its own expulsion included)."""
+    member, ids = _member(tmp_path, chain, 0)
+    sent = _capture(member)
+    member.store.approve("expel", ids[2])
+    p = _expel(ids, ids[1], ids[2])
+    member.membership._on_abort(ids[3], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "forged"}))
+    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
+    assert [b["ok"] for _, k, b in sent if k == "tack"] == [True]
+    # the proposer's own abort, even one that overtakes its proposal, still counts
+    member.membership._drop("test")
+    q = _expel(ids, ids[1], ids[2])
+    member.membership._on_abort(ids[1], Message("tabort", {"epoch": 1, "nonce": q.nonce, "reason": "changed mind"}))
+    await member.membership._consider(ids[1], Message("tprop", q.to_body()))
+    assert member.membership.proposal is None
+    member.stop_dkg()
+    member.store.close()

@@ -426,6 +426,15 @@ class ChainIndex:
             return Anchor(epoch, None, 0)
         return Anchor(epoch, None if row[0] is None else (row[0], row[1]), row[2])
 
+    def anchors(self, epoch: int) -> set[Outpoint]:
+        """Every coin that was the epoch's anchor in the indexed chain (spent or not): a confirmed
+        transaction spending one of them was signed by the epoch's members."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT txid, vout FROM anchor WHERE epoch = ? AND txid IS NOT NULL", (epoch,)
+            ).fetchall()
+        return {(t, v) for t, v in rows}
+
     def coins(self, epoch: int, unspent_only: bool = True) -> list[IndexedCoin]:
         """The epoch's coins in the indexed chain (unspent there; a mempool spend is not known here)."""
         sql = "SELECT txid, vout, epoch, chain, idx, sats, script, height, coinbase FROM coin WHERE epoch = ?"
