@@ -12,11 +12,12 @@ import pytest
 from coincurve import PrivateKey
 from dealer import trusted_dealer
 
+from frostfed.bitcoin.chain_index import RECEIVE, RECEIVE_LOOKAHEAD
 from frostfed.bitcoin.taproot import p2tr_address
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.epoch_keys import EpochKeys
 from frostfed.federation.messages import Message, encode
-from frostfed.federation.node import Member
+from frostfed.federation.node import MAX_ADDRESS_GAP, Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.store import EpochRecord, Store
 from frostfed.federation.transition import TRANSITION_PATH, Proposal
@@ -202,4 +203,21 @@ async def test_hints_from_one_member_cannot_crowd_out_the_proposers_transaction(
     real = hashlib.sha256(b"the transition").hexdigest()
     member.membership._on_done(ids[1], Message("tdone", {"epoch": 1, "txid": real}))
     assert real in member.membership._candidates(1), "the proposer's transaction was dropped"
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_address_announcements_cannot_push_new_addresses_past_what_the_chain_index_watches(
+    tmp_path, chain
+) -> None:
+    """Each `addr` may reach only so far past this member's own index, but one member (the attacker)
+    can send one after the other, each from where the last left it: the next `frost-newaddr` would then
+    hand out an address past the chain index's look-ahead, where a deposit is seen by no member (and a
+    retired epoch's share would be deleted with the coin still there)."""
+    member, ids = _member(tmp_path, chain, 0)
+    for _ in range(5):
+        ahead = member.store.next_address_index(0) + MAX_ADDRESS_GAP
+        member._on_address(ids[2], Message("addr", {"epoch": 0, "index": ahead}))
+    used = member.chain_view.index.used_indexes(0)[RECEIVE]
+    assert member.store.next_address_index(0) <= used + RECEIVE_LOOKAHEAD, "the next address is watched by nobody"
     member.store.close()
