@@ -925,6 +925,7 @@ class Membership:
             member.policy_settings.min_confirmations,
             bond_key,
             Standardness(rules.allow_version_3, rules.allow_op_return, rules.allow_consolidation),
+            rules.min_feerate,
         )
         member.chain_view.refresh()  # a transition spends the anchor like every other transaction
         outpoints = [(b2lx(i.prevout.hash), i.prevout.n) for i in req.tx.vin]

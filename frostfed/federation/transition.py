@@ -291,11 +291,12 @@ def check_transition_tx(
     min_confirmations: int,
     bond_key: bytes | None,
     standardness: Standardness | None = None,
+    min_feerate: float = 1.0,
 ) -> list[CTxOut]:
     """The checks a member of the old epoch runs on a transition before it signs; returns the spent
     outputs (from the chain) for the sighashes. A transition is held to the same standardness as a
     payout: one that cannot confirm (a lock time far ahead, a relative lock, a version or an output
-    no node relays) would hold the change open for good."""
+    no node relays, a fee below the relay fee) would hold the change open for good."""
     check_standard(tx, chain.tip_height(), standardness or Standardness())
     spent: list[CTxOut] = []
     fed_in = 0
@@ -332,6 +333,13 @@ def check_transition_tx(
             "fee_too_high",
             f"the transition takes {fee_from_federation} sats of the federation's funds as fee; "
             f"at most {settings.max_transition_fee_sats} allowed",
+        )
+    fee = fed_in + foreign_in - sum(o.nValue for o in tx.vout)
+    vsize = keypath_vsize(tx)
+    if fee < min_feerate * vsize:
+        raise PolicyRejection(
+            "fee_too_low",
+            f"the transition pays {fee} sats for {vsize} vB, below {min_feerate} sat/vB: it would not be relayed",
         )
     rest = list(tx.vout[1:])
     if proposal.kind == "join":

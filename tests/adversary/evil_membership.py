@@ -8,7 +8,8 @@ module; `member` is its EvilMember):
   abort the change (to chosen members); returns the proposal and the DKG's recovery data.
 - `transition`: request signatures for a transition of any proposal to a key from any recovery data,
   from chosen members only (the key need not belong to any change in progress); `only_anchor` moves
-  the anchor coin alone, `locktime` / `sequence` / `version` make a transaction that cannot confirm.
+  the anchor coin alone, `locktime` / `sequence` / `version` / `fee_rate` make a transaction that
+  cannot confirm.
 """
 
 from __future__ import annotations
@@ -144,7 +145,10 @@ async def _transition(member: Any, p: dict[str, Any]) -> dict[str, Any]:
     if p.get("only_anchor"):  # move the anchor alone, leaving every other coin at the old key
         anchor = member.chain_view.anchor(keys.epoch).outpoint
         coins = [c for c in coins if (c.utxo.txid, c.utxo.vout) == anchor]
-    plan = build_transition_tx([(c.utxo, c.path) for c in coins], new_keys.script(TRANSITION_PATH), 2.0, proposal, None)
+    fee_rate = float(p.get("fee_rate", 2.0))
+    plan = build_transition_tx(
+        [(c.utxo, c.path) for c in coins], new_keys.script(TRANSITION_PATH), fee_rate, proposal, None
+    )
     if any(k in p for k in ("locktime", "sequence", "version")):  # a transaction that cannot confirm
         tx = CMutableTransaction.from_tx(plan.tx)
         tx.nLockTime = int(p.get("locktime", tx.nLockTime))

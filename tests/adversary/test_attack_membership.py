@@ -184,6 +184,43 @@ def test_two_changes_at_once_are_refused(fed: AdversaryCluster) -> None:
     assert_untouched(fed, coins)
 
 
+def test_a_transition_that_strands_coins_or_cannot_confirm_is_refused(fed: AdversaryCluster) -> None:
+    """The attacker proposes its own leave (every honest member takes part), lets the new list's DKG
+    finish and asks for transitions to the right new key that are wrong otherwise: one moving the anchor
+    alone (every other coin would stay at the old key, which no member signs for once the new epoch is
+    active), and ones that could never confirm (a lock time far ahead, a relative lock in nSequence, a
+    version no node relays, a fee below the relay fee), which would hold the change open for good."""
+    fed.fund_coin(120_000, confirmations=2)
+    coins = federation_coins(fed)
+    assert len(coins) >= 2
+    run = fed.attacker.evil(
+        "dkg_abort", {"kind": "leave", "subject": fed.attacker.id.hex(), "timeout": 60, "abort_to": []}
+    )
+    nonce = run["proposal"]["nonce"]
+    assert all((m.call("frost-epochs")["change"]["in_progress"] or {}).get("epoch") == 1 for m in fed.honest)
+    tip = fed.btc.rpc("getblockcount")
+    attacks = (
+        ({"only_anchor": True}, "coins_left_behind"),
+        ({"locktime": tip + 500}, "locktime_in_future"),
+        ({"sequence": 0xFFFF}, "nonstandard_sequence"),
+        ({"version": 0x7FFFFFFF}, "nonstandard_version"),
+        ({"fee_rate": 0.0}, "fee_too_low"),  # 1 sat: below the relay fee, it never leaves a node
+    )
+    for extra, code in attacks:
+        out = fed.attacker.evil(
+            "transition", {"proposal": run["proposal"], "recovery": run["recovery"], "to": "all", **extra}
+        )
+        assert out["signed"] is False and out["shares"] == [] and not out["broadcast"], extra
+        assert wait_for_refusals(fed.honest, out["id"]) == {m.index: code for m in fed.honest}, extra
+        for m in fed.honest:
+            assert nonces_for(m, out["id"]) == [], (extra, m.index)
+    refused = wait_for_change_refusals(fed.honest, nonce, stage="transition")
+    assert {r["code"] for r in refused.values()} <= {code for _, code in attacks}
+    fed.attacker.evil("send", {"kind": "tabort", "body": {"epoch": 1, "nonce": nonce, "reason": "done"}, "to": "all"})
+    wait_for(lambda: all(m.call("frost-epochs")["change"]["in_progress"] is None for m in fed.honest), "the abort")
+    assert_untouched(fed, coins)
+
+
 def test_a_member_briefly_offline_is_not_expelled_on_the_attackers_word(fed: AdversaryCluster) -> None:
     coins = federation_coins(fed)
     victim = fed.honest[2]
@@ -201,46 +238,6 @@ def test_a_member_briefly_offline_is_not_expelled_on_the_attackers_word(fed: Adv
     victim.start()
     victim.wait_ready()
     wait_for(lambda: all(offline_for(m) == 0 for m in judges), "the honest members to see the victim back")
-    assert_untouched(fed, coins)
-
-
-def test_a_transition_that_strands_coins_or_cannot_confirm_is_refused(fed: AdversaryCluster) -> None:
-    """The attacker proposes its own leave (every honest member takes part), lets the new list's DKG
-    finish and asks for transitions to the right new key that are wrong otherwise: one moving the anchor
-    alone (every other coin would stay at the old key, which no member signs for once the new epoch is
-    active), and ones that could never confirm (a lock time far ahead, a relative lock in nSequence, a
-    version no node relays), which would hold the change open for good."""
-    fed.fund_coin(120_000, confirmations=2)
-    coins = federation_coins(fed)
-    assert len(coins) >= 2
-    run = fed.attacker.evil(
-        "dkg_abort", {"kind": "leave", "subject": fed.attacker.id.hex(), "timeout": 60, "abort_to": []}
-    )
-    nonce = run["proposal"]["nonce"]
-    assert all((m.call("frost-epochs")["change"]["in_progress"] or {}).get("epoch") == 1 for m in fed.honest)
-    tip = fed.btc.rpc("getblockcount")
-    for extra, code in (
-        ({"only_anchor": True}, "coins_left_behind"),
-        ({"locktime": tip + 500}, "locktime_in_future"),
-        ({"sequence": 0xFFFF}, "nonstandard_sequence"),
-        ({"version": 0x7FFFFFFF}, "nonstandard_version"),
-    ):
-        out = fed.attacker.evil(
-            "transition", {"proposal": run["proposal"], "recovery": run["recovery"], "to": "all", **extra}
-        )
-        assert out["signed"] is False and out["shares"] == [] and not out["broadcast"], extra
-        assert wait_for_refusals(fed.honest, out["id"]) == {m.index: code for m in fed.honest}, extra
-        for m in fed.honest:
-            assert nonces_for(m, out["id"]) == [], (extra, m.index)
-    refused = wait_for_change_refusals(fed.honest, nonce, stage="transition")
-    assert {r["code"] for r in refused.values()} <= {
-        "coins_left_behind",
-        "locktime_in_future",
-        "nonstandard_sequence",
-        "nonstandard_version",
-    }
-    fed.attacker.evil("send", {"kind": "tabort", "body": {"epoch": 1, "nonce": nonce, "reason": "done"}, "to": "all"})
-    wait_for(lambda: all(m.call("frost-epochs")["change"]["in_progress"] is None for m in fed.honest), "the abort")
     assert_untouched(fed, coins)
 
 
