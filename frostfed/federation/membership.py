@@ -188,6 +188,9 @@ class Membership:
         self.proposal = p
         self._adopted_at = time.monotonic()
         self.member.store.set_meta("proposal", json.dumps(p.to_body()))
+        for record in ("transition_judged", "transition_txids", "transition_txid", "transition_tx"):
+            self.member.store.set_meta(f"{record}:{p.epoch}", "")  # an earlier change to this epoch's, if any
+        self._named = {k: v for k, v in self._named.items() if k[0] != p.epoch}
         for peer, address in p.addresses.items():
             self._learn_peer(peer, address)
         self.member.store.save_directory(self.directory)
