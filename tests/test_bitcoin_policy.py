@@ -527,6 +527,33 @@ def test_fee_budget_bounds_the_fees_of_a_rolling_window(tmp_path) -> None:
     assert budget.spent(1_144) == 0 and budget.spent(1_143) == 299_000
 
 
+def test_fee_budget_counts_the_fees_the_chain_shows_whoever_signed(tmp_path) -> None:
+    """With t = 3 of 5 the attacker asks a different pair of honest members each time: each sees only some
+    of the payouts that burn fees, so a budget of its own approvals alone lets the federation burn
+    several budgets per window. The fees of every confirmed federation transaction count, whoever
+    signed it (a fee this member approved itself counts once)."""
+    import fake_chain
+
+    from frostfed.bitcoin.chain_index import ChainIndex
+
+    blocks = fake_chain.FakeChain()
+    coin = fake_chain.payment([(fake_chain.script("fed/0/0"), 1_000_000)])
+    burn = fake_chain.spend([(b2lx(coin.GetTxid()), 0)], [(P2TR, 500_000), (fake_chain.script("fed/1/0"), 250_000)])
+    blocks.add([coin])
+    blocks.add([burn])
+    index = ChainIndex(":memory:")
+    index.watch(0, lambda chain, idx: fake_chain.script(f"fed/{chain}/{idx}"), 0)
+    index.sync(blocks)
+    assert index.fees_since(-1) == {b2lx(burn.GetTxid()): 250_000}
+    chain = FakeChain(tip=blocks.tip_height())
+    budget = FeeBudget(tmp_path / "fees.sqlite", 300_000, 144, chain_fees=index.fees_since)
+    with pytest.raises(PolicyRejection) as err:
+        budget.check(_checked(chain, 100_000))  # 250,000 burnt without this member + 100,000
+    assert err.value.code == "fee_budget_exceeded" and "350000" in err.value.message
+    budget.check(_checked(chain, 50_000))
+    budget.close()
+
+
 def test_fee_budget_counts_every_approval_through_the_policy(tmp_path) -> None:
     chain = FakeChain()
     ledger = Ledger(tmp_path / "ledger.sqlite")

@@ -6,7 +6,9 @@ import random
 import pytest
 from coincurve import PrivateKey
 
-from frostfed.federation.dkg_run import DkgFailed, DkgRun
+from frostfed.federation.dkg_run import DkgFailed, DkgRun, chain_code_of
+from frostfed.frost import chilldkg
+from frostfed.frost.certeq import certeq_cert_len, certeq_participant_step
 
 
 def _run_all(runs: dict[bytes, DkgRun], tamper=None) -> None:
@@ -228,3 +230,24 @@ def test_an_honest_run_through_the_collecting_delivery_succeeds() -> None:
     assert _deliver_all(runs) == {}
     assert len({r.result.group_key for r in runs.values() if r.result}) == 1
     assert all(r.result is not None for r in runs.values())
+
+
+def test_a_member_re_signing_its_part_of_the_certificate_cannot_move_the_chain_code() -> None:
+    """The certificate holds each member's BIP340 signature over the transcript; a member can sign
+    again with another nonce and get a second valid certificate. The recovery data then still yields
+    the same key, so it must also yield the same chain code: otherwise whoever hands the proposer (or a
+    transition request, or a member that missed the end) that copy makes the transition pay the new
+    key at a path no member derives, and the coins are stranded."""
+    ids, seeds = _members(3)
+    runs = {m: DkgRun(1, 1, ids, 2, m, seeds[m]) for m in ids}
+    _run_all(runs)
+    honest = runs[ids[0]].result
+    assert honest is not None
+    cert_len = certeq_cert_len(3)
+    transcript, cert = honest.recovery[:-cert_len], honest.recovery[-cert_len:]
+    resigned = certeq_participant_step(seeds[ids[2]], 2, transcript, os.urandom(32))
+    assert resigned != cert[128:]
+    forged = transcript + cert[:128] + resigned
+    out, _ = chilldkg.coordinator_recover(forged)  # a valid certificate: it verifies
+    assert bytes(out.thresh_pk) == honest.group_key
+    assert chain_code_of(forged) == honest.chain_code

@@ -12,11 +12,12 @@ import pytest
 from coincurve import PrivateKey
 from dealer import trusted_dealer
 
+from frostfed.bitcoin.chain_index import RECEIVE, RECEIVE_LOOKAHEAD
 from frostfed.bitcoin.taproot import p2tr_address
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.epoch_keys import EpochKeys
-from frostfed.federation.messages import Message
-from frostfed.federation.node import Member
+from frostfed.federation.messages import Message, encode
+from frostfed.federation.node import MAX_ADDRESS_GAP, Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.store import EpochRecord, Store
 from frostfed.federation.transition import TRANSITION_PATH, Proposal
@@ -78,6 +79,38 @@ async def test_a_payment_to_the_new_key_does_not_retire_the_old_epoch(tmp_path, 
     assert epochs[0].status == "active" and epochs[0].sealed_share is not None, "old share deleted"
     assert member.keys is not None and member.keys.epoch == 0
     store.close()
+
+
+@pytest.mark.asyncio
+async def test_the_proposers_word_alone_does_not_retire_the_old_epoch(tmp_path, regtest, chain) -> None:
+    """The proposer (the attacker: the new members' `tdkg` told it the new key) never asks for the
+    transition; it pays the new key itself and names that payment in `tdone`. This member judged no
+    transition, and the old epoch's coins (its anchor) never moved: activating the new epoch would
+    strand every one of them, since no member signs for a retired epoch."""
+    member, ids = _member(tmp_path, chain, 0)
+    new = trusted_dealer(3, 3)
+    ctx1 = b"frostfed/share/" + (1).to_bytes(4, "big") + ids[0]
+    share = member.sealer.seal(new.secshares[0], ctx1)
+    member.store.save_epoch(
+        EpochRecord(1, "pending", ids[:3], 3, new.thresh_pk, b"\x03" * 32, new.pubshares, b"", share)
+    )
+    addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
+    member.membership.proposal = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
+    member.membership._adopted_at = time.monotonic()
+    new_keys = EpochKeys(1, ids[:3], 3, new.thresh_pk, b"\x03" * 32, [], "regtest")
+    address = p2tr_address(new_keys.output_key(TRANSITION_PATH), "regtest")
+    raw = regtest.rpc("createrawtransaction", [], [{address: Decimal("0.0001")}])
+    funded = regtest.rpc("fundrawtransaction", raw, {"changePosition": 1}, wallet="miner")
+    signed = regtest.rpc("signrawtransactionwithwallet", funded["hex"], wallet="miner")
+    txid = regtest.rpc("sendrawtransaction", signed["hex"])
+    regtest.mine(1)
+    member.membership._on_done(ids[1], Message("tdone", {"epoch": 1, "txid": txid}))
+    assert txid in member.membership._candidates(1)
+    await member.membership.tick()
+    epochs = {e.epoch: e for e in member.store.epochs()}
+    assert epochs[0].status == "active", "the old epoch retired on the proposer's word"
+    assert member.keys is not None and member.keys.epoch == 0
+    member.store.close()
 
 
 def _member(tmp_path, chain, index: int = 0) -> tuple[Member, list[bytes]]:
@@ -144,4 +177,47 @@ async def test_one_members_address_announcement_cannot_blow_up_the_coin_scan(tmp
     member, ids = _member(tmp_path, chain, 0)
     member._on_address(ids[2], Message("addr", {"epoch": 0, "index": 2**31 - 1}))
     assert member.store.next_address_index(0) <= 10_000, "the next payout scans 2^31 scripts"
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_hints_from_one_member_cannot_crowd_out_the_proposers_transaction(tmp_path, chain) -> None:
+    """A member of the new epoch (the attacker) sends heartbeats naming made-up transaction ids, one after
+    the other, while this member signs the transition: the candidates are capped, yet the proposer's
+    `tdone` (and the honest members' hints) must still be taken, or this member never finds the
+    transition and stays behind in the old epoch for good."""
+    member, ids = _member(tmp_path, chain, 0)
+    addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
+    p = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
+    member.membership.proposal = p
+    new = trusted_dealer(3, 3)
+    ctx1 = b"frostfed/share/" + (1).to_bytes(4, "big") + ids[0]
+    share = member.sealer.seal(new.secshares[0], ctx1)
+    member.store.save_epoch(
+        EpochRecord(1, "pending", ids[:3], 3, new.thresh_pk, b"\x03" * 32, new.pubshares, b"", share)
+    )
+    member.store.set_meta("transition_judged:1", json.dumps([["aa" * 32, 0]]))  # it signed the transition
+    for i in range(40):
+        txid = hashlib.sha256(f"made up {i}".encode()).hexdigest()
+        member._on_message(ids[2], encode("hb", {"t": 0, "epoch": 1, "txid": txid}))
+    real = hashlib.sha256(b"the transition").hexdigest()
+    member.membership._on_done(ids[1], Message("tdone", {"epoch": 1, "txid": real}))
+    assert real in member.membership._candidates(1), "the proposer's transaction was dropped"
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_address_announcements_cannot_push_new_addresses_past_what_the_chain_index_watches(
+    tmp_path, chain
+) -> None:
+    """Each `addr` may reach only so far past this member's own index, but one member (the attacker)
+    can send one after the other, each from where the last left it: the next `frost-newaddr` would then
+    hand out an address past the chain index's look-ahead, where a deposit is seen by no member (and a
+    retired epoch's share would be deleted with the coin still there)."""
+    member, ids = _member(tmp_path, chain, 0)
+    for _ in range(5):
+        ahead = member.store.next_address_index(0) + MAX_ADDRESS_GAP
+        member._on_address(ids[2], Message("addr", {"epoch": 0, "index": ahead}))
+    used = member.chain_view.index.used_indexes(0)[RECEIVE]
+    assert member.store.next_address_index(0) <= used + RECEIVE_LOOKAHEAD, "the next address is watched by nobody"
     member.store.close()

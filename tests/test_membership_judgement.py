@@ -128,3 +128,49 @@ async def test_an_approved_transition_is_kept_until_a_coin_it_spends_is_spent_el
     assert member.membership.proposal is None
     assert "can no longer confirm" in (member.membership.last_error or "")
     member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_an_abort_from_another_member_does_not_veto_a_proposal(tmp_path, chain) -> None:
+    """A member that received the proposal first (the attacker) sends `tabort` with its nonce to the
+    others before they judge it: only the proposer's abort counts, or one member could veto every
+    change (its own expulsion included)."""
+    member, ids = _member(tmp_path, chain, 0)
+    sent = _capture(member)
+    member.store.approve("expel", ids[2])
+    p = _expel(ids, ids[1], ids[2])
+    member.membership._on_abort(ids[3], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "forged"}))
+    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
+    assert [b["ok"] for _, k, b in sent if k == "tack"] == [True]
+    # the proposer's own abort, even one that overtakes its proposal, still counts
+    member.membership._drop("test")
+    q = _expel(ids, ids[1], ids[2])
+    member.membership._on_abort(ids[1], Message("tabort", {"epoch": 1, "nonce": q.nonce, "reason": "changed mind"}))
+    await member.membership._consider(ids[1], Message("tprop", q.to_body()))
+    assert member.membership.proposal is None
+    member.stop_dkg()
+    member.store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_new_change_starts_without_the_transition_records_of_an_aborted_one(tmp_path, chain) -> None:
+    """The attacker proposes its own leave, has every member judge a transition of it (recording the
+    coins each checked and the txid it named) and aborts. A later change to the same epoch number must
+    not inherit them: the old inputs would make a member that does not sign the new transition ignore
+    it for good, and the old txid would keep a silent proposer's change from ever timing out."""
+    member, ids = _member(tmp_path, chain, 0)
+    _capture(member)
+    store = member.store
+    store.set_meta("transition_judged:1", '[["' + "ab" * 32 + '", 0]]')
+    store.set_meta("transition_txids:1", '{"' + "cd" * 32 + '": 100}')
+    store.set_meta("transition_txid:1", "cd" * 32)
+    store.approve("expel", ids[2])
+    p = _expel(ids, ids[1], ids[2])
+    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
+    assert not store.get_meta("transition_judged:1")
+    assert member.membership._candidates(1) == {}
+    assert not store.get_meta("transition_txid:1")
+    member.stop_dkg()
+    store.close()

@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS coin (
 CREATE INDEX IF NOT EXISTS coin_epoch ON coin(epoch, spent_txid);
 CREATE INDEX IF NOT EXISTS coin_height ON coin(height);
 CREATE INDEX IF NOT EXISTS coin_spent_height ON coin(spent_height);
+CREATE INDEX IF NOT EXISTS coin_spent_txid ON coin(spent_txid);
 CREATE TABLE IF NOT EXISTS fed_tx (
     txid TEXT PRIMARY KEY,
     height INTEGER NOT NULL
@@ -425,6 +426,29 @@ class ChainIndex:
         if row is None:
             return Anchor(epoch, None, 0)
         return Anchor(epoch, None if row[0] is None else (row[0], row[1]), row[2])
+
+    def anchors(self, epoch: int) -> set[Outpoint]:
+        """Every coin that was the epoch's anchor in the indexed chain (spent or not): a confirmed
+        transaction spending one of them was signed by the epoch's members."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT txid, vout FROM anchor WHERE epoch = ? AND txid IS NOT NULL", (epoch,)
+            ).fetchall()
+        return {(t, v) for t, v in rows}
+
+    def fees_since(self, height: int) -> dict[str, int]:
+        """The fee the federation paid in each of its transactions confirmed above `height`: what its
+        coins held less what the transaction pays out (an input that is not the federation's, a
+        joiner's, is not counted, so this never exceeds what the federation paid)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.txid, "
+                "(SELECT COALESCE(SUM(c.sats), 0) FROM coin c WHERE c.spent_txid = f.txid) - "
+                "(SELECT COALESCE(SUM(o.sats), 0) FROM fed_output o WHERE o.txid = f.txid) "
+                "FROM fed_tx f WHERE f.height > ?",
+                (height,),
+            ).fetchall()
+        return {t: max(0, fee) for t, fee in rows}
 
     def coins(self, epoch: int, unspent_only: bool = True) -> list[IndexedCoin]:
         """The epoch's coins in the indexed chain (unspent there; a mempool spend is not known here)."""

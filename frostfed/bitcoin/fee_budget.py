@@ -8,8 +8,11 @@ approval, and refuses one whose fee would bring the window's total above the bud
 
 Conservative on purpose: every approval counts, whether or not the transaction is ever signed by
 enough members, broadcast or confirmed, and a replacement counts again; the same transaction approved
-twice (same txid) counts once. The window moves with the chain, so an honest federation that hits
-the budget waits for blocks, it never loses funds.
+twice (same txid) counts once. So do the fees of every federation transaction the chain index shows
+confirmed in the window, whoever signed it: with t below n, a coordinator that asks a different set
+of members each time would otherwise show each member only part of what the federation burns. The
+window moves with the chain, so an honest federation that hits the budget waits for blocks, it never
+loses funds.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from frostfed.bitcoin.policy import CheckedPayout, PolicyRejection
@@ -36,11 +40,20 @@ class FeeBudget:
     """A `Policy`: at most `budget_sats` of fees in approvals made at tips within the last
     `window_blocks` blocks. `path` is an SQLite database (its own table; ":memory:" for tests)."""
 
-    def __init__(self, path: Path | str, budget_sats: int, window_blocks: int) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        budget_sats: int,
+        window_blocks: int,
+        chain_fees: Callable[[int], Mapping[str, int]] | None = None,
+    ) -> None:
+        """`chain_fees(height)`: txid -> fee of the federation's transactions confirmed above `height`
+        (`ChainIndex.fees_since`)."""
         if budget_sats < 0 or window_blocks < 1:
             raise ValueError("a fee budget is >= 0 sats over >= 1 block")
         self.budget_sats = budget_sats
         self.window_blocks = window_blocks
+        self.chain_fees = chain_fees
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         if str(path) != ":memory:":
@@ -52,13 +65,14 @@ class FeeBudget:
             self._db.close()
 
     def spent(self, tip_height: int, excluding: str | None = None) -> int:
-        """Fees approved at tips within the window that ends at `tip_height`."""
+        """Fees approved at tips within the window that ends at `tip_height`, and those of the
+        federation's transactions confirmed within it that this member did not approve there."""
+        since = tip_height - self.window_blocks
         with self._lock:
-            row = self._db.execute(
-                "SELECT COALESCE(SUM(fee), 0) FROM fee_budget WHERE height > ? AND txid != ?",
-                (tip_height - self.window_blocks, excluding or ""),
-            ).fetchone()
-        return int(row[0])
+            own = dict(self._db.execute("SELECT txid, fee FROM fee_budget WHERE height > ?", (since,)).fetchall())
+        confirmed = self.chain_fees(since) if self.chain_fees is not None else {}
+        others = {t: f for t, f in confirmed.items() if t not in own}
+        return sum(f for t, f in {**own, **others}.items() if t != excluding)
 
     def check(self, payout: CheckedPayout) -> None:
         used = self.spent(payout.tip_height, excluding=payout.txid)

@@ -29,8 +29,13 @@ class DkgFailed(Exception):
 
 
 def chain_code_of(recovery: bytes) -> bytes:
-    """All members derive the same BIP32 chain code from the public recovery data."""
-    return tagged_hash("frostfed/chaincode", recovery)
+    """All members derive the same BIP32 chain code from the public recovery data: from its transcript,
+    without the certificate. Each member can sign its part of the certificate again (another BIP340
+    nonce), which gives the same key a second valid recovery data; a chain code hashed over the
+    certificate would then let that member move the epoch's addresses where no other member looks.
+    Raises ValueError on data that does not parse."""
+    *_, cert = chilldkg.deserialize_recovery_data(recovery)
+    return tagged_hash("frostfed/chaincode", recovery[: len(recovery) - len(cert)])
 
 
 @dataclass

@@ -31,7 +31,7 @@ from coincurve import PrivateKey
 
 from frostfed.bitcoin.bond import bond_script
 from frostfed.bitcoin.chain import ChainError
-from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.policy import COINBASE_MATURITY, PolicyRejection, Standardness
 from frostfed.federation.bond_wallet import BondWallet, BondWalletError
 from frostfed.federation.change_judgement import (
     BAD_PROPOSAL,
@@ -127,7 +127,7 @@ class Membership:
         self.last_error: str | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._refusals: dict[str, str] = {}
-        self._aborted: set[str] = set()
+        self._aborted: set[tuple[PeerId, str]] = set()  # (sender, nonce) of every abort heard
         self._expelling: asyncio.Task[None] | None = None
         self._proposing = False
         self._considering: asyncio.Lock | None = None
@@ -136,6 +136,7 @@ class Membership:
         self.clock = OfflineClock(member.store.offline_seconds())
         self._clock_saved = 0.0
         self._reported: dict[PeerId, bytes] = {}  # new member -> the new key it holds a share of
+        self._named: dict[tuple[int, PeerId | None], int] = {}  # candidates named, by (epoch, hinting member)
         self._accepted_key: tuple[str, bytes] | None = None  # (proposal nonce, new key) a proposer accepted
         self._expel_error: str | None = None
         self._last_dead_check = 0.0
@@ -189,6 +190,9 @@ class Membership:
         self.proposal = p
         self._adopted_at = time.monotonic()
         self.member.store.set_meta("proposal", json.dumps(p.to_body()))
+        for record in ("transition_judged", "transition_txids", "transition_txid", "transition_tx"):
+            self.member.store.set_meta(f"{record}:{p.epoch}", "")  # an earlier change to this epoch's, if any
+        self._named = {k: v for k, v in self._named.items() if k[0] != p.epoch}
         for peer, address in p.addresses.items():
             self._learn_peer(peer, address)
         self.member.store.save_directory(self.directory)
@@ -437,7 +441,7 @@ class Membership:
                 decision = await asyncio.to_thread(self.judge, p, tip, dict(self.clock.offline))
                 if not decision.accept:
                     raise _Refused(decision)
-            if p.nonce in self._aborted:
+            if (p.proposer, p.nonce) in self._aborted:
                 return  # its abort overtook it
         except (ProposalRefused, ChainError, _Refused) as e:
             code = e.decision.code if isinstance(e, _Refused) else BAD_PROPOSAL
@@ -645,13 +649,19 @@ class Membership:
         if raw and p.subject == self.member.me:  # the joiner's input may change the txid (a legacy input)
             self.member.store.set_meta("bond", json.dumps({**json.loads(raw), "txid": txid}))
 
-    def _record_txid(self, epoch: int, txid: str) -> None:
+    def _record_txid(self, epoch: int, txid: str, hinted_by: PeerId | None = None) -> None:
         """A candidate for the epoch's transition transaction (from the proposer, or a hint); it
-        counts only once this member has found it in a block and checked what it spends and pays."""
+        counts only once this member has found it in a block and checked what it spends and pays.
+        Each member's hint counts once per epoch (its first), and the proposer's `tdone`s at most 16
+        times, so one member naming made-up transactions cannot crowd out the others' candidates."""
         store = self.member.store
         candidates = self._candidates(epoch)
-        if txid in candidates or len(candidates) >= 16:
+        if txid in candidates:
             return
+        source = (epoch, hinted_by)  # (epoch, None): the proposer's `tdone`
+        if source in self._named and (hinted_by is not None or self._named[source] >= 16):
+            return
+        self._named[source] = self._named.get(source, 0) + 1
         candidates[txid] = self._tip_hint()
         store.set_meta(f"transition_txids:{epoch}", json.dumps(candidates))
         store.set_meta(f"transition_txid:{epoch}", txid)
@@ -669,7 +679,7 @@ class Membership:
         p = self.proposal
         if len(self._aborted) >= 1000:  # a peer's stream of aborts must not grow without bound
             self._aborted.clear()
-        self._aborted.add(msg.text("nonce", 32))
+        self._aborted.add((peer, msg.text("nonce", 32)))  # only its proposer's abort counts for a proposal
         if p is None or peer != p.proposer or msg.text("nonce", 32) != p.nonce:
             return
         if self._approved_transition(p) and self._candidates(p.epoch):
@@ -736,16 +746,25 @@ class Membership:
         return True
 
     def _find_transition(self, p: Proposal) -> tuple[str, bool] | None:
-        """The confirmed transaction among the candidates that is the transition: it pays this member's
-        own new key at output 0 and spends every coin this member approved spending. Returns whether
-        this member judged it (None: none found yet). Looks in the blocks since it first heard of a
-        candidate, so it finds the transaction even once the new epoch has spent its output."""
+        """The confirmed transaction among the candidates that is the transition: it spends the old
+        epoch's anchor coin (so the old epoch's members signed it, whoever named it), pays this member's
+        own new key at output 0 (a member leaving: pays nothing back to the old epoch) and spends every
+        coin this member approved spending. Returns whether this member judged it (None: none found
+        yet). Looks in the blocks since it first heard of a candidate, so it finds the transaction even
+        once the new epoch has spent its output."""
         member = self.member
         chain = member.chain
         assert chain is not None
         tip = chain.tip_height()
         member.store.set_meta("last_tip", str(tip))
         rec = member.store.epoch(p.epoch)
+        if rec is None and member.me in p.members:
+            return None  # without its share of the new key this member cannot take part in the epoch
+        old = member.keys  # None: a joiner, which has no coins of the old epoch to lose
+        anchors: set[tuple[str, int]] = set()
+        if old is not None:
+            member.chain_view.refresh()
+            anchors = member.chain_view.index.anchors(old.epoch)
         expected = None
         if rec is not None:
             new_keys = EpochKeys(p.epoch, p.members, p.threshold, rec.group_key, rec.chain_code, [], member.network)
@@ -766,6 +785,17 @@ class Membership:
                 spent = {(b2lx(i.prevout.hash), i.prevout.n) for i in tx.vin}
                 if judged is not None and not judged <= spent:
                     log.warning("transaction %s is not the transition this member signed; ignored", txid)
+                    break
+                if old is None:
+                    return txid, judged is not None
+                if not anchors & spent:  # only the epoch's members can have signed a spend of its anchor
+                    log.warning("transaction %s does not spend epoch %d's anchor coin; ignored", txid, old.epoch)
+                    break
+                if expected is None and any(
+                    (found := member.chain_view.index.path_of(bytes(o.scriptPubKey))) and found[0] == old.epoch
+                    for o in tx.vout
+                ):  # a payout of the old epoch (it pays change back), not a transition
+                    log.warning("transaction %s pays epoch %d back; not a transition", txid, old.epoch)
                     break
                 return txid, judged is not None
         if raw_tx:  # signed, perhaps never broadcast: try again
@@ -809,7 +839,7 @@ class Membership:
             bytes.fromhex(txid)
         except ValueError:
             return
-        self._record_txid(epoch, txid)
+        self._record_txid(epoch, txid, hinted_by=peer)
 
     def _maybe_expel(self) -> None:
         """Only the first online member (in member order) proposes, so members do not race."""
@@ -893,6 +923,7 @@ class Membership:
         if keys is None or member.chain is None or req.transition is None:
             raise PolicyRejection("no_epoch", "this member has no active epoch or chain source")
         t = req.transition
+        rules = member.policy_settings
         try:
             p = Proposal.from_message(Message("tprop", t.get("proposal", {})))
             recovery = bytes.fromhex(str(t.get("recovery", "")))
@@ -913,7 +944,13 @@ class Membership:
         if member.me in p.members:
             mine = member.store.epoch(p.epoch)
             ours = member.store.get_meta(f"pending_nonce:{p.epoch}") == p.nonce
-            if mine is None or mine.status != "pending" or not ours or mine.group_key != group_key:
+            if (
+                mine is None
+                or mine.status != "pending"
+                or not ours
+                or mine.group_key != group_key
+                or mine.chain_code != chain_code_of(recovery)  # the addresses this member will watch
+            ):
                 raise PolicyRejection(
                     "bad_epoch_key", "the new key is not one this member holds a share of from this change's DKG"
                 )
@@ -932,9 +969,13 @@ class Membership:
             self.settings,
             member.policy_settings.min_confirmations,
             bond_key,
+            Standardness(rules.allow_version_3, rules.allow_op_return, rules.allow_consolidation),
+            rules.min_feerate,
         )
         member.chain_view.refresh()  # a transition spends the anchor like every other transaction
-        member.chain_view.require_anchor(keys, [(b2lx(i.prevout.hash), i.prevout.n) for i in req.tx.vin])
+        outpoints = [(b2lx(i.prevout.hash), i.prevout.n) for i in req.tx.vin]
+        member.chain_view.require_anchor(keys, outpoints)
+        self._check_every_coin_moved(keys, outpoints)
         tasks = tasks_for_inputs(keys, req, spent)
         judged = sorted([b2lx(req.tx.vin[i].prevout.hash), req.tx.vin[i].prevout.n] for i, _ in req.fed_inputs)
         with member.store.transaction():
@@ -943,6 +984,27 @@ class Membership:
         if len(req.fed_inputs) == len(req.tx.vin):  # key-path inputs only: the txid is the final one
             self._record_txid(p.epoch, b2lx(req.tx.GetTxid()))
         return tasks
+
+    def _check_every_coin_moved(self, keys: EpochKeys, outpoints: list[tuple[str, int]]) -> None:
+        """A transition moves every spendable coin of the epoch: once the next epoch is active no member
+        signs for the old key, so a coin left behind would be stranded. A coin that confirmed in the
+        last block may be missing (the proposer built the transaction a moment earlier)."""
+        view = self.member.chain_view
+        tip = view.index.tip_height()
+        need = self.member.policy_settings.min_confirmations
+        spent = set(outpoints)
+        left = [
+            c
+            for c in view.coins(keys.epoch)
+            if c.outpoint not in spent and c.confirmations(tip) > (COINBASE_MATURITY if c.coinbase else need)
+        ]
+        if left:
+            names = ", ".join(f"{c.txid}:{c.vout}" for c in left[:5])
+            raise PolicyRejection(
+                "coins_left_behind",
+                f"the transition leaves {len(left)} coin(s) of {sum(c.sats for c in left)} sats at epoch "
+                f"{keys.epoch}'s key ({names}); every spendable coin moves to the new epoch",
+            )
 
     def status(self) -> dict[str, Any]:
         p = self.proposal

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from frostfed.bitcoin.chain import BitcoindRpc, ChainError, ChainSource
-from frostfed.bitcoin.chain_index import ChainIndex
+from frostfed.bitcoin.chain_index import RECEIVE, ChainIndex
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.policy import (
     Policy,
@@ -42,8 +42,9 @@ from frostfed.net.links import links_over
 log = logging.getLogger(__name__)
 
 FEDERATION_PORT = 16
-MAX_ADDRESS_GAP = 1000
-"""How far past this member's own address index another member's announcement may reach."""
+MAX_ADDRESS_GAP = 500
+"""How far past the highest receive index paid on chain another member's announcement may reach: well
+inside the chain index's look-ahead (RECEIVE_LOOKAHEAD), so every address handed out is watched."""
 
 
 def _echo_sid(session: str) -> bytes:
@@ -446,9 +447,10 @@ class Member:
         epoch, index = msg.integer("epoch"), msg.integer("index", 0, 2**31 - 1)
         if keys is None or epoch != keys.epoch:
             return
-        if index > self.store.next_address_index(epoch) + MAX_ADDRESS_GAP:
+        used = self.chain_view.index.used_indexes(epoch)[RECEIVE]
+        if index > used + MAX_ADDRESS_GAP:  # from the chain, not from this member's index: announcements add up
             log.warning("address index %d from %s is too far ahead; ignored", index, peer.hex()[:16])
-            return  # every coin scan covers every index up to the highest one
+            return  # the chain index watches every index up to the highest one paid + its look-ahead
         self.store.record_address(epoch, index, p2tr_address(keys.output_key((0, index)), keys.network))
 
     # -- what the commands read ------------------------------------------------------------------

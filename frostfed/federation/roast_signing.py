@@ -165,7 +165,12 @@ class RoastSigning:
             standardness=Standardness(s.allow_version_3, s.allow_op_return, s.allow_consolidation),
         )
         if self._fee_budget is None:  # its journal is a table of the member's own database
-            self._fee_budget = FeeBudget(self.member.store.path, s.fee_budget_sats, s.fee_budget_blocks)
+            self._fee_budget = FeeBudget(
+                self.member.store.path,
+                s.fee_budget_sats,
+                s.fee_budget_blocks,
+                chain_fees=self.member.chain_view.index.fees_since,  # what the chain shows burnt, by anyone
+            )
         policies: list[Policy] = [ChainRefresh(self.member.chain_view)]
         if self.member.ledger is not None:
             policies.append(LedgerPolicy(self.member.ledger, self.member.network))

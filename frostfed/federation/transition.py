@@ -21,7 +21,14 @@ from bitcoin.core.script import CScript
 
 from frostfed.bitcoin.bond import bond_script
 from frostfed.bitcoin.chain import ChainSource, Utxo
-from frostfed.bitcoin.policy import COINBASE_MATURITY, PolicyRejection, keypath_vsize
+from frostfed.bitcoin.policy import (
+    COINBASE_MATURITY,
+    PolicyRejection,
+    Standardness,
+    check_standard,
+    dust_limit,
+    keypath_vsize,
+)
 from frostfed.federation.config import MembershipSettings, default_threshold
 from frostfed.federation.epoch_keys import RECEIVE, EpochKeys
 from frostfed.federation.messages import Message, MessageError
@@ -246,7 +253,7 @@ def build_transition_tx(
         bond_input = len(vin)
         vin.append(CTxIn(COutPoint(lx(offer.outpoint[0]), offer.outpoint[1]), nSequence=0xFFFFFFFD))
         vout.append(CTxOut(proposal.bond_sats, CScript(bond_script(offer.bond_key, proposal.bond_locktime))))
-        if change >= 330:
+        if change >= dust_limit(offer.change_script):
             vout.append(CTxOut(change, CScript(offer.change_script)))
     fed_vsize = keypath_vsize(CTransaction(vin[: len(coins)], vout[:1], 0, 2))
     fed_fee = int(fed_vsize * fee_rate) + 1
@@ -283,9 +290,14 @@ def check_transition_tx(
     settings: MembershipSettings,
     min_confirmations: int,
     bond_key: bytes | None,
+    standardness: Standardness | None = None,
+    min_feerate: float = 1.0,
 ) -> list[CTxOut]:
     """The checks a member of the old epoch runs on a transition before it signs; returns the spent
-    outputs (from the chain) for the sighashes."""
+    outputs (from the chain) for the sighashes. A transition is held to the same standardness as a
+    payout: one that cannot confirm (a lock time far ahead, a relative lock, a version or an output
+    no node relays, a fee below the relay fee) would hold the change open for good."""
+    check_standard(tx, chain.tip_height(), standardness or Standardness())
     spent: list[CTxOut] = []
     fed_in = 0
     foreign_in = 0
@@ -321,6 +333,13 @@ def check_transition_tx(
             "fee_too_high",
             f"the transition takes {fee_from_federation} sats of the federation's funds as fee; "
             f"at most {settings.max_transition_fee_sats} allowed",
+        )
+    fee = fed_in + foreign_in - sum(o.nValue for o in tx.vout)
+    vsize = keypath_vsize(tx)
+    if fee < min_feerate * vsize:
+        raise PolicyRejection(
+            "fee_too_low",
+            f"the transition pays {fee} sats for {vsize} vB, below {min_feerate} sat/vB: it would not be relayed",
         )
     rest = list(tx.vout[1:])
     if proposal.kind == "join":

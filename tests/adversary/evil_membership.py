@@ -7,7 +7,9 @@ module; `member` is its EvilMember):
 - `dkg_abort`: propose, wait until every member of the new list holds its share of the new key, then
   abort the change (to chosen members); returns the proposal and the DKG's recovery data.
 - `transition`: request signatures for a transition of any proposal to a key from any recovery data,
-  from chosen members only (the key need not belong to any change in progress).
+  from chosen members only (the key need not belong to any change in progress); `only_anchor` moves
+  the anchor coin alone, `locktime` / `sequence` / `version` / `fee_rate` make a transaction that
+  cannot confirm.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import asyncio
 import secrets
 from typing import Any
 
-from adversary.evilrpc import COMMANDS, command
-from frostfed.bitcoin.chain import Utxo
+from bitcoin.core import CMutableTransaction, CTransaction
+
+from adversary.evilrpc import command
+from frostfed.federation.coins import find_coins
 from frostfed.federation.config import default_threshold
 from frostfed.federation.dkg_run import chain_code_of
 from frostfed.federation.epoch_keys import EpochKeys
@@ -137,12 +141,21 @@ async def _transition(member: Any, p: dict[str, Any]) -> dict[str, Any]:
         [],
         keys.network,
     )
-    coins = await COMMANDS["coins"](member, {})  # every coin the attacker's own scan finds
-    utxos = [
-        (Utxo(c["txid"], c["vout"], c["sats"], bytes.fromhex(c["script"]), c["confirmations"], False), tuple(c["path"]))
-        for c in coins
-    ]
-    plan = build_transition_tx(utxos, new_keys.script(TRANSITION_PATH), 2.0, proposal, None)
+    coins = await asyncio.to_thread(find_coins, member.chain_view, member.chain, keys, 1)
+    if p.get("only_anchor"):  # move the anchor alone, leaving every other coin at the old key
+        anchor = member.chain_view.anchor(keys.epoch).outpoint
+        coins = [c for c in coins if (c.utxo.txid, c.utxo.vout) == anchor]
+    fee_rate = float(p.get("fee_rate", 2.0))
+    plan = build_transition_tx(
+        [(c.utxo, c.path) for c in coins], new_keys.script(TRANSITION_PATH), fee_rate, proposal, None
+    )
+    if any(k in p for k in ("locktime", "sequence", "version")):  # a transaction that cannot confirm
+        tx = CMutableTransaction.from_tx(plan.tx)
+        tx.nLockTime = int(p.get("locktime", tx.nLockTime))
+        tx.nVersion = int(p.get("version", tx.nVersion))
+        for txin in tx.vin:
+            txin.nSequence = int(p.get("sequence", txin.nSequence))
+        plan.tx = CTransaction.from_tx(tx)
     paths: list[tuple[int, int] | None] = [None] * len(plan.tx.vin)
     for i, path in plan.fed_inputs:
         paths[i] = path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from adversary.harness import (
     AdversaryCluster,
     address_script,
     build_tx,
+    log_count,
     nonces_for,
     request_body,
     unspent,
@@ -27,6 +29,11 @@ from adversary.harness import (
     wait_for_refusals,
 )
 from frostfed.bitcoin.regtest import RegtestBitcoind
+from frostfed.bitcoin.taproot import p2tr_address
+from frostfed.federation.dkg_run import chain_code_of
+from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.messages import Message
+from frostfed.federation.transition import TRANSITION_PATH, Proposal
 from frostfed.plugin.localcluster import LocalMember, wait_for_epoch
 
 pytestmark = pytest.mark.slow
@@ -76,6 +83,13 @@ def epochs_held(member: LocalMember) -> list[int]:
     """The epochs whose key share this member holds (a DKG share of a new key shows as 'pending')."""
     with closing(sqlite3.connect(f"file:{member.data_dir / 'frostfed.sqlite'}?mode=ro", uri=True, timeout=10)) as db:
         return [r[0] for r in db.execute("SELECT epoch FROM epochs ORDER BY epoch")]
+
+
+def last_tip(member: LocalMember) -> int:
+    """The tip at this member's last look for the transition among the candidates it was told of."""
+    with closing(sqlite3.connect(f"file:{member.data_dir / 'frostfed.sqlite'}?mode=ro", uri=True, timeout=10)) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = 'last_tip'").fetchone()
+    return int(row[0]) if row and row[0] else -1
 
 
 def federation_coins(fed: AdversaryCluster) -> list[dict[str, Any]]:
@@ -185,6 +199,43 @@ def test_two_changes_at_once_are_refused(fed: AdversaryCluster) -> None:
     assert_untouched(fed, coins)
 
 
+def test_a_transition_that_strands_coins_or_cannot_confirm_is_refused(fed: AdversaryCluster) -> None:
+    """The attacker proposes its own leave (every honest member takes part), lets the new list's DKG
+    finish and asks for transitions to the right new key that are wrong otherwise: one moving the anchor
+    alone (every other coin would stay at the old key, which no member signs for once the new epoch is
+    active), and ones that could never confirm (a lock time far ahead, a relative lock in nSequence, a
+    version no node relays, a fee below the relay fee), which would hold the change open for good."""
+    fed.fund_coin(120_000, confirmations=2)
+    coins = federation_coins(fed)
+    assert len(coins) >= 2
+    run = fed.attacker.evil(
+        "dkg_abort", {"kind": "leave", "subject": fed.attacker.id.hex(), "timeout": 60, "abort_to": []}
+    )
+    nonce = run["proposal"]["nonce"]
+    assert all((m.call("frost-epochs")["change"]["in_progress"] or {}).get("epoch") == 1 for m in fed.honest)
+    tip = fed.btc.rpc("getblockcount")
+    attacks = (
+        ({"only_anchor": True}, "coins_left_behind"),
+        ({"locktime": tip + 500}, "locktime_in_future"),
+        ({"sequence": 0xFFFF}, "nonstandard_sequence"),
+        ({"version": 0x7FFFFFFF}, "nonstandard_version"),
+        ({"fee_rate": 0.0}, "fee_too_low"),  # 1 sat: below the relay fee, it never leaves a node
+    )
+    for extra, code in attacks:
+        out = fed.attacker.evil(
+            "transition", {"proposal": run["proposal"], "recovery": run["recovery"], "to": "all", **extra}
+        )
+        assert out["signed"] is False and out["shares"] == [] and not out["broadcast"], extra
+        assert wait_for_refusals(fed.honest, out["id"]) == {m.index: code for m in fed.honest}, extra
+        for m in fed.honest:
+            assert nonces_for(m, out["id"]) == [], (extra, m.index)
+    refused = wait_for_change_refusals(fed.honest, nonce, stage="transition")
+    assert {r["code"] for r in refused.values()} <= {code for _, code in attacks}
+    fed.attacker.evil("send", {"kind": "tabort", "body": {"epoch": 1, "nonce": nonce, "reason": "done"}, "to": "all"})
+    wait_for(lambda: all(m.call("frost-epochs")["change"]["in_progress"] is None for m in fed.honest), "the abort")
+    assert_untouched(fed, coins)
+
+
 def test_a_member_briefly_offline_is_not_expelled_on_the_attackers_word(fed: AdversaryCluster) -> None:
     coins = federation_coins(fed)
     victim = fed.honest[2]
@@ -202,7 +253,51 @@ def test_a_member_briefly_offline_is_not_expelled_on_the_attackers_word(fed: Adv
     victim.start()
     victim.wait_ready()
     wait_for(lambda: all(offline_for(m) == 0 for m in judges), "the honest members to see the victim back")
+    wait_for_change_refusals([victim], out["proposal"]["nonce"])  # it hears the proposal once back, and refuses
     assert_untouched(fed, coins)
+
+
+def test_a_payment_to_the_new_key_named_by_the_proposer_does_not_retire_the_old_epoch(fed: AdversaryCluster) -> None:
+    """The attacker proposes its own leave, lets the new list's DKG finish (their `tdkg` tell it the
+    new key), never asks for the transition, pays the new key from a wallet and names that payment in
+    `tdone`. No honest member judged a transition, and the coins never moved: activating the new
+    epoch would strand every coin at the retired key."""
+    coins = federation_coins(fed)
+    run = fed.attacker.evil(
+        "dkg_abort", {"kind": "leave", "subject": fed.attacker.id.hex(), "timeout": 60, "abort_to": []}
+    )
+    p = Proposal.from_message(Message("tprop", run["proposal"]))
+    recovery = bytes.fromhex(run["recovery"])
+    new_keys = EpochKeys(
+        1, p.members, p.threshold, bytes.fromhex(run["group_key"]), chain_code_of(recovery), [], "regtest"
+    )
+    address = p2tr_address(new_keys.output_key(TRANSITION_PATH), "regtest")
+    raw = fed.btc.rpc("createrawtransaction", [], [{address: Decimal("0.0002")}])
+    funded = fed.btc.rpc("fundrawtransaction", raw, {"changePosition": 1}, wallet="miner")  # the new key first
+    signed = fed.btc.rpc("signrawtransactionwithwallet", funded["hex"], wallet="miner")
+    txid = fed.btc.rpc("sendrawtransaction", signed["hex"])
+    fed.btc.mine(1)
+    fed.attacker.evil("send", {"kind": "tdone", "body": {"epoch": 1, "txid": txid}, "to": "all"})
+    wait_for(
+        lambda: all(m.call("frost-epochs")["change"]["in_progress"]["transition_txid"] == txid for m in fed.honest),
+        "every honest member to take the txid as a candidate",
+    )
+
+    def looked(m: LocalMember, height: int) -> bool:  # (or it took the new epoch: the attack worked)
+        return last_tip(m) >= height or m.call("frost-status")["epoch"] != 0
+
+    for _ in range(2):  # a full look at the candidate ends before the look at the second block begins
+        fed.btc.mine(1)
+        tip = fed.btc.rpc("getblockcount")
+        wait_for(lambda h=tip: all(looked(m, h) for m in fed.honest), f"every honest member to look at block {tip}")
+    for m in fed.honest:
+        assert m.call("frost-status")["epoch"] == 0, m.index
+        assert log_count(m, f"transaction {txid} does not spend epoch 0's anchor coin; ignored"), m.index
+    fed.attacker.evil("send", {"kind": "tabort", "body": {"epoch": 1, "nonce": p.nonce, "reason": "done"}, "to": "all"})
+    wait_for(lambda: all(m.call("frost-epochs")["change"]["in_progress"] is None for m in fed.honest), "the abort")
+    for m in fed.honest:  # (the new key's share is kept: a transaction was named, it might still be real)
+        assert m.call("frost-status")["epoch"] == 0, m.index
+    assert coins and all(unspent(fed.btc, c) for c in coins)
 
 
 def test_a_change_right_after_the_last_one_waits_the_interval(fed: AdversaryCluster) -> None:
