@@ -189,3 +189,26 @@ def test_the_index_survives_a_restart(tmp_path) -> None:
     again.sync(chain)
     assert [c.path for c in again.coins(0)] == [(RECEIVE, 7), (RECEIVE, 8)]
     assert again.anchor(0).outpoint == (txid(fund), 0)
+
+
+def test_an_epoch_number_that_names_a_new_key_is_read_again_for_it() -> None:
+    """A change to epoch 1 was aborted and a later one made epoch 1 with another key: the index forgets
+    the first key's scripts and finds the coins (and the anchor) of the second in blocks it read before."""
+    chain = FakeChain()
+    chain.add([payment([(fed(0, RECEIVE, 0), 90_000)])])
+    index = new_index(chain)
+
+    def second_key(chain_: int, idx: int) -> bytes:
+        return script(f"second/{chain_}/{idx}")
+
+    index.watch(1, watcher(1), 0)  # the aborted change's key
+    transition = payment([(second_key(RECEIVE, 0), 80_000)], salt=1)
+    chain.add([transition])
+    index.sync(chain)
+    assert index.coins(1) == [] and index.anchor(1).outpoint is None
+    index.unwatch(1)
+    index.watch(1, second_key, 0)
+    index.sync(chain)
+    assert [(c.txid, c.path, c.sats) for c in index.coins(1)] == [(txid(transition), (RECEIVE, 0), 80_000)]
+    assert index.anchor(1).outpoint == (txid(transition), 0)
+    assert [c.sats for c in index.coins(0)] == [90_000]  # the other epochs are read again alike

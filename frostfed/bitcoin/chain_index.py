@@ -235,6 +235,19 @@ class ChainIndex:
                 while self.tip_height() >= since:
                     self._rollback_one()
 
+    def unwatch(self, epoch: int) -> None:
+        """Forget an epoch whose key changed (a change to the same epoch number after an aborted one):
+        the index rolls back to where it read the epoch from, so the next `sync` reads those blocks
+        again without the old key's scripts (and with the new key's, once it is watched)."""
+        with self._lock:
+            row = self._db.execute("SELECT since FROM epoch WHERE epoch = ?", (epoch,)).fetchone()
+            if row is not None:
+                while self.tip_height() >= row[0]:
+                    self._rollback_one()
+                self._db.execute("DELETE FROM epoch WHERE epoch = ?", (epoch,))
+            self._windows.pop(epoch, None)
+            self._rebuild_windows()
+
     def watched_epochs(self) -> list[int]:
         with self._lock:
             return sorted(self._windows)

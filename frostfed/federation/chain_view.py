@@ -9,6 +9,7 @@ index's confirmed federation transactions into the ledger, confirmed requests ma
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 
@@ -29,6 +30,11 @@ WATCHED = ("active", "retired", "pending")
 
 def since_key(epoch: int) -> str:
     return f"index_from:{epoch}"
+
+
+def watched_key(epoch: int) -> str:
+    """Which key (group key and chain code) the index watches under an epoch number."""
+    return f"index_key:{epoch}"
 
 
 class ChainView:
@@ -63,8 +69,19 @@ class ChainView:
 
     def watch_epochs(self) -> None:
         for rec in self.store.epochs():
-            if rec.status not in WATCHED or rec.epoch in self.index.watched_epochs():
+            if rec.status not in WATCHED:
                 continue
+            key = hashlib.sha256(rec.group_key + rec.chain_code).hexdigest()
+            watched = self.store.get_meta(watched_key(rec.epoch))
+            if watched is not None and watched != key:
+                # the epoch number now names another key (a change after an aborted one): the index
+                # must forget the old key's scripts and read the chain again for the new one
+                self.index.unwatch(rec.epoch)
+            elif rec.epoch in self.index.watched_epochs():
+                if watched is None:
+                    self.store.set_meta(watched_key(rec.epoch), key)
+                continue
+            self.store.set_meta(watched_key(rec.epoch), key)
             keys = EpochKeys(rec.epoch, rec.members, rec.threshold, rec.group_key, rec.chain_code, [], self.network)
             self.index.watch(rec.epoch, lambda chain, idx, k=keys: k.script((chain, idx)), self._since(rec.epoch))
 

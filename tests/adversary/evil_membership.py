@@ -179,5 +179,5 @@ async def _transition(member: Any, p: dict[str, Any]) -> dict[str, Any]:
         **result,
         "id": req.id,
         "new_key": bytes(out.thresh_pk).hex(),
-        "inputs": [[c["txid"], c["vout"]] for c in coins],
+        "inputs": [[c.utxo.txid, c.utxo.vout] for c in coins],
     }

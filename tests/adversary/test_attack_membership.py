@@ -336,7 +336,7 @@ def test_an_abort_after_the_transition_was_signed_strands_no_coin(fed: Adversary
     signed = fed.attacker.evil(
         "transition", {"proposal": run["proposal"], "recovery": run["recovery"], "to": "all", "broadcast": False}
     )
-    assert signed["signed"] is True and len(signed["shares"]) >= 2
+    assert signed["signed"] is True and len(signed["shares"]) >= 2, signed
     body = {"epoch": epoch + 1, "nonce": nonce, "reason": "never mind"}
     fed.attacker.evil("send", {"kind": "tabort", "body": body, "to": "all"})
     fed.btc.rpc("sendrawtransaction", signed["tx"])
