@@ -28,6 +28,18 @@ def _key(i: int) -> bytes:
     return hashlib.sha256(f"review member {i}".encode()).digest()
 
 
+
+def pay_from_the_miners_wallet(regtest, new_keys: EpochKeys) -> str:
+    """A confirmed payment to the new key's transition address that spends none of the federation's
+    coins (what a proposer could make on its own); returns its txid."""
+    address = p2tr_address(new_keys.output_key(TRANSITION_PATH), "regtest")
+    raw = regtest.rpc("createrawtransaction", [], [{address: Decimal("0.0001")}])
+    funded = regtest.rpc("fundrawtransaction", raw, {"changePosition": 1}, wallet="miner")
+    signed = regtest.rpc("signrawtransactionwithwallet", funded["hex"], wallet="miner")
+    txid = regtest.rpc("sendrawtransaction", signed["hex"])
+    regtest.mine(1)
+    return txid
+
 @pytest.mark.asyncio
 async def test_a_payment_to_the_new_key_does_not_retire_the_old_epoch(tmp_path, regtest, chain) -> None:
     ids = [PrivateKey(_key(i)).public_key.format() for i in range(4)]
@@ -66,12 +78,7 @@ async def test_a_payment_to_the_new_key_does_not_retire_the_old_epoch(tmp_path, 
     # Any member of the proposed epoch (or the proposer, by `tdone`) names a transaction of its own
     # that merely pays the new key at output 0; the federation's coins never moved.
     new_keys = EpochKeys(1, ids[:3], 3, new.thresh_pk, b"\x03" * 32, [], "regtest")
-    address = p2tr_address(new_keys.output_key(TRANSITION_PATH), "regtest")
-    raw = regtest.rpc("createrawtransaction", [], [{address: Decimal("0.0001")}])
-    funded = regtest.rpc("fundrawtransaction", raw, {"changePosition": 1}, wallet="miner")
-    signed = regtest.rpc("signrawtransactionwithwallet", funded["hex"], wallet="miner")
-    txid = regtest.rpc("sendrawtransaction", signed["hex"])
-    regtest.mine(1)
+    txid = pay_from_the_miners_wallet(regtest, new_keys)
     member.membership.hint(ids[2], 1, txid)
     await member.membership.tick()
 
@@ -98,12 +105,7 @@ async def test_the_proposers_word_alone_does_not_retire_the_old_epoch(tmp_path, 
     member.membership.proposal = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
     member.membership._adopted_at = time.monotonic()
     new_keys = EpochKeys(1, ids[:3], 3, new.thresh_pk, b"\x03" * 32, [], "regtest")
-    address = p2tr_address(new_keys.output_key(TRANSITION_PATH), "regtest")
-    raw = regtest.rpc("createrawtransaction", [], [{address: Decimal("0.0001")}])
-    funded = regtest.rpc("fundrawtransaction", raw, {"changePosition": 1}, wallet="miner")
-    signed = regtest.rpc("signrawtransactionwithwallet", funded["hex"], wallet="miner")
-    txid = regtest.rpc("sendrawtransaction", signed["hex"])
-    regtest.mine(1)
+    txid = pay_from_the_miners_wallet(regtest, new_keys)
     member.membership._on_done(ids[1], Message("tdone", {"epoch": 1, "txid": txid}))
     assert txid in member.membership._candidates(1)
     await member.membership.tick()
