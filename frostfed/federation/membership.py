@@ -127,7 +127,7 @@ class Membership:
         self.last_error: str | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._refusals: dict[str, str] = {}
-        self._aborted: set[str] = set()
+        self._aborted: set[tuple[PeerId, str]] = set()
         self._expelling: asyncio.Task[None] | None = None
         self._proposing = False
         self._considering: asyncio.Lock | None = None
@@ -139,6 +139,7 @@ class Membership:
         self._accepted_key: tuple[str, bytes] | None = None  # (proposal nonce, new key) a proposer accepted
         self._expel_error: str | None = None
         self._last_dead_check = 0.0
+        self._last_recover_check = 0.0
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
             "tprop": self._on_proposal,
             "tack": self._on_ack,
@@ -210,10 +211,11 @@ class Membership:
         if run is not None and run.epoch == p.epoch:
             self.member.stop_dkg()
         rec = self.member.store.epoch(p.epoch)
-        if forget_key and rec is not None and rec.status == "pending" and not self._candidates(p.epoch):
-            # kept aside, sealed: an aborted change might still be broadcast by a rogue proposer
-            self.member.store.set_meta(f"abandoned:{p.epoch}:{rec.group_key.hex()}", json.dumps(_record_json(rec)))
-            self.member.store.delete_epoch(p.epoch)
+        if rec is not None and rec.status == "pending" and not self._candidates(p.epoch):
+            # kept aside, sealed, with the change it came from: an abort sent to some members only (or a
+            # proposer gone silent) does not stop the others, and `_recover_dropped` takes the epoch
+            # over if this member's chain shows it happened
+            self._set_aside(p, rec, delete=forget_key)
         self.proposal = None
         self._reported = {}
         self._accepted_key = None
@@ -224,6 +226,71 @@ class Membership:
             if not fut.done():
                 fut.set_exception(MembershipError(reason))
         self._waiters.clear()
+
+    def _set_aside(self, p: Proposal, rec: EpochRecord, delete: bool) -> None:
+        """Keep the share of a dropped change with that change, if this member's own DKG of that very
+        change made it; `delete`: out of the epochs (an abort), else left there as it was (a timeout)."""
+        store = self.member.store
+        with store.transaction():
+            if store.get_meta(f"pending_nonce:{p.epoch}") == p.nonce:
+                raw = store.get_meta(f"abandoned:{p.epoch}")
+                kept = [e for e in (json.loads(raw) if raw else []) if e["proposal"]["nonce"] != p.nonce]
+                kept.append({"proposal": p.to_body(), "record": _record_json(rec)})
+                store.set_meta(f"abandoned:{p.epoch}", json.dumps(kept[-16:]))
+            elif delete:  # a share of another change to this epoch: kept, but never taken over on its own
+                store.set_meta(f"abandoned:{p.epoch}:{rec.group_key.hex()}", json.dumps(_record_json(rec)))
+            if delete:
+                store.delete_epoch(p.epoch)
+
+    def _recover_dropped(self) -> None:
+        """A change this member dropped (a proposer's abort, perhaps sent to some members only) took
+        place all the same when this member's own chain index shows the current epoch's anchor spent
+        to the transition path of the key this member's own DKG of that change produced, with the
+        confirmations the settings require: the coins sit at that key, so this member takes over the
+        new epoch like the others. Nobody's word counts here, only the chain and its own records."""
+        member = self.member
+        store = member.store
+        active = store.active_epoch()
+        if active is None or member.chain is None:
+            return
+        epoch = active.epoch + 1
+        raw = store.get_meta(f"abandoned:{epoch}")
+        if not raw or time.monotonic() - self._last_recover_check < 5:
+            return
+        self._last_recover_check = time.monotonic()
+        try:
+            member.chain_view.refresh()
+        except ChainError:
+            return
+        index = member.chain_view.index
+        tip = index.tip_height()
+        for entry in json.loads(raw):
+            try:
+                p = Proposal.from_message(Message("tprop", entry["proposal"]))
+                rec = _record_of(entry["record"])
+            except (KeyError, TypeError, ValueError, MessageError):
+                continue
+            if p.epoch != epoch or rec.epoch != epoch or rec.members != p.members or rec.threshold != p.threshold:
+                continue
+            new_keys = EpochKeys(epoch, p.members, p.threshold, rec.group_key, rec.chain_code, [], member.network)
+            found = index.anchor_spend_to(active.epoch, new_keys.script(TRANSITION_PATH))
+            if found is None or tip - found[1] + 1 < self.settings.transition_confirmations:
+                continue
+            log.warning(
+                "the change to epoch %d was aborted here, but this member's chain shows epoch %d's coins moved to "
+                "its key %s in %s: it takes over the new epoch",
+                epoch,
+                active.epoch,
+                rec.group_key.hex(),
+                found[0],
+            )
+            with store.transaction():
+                store.save_epoch(rec)
+                store.set_meta(f"pending_nonce:{epoch}", p.nonce)
+                store.set_meta("last_tip", str(tip))
+            self._activate(p, found[0], judged=False)
+            store.set_meta(f"abandoned:{epoch}", "")
+            return
 
     def _waiter(self, name: str) -> asyncio.Future[Any]:
         fut = self._waiters.get(name)
@@ -437,7 +504,7 @@ class Membership:
                 decision = await asyncio.to_thread(self.judge, p, tip, dict(self.clock.offline))
                 if not decision.accept:
                     raise _Refused(decision)
-            if p.nonce in self._aborted:
+            if (p.proposer, p.nonce) in self._aborted:
                 return  # its abort overtook it
         except (ProposalRefused, ChainError, _Refused) as e:
             code = e.decision.code if isinstance(e, _Refused) else BAD_PROPOSAL
@@ -669,7 +736,7 @@ class Membership:
         p = self.proposal
         if len(self._aborted) >= 1000:  # a peer's stream of aborts must not grow without bound
             self._aborted.clear()
-        self._aborted.add(msg.text("nonce", 32))
+        self._aborted.add((peer, msg.text("nonce", 32)))  # only its proposer's abort overtakes a proposal
         if p is None or peer != p.proposer or msg.text("nonce", 32) != p.nonce:
             return
         if self._approved_transition(p) and self._candidates(p.epoch):
@@ -693,6 +760,7 @@ class Membership:
         p = self.proposal
         if p is None:
             self._maybe_expel()
+            await asyncio.to_thread(self._recover_dropped)
             if time.monotonic() - self._last_sweep_check > 30:
                 self._last_sweep_check = time.monotonic()
                 await asyncio.to_thread(self.sweep_check)
@@ -973,3 +1041,18 @@ def _record_json(rec: EpochRecord) -> dict[str, Any]:
         "recovery": rec.recovery.hex(),
         "sealed_share": rec.sealed_share.hex() if rec.sealed_share else None,
     }
+
+
+def _record_of(raw: dict[str, Any]) -> EpochRecord:
+    """A set-aside record back, as the pending share it was."""
+    return EpochRecord(
+        epoch=int(raw["epoch"]),
+        status="pending",
+        members=[bytes.fromhex(m) for m in raw["members"]],
+        threshold=int(raw["threshold"]),
+        group_key=bytes.fromhex(raw["group_key"]),
+        chain_code=bytes.fromhex(raw["chain_code"]),
+        pubshares=[bytes.fromhex(x) for x in raw["pubshares"]],
+        recovery=bytes.fromhex(raw["recovery"]),
+        sealed_share=bytes.fromhex(raw["sealed_share"]) if raw["sealed_share"] else None,
+    )
