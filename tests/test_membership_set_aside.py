@@ -65,8 +65,9 @@ def b2lx_of(tx: CTransaction) -> str:
 
 
 def _check(member: Member) -> None:
-    member.membership._last_recover_check = 0.0
-    member.membership._recover_dropped()
+    found = member.membership.dropped_change_on_chain()
+    if found is not None:
+        member.membership.take_over(*found)
 
 
 def test_a_dropped_change_is_taken_over_only_from_this_members_own_chain(tmp_path: Path) -> None:

@@ -242,26 +242,26 @@ class Membership:
             if delete:
                 store.delete_epoch(p.epoch)
 
-    def _recover_dropped(self) -> None:
-        """A change this member dropped (a proposer's abort, perhaps sent to some members only) took
-        place all the same when this member's own chain index shows the current epoch's anchor spent
-        to the transition path of the key this member's own DKG of that change produced, with the
-        confirmations the settings require: the coins sit at that key, so this member takes over the
-        new epoch like the others. Nobody's word counts here, only the chain and its own records."""
+    def dropped_change_on_chain(self) -> tuple[Proposal, EpochRecord, str] | None:
+        """A change this member dropped (a proposer's abort, perhaps sent to some members only, or a
+        proposer gone silent) that took place all the same: this member's own chain index shows the
+        current epoch's anchor spent to the transition path of the key this member's own DKG of that
+        change produced, with the confirmations the settings require. The coins sit at that key, so
+        this member takes over the new epoch like the others; nobody's word counts here. Runs in a
+        worker thread (the chain source, the store)."""
         member = self.member
         store = member.store
         active = store.active_epoch()
         if active is None or member.chain is None:
-            return
+            return None
         epoch = active.epoch + 1
         raw = store.get_meta(f"abandoned:{epoch}")
-        if not raw or time.monotonic() - self._last_recover_check < 5:
-            return
-        self._last_recover_check = time.monotonic()
+        if not raw:
+            return None
         try:
             member.chain_view.refresh()
         except ChainError:
-            return
+            return None
         index = member.chain_view.index
         tip = index.tip_height()
         for entry in json.loads(raw):
@@ -274,23 +274,26 @@ class Membership:
                 continue
             new_keys = EpochKeys(epoch, p.members, p.threshold, rec.group_key, rec.chain_code, [], member.network)
             found = index.anchor_spend_to(active.epoch, new_keys.script(TRANSITION_PATH))
-            if found is None or tip - found[1] + 1 < self.settings.transition_confirmations:
-                continue
-            log.warning(
-                "the change to epoch %d was aborted here, but this member's chain shows epoch %d's coins moved to "
-                "its key %s in %s: it takes over the new epoch",
-                epoch,
-                active.epoch,
-                rec.group_key.hex(),
-                found[0],
-            )
-            with store.transaction():
-                store.save_epoch(rec)
-                store.set_meta(f"pending_nonce:{epoch}", p.nonce)
+            if found is not None and tip - found[1] + 1 >= self.settings.transition_confirmations:
                 store.set_meta("last_tip", str(tip))
-            self._activate(p, found[0], judged=False)
-            store.set_meta(f"abandoned:{epoch}", "")
-            return
+                return p, rec, found[0]
+        return None
+
+    def take_over(self, p: Proposal, rec: EpochRecord, txid: str) -> None:
+        """The dropped change's share back in the epochs, and the new epoch active (in the event loop)."""
+        log.warning(
+            "the change to epoch %d was dropped here, but this member's chain shows its coins moved to its key %s "
+            "in %s: it takes over the new epoch",
+            p.epoch,
+            rec.group_key.hex(),
+            txid,
+        )
+        store = self.member.store
+        with store.transaction():
+            store.save_epoch(rec)
+            store.set_meta(f"pending_nonce:{p.epoch}", p.nonce)
+        self._activate(p, txid, judged=False)
+        store.set_meta(f"abandoned:{p.epoch}", "")
 
     def _waiter(self, name: str) -> asyncio.Future[Any]:
         fut = self._waiters.get(name)
@@ -760,7 +763,11 @@ class Membership:
         p = self.proposal
         if p is None:
             self._maybe_expel()
-            await asyncio.to_thread(self._recover_dropped)
+            if time.monotonic() - self._last_recover_check > 5:
+                self._last_recover_check = time.monotonic()
+                dropped = await asyncio.to_thread(self.dropped_change_on_chain)
+                if dropped is not None and self.proposal is None:
+                    self.take_over(*dropped)
             if time.monotonic() - self._last_sweep_check > 30:
                 self._last_sweep_check = time.monotonic()
                 await asyncio.to_thread(self.sweep_check)
