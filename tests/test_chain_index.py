@@ -212,3 +212,33 @@ def test_an_epoch_number_that_names_a_new_key_is_read_again_for_it() -> None:
     assert [(c.txid, c.path, c.sats) for c in index.coins(1)] == [(txid(transition), (RECEIVE, 0), 80_000)]
     assert index.anchor(1).outpoint == (txid(transition), 0)
     assert [c.sats for c in index.coins(0)] == [90_000]  # the other epochs are read again alike
+
+
+def test_an_anchor_spend_to_a_key_is_found_and_nothing_else_counts() -> None:
+    """What a member that dropped a change reads to learn the coins moved to that change's key: only a
+    confirmed transaction spending a coin while it was the anchor, paying the key at output 0."""
+    chain = FakeChain()
+    first = payment([(fed(0, RECEIVE, 0), 50_000)])
+    second = payment([(fed(0, RECEIVE, 1), 40_000)])
+    chain.add([first])
+    chain.add([second])
+    index = new_index(chain)
+    new_key = script("epoch 1 transition")
+    # a spend of a coin that is not the anchor, and one paying the key elsewhere than output 0
+    side = spend([(txid(second), 0)], [(new_key, 39_000)])
+    late = spend([(txid(first), 0)], [(MINER, 1_000), (new_key, 48_000)])
+    chain.add([side, late])
+    index.sync(chain)
+    assert index.anchor_spend_to(0, new_key) is None
+    # a new coin becomes the anchor (late pays no canonical change, and `second` is spent)
+    coin = payment([(fed(0, RECEIVE, 2), 30_000)])
+    chain.add([coin])
+    index.sync(chain)
+    assert index.anchor(0).outpoint == (txid(coin), 0)
+    transition = spend([(txid(coin), 0)], [(new_key, 29_000)])
+    chain.add([transition])
+    index.sync(chain)
+    assert index.anchor_spend_to(0, new_key) == (txid(transition), chain.tip_height())
+    assert index.anchor_spend_to(1, new_key) is None and index.anchor_spend_to(0, OTHER) is None
+    index.rollback_block()  # reorganised away: no longer shown
+    assert index.anchor_spend_to(0, new_key) is None

@@ -501,6 +501,20 @@ class ChainIndex:
             row = self._db.execute("SELECT spent_txid FROM coin WHERE txid = ? AND vout = ?", outpoint).fetchone()
         return None if row is None else row[0]
 
+    def anchor_spend_to(self, epoch: int, script: bytes) -> tuple[str, int] | None:
+        """The first confirmed transaction that spent a coin while it was `epoch`'s anchor and pays
+        `script` at output 0, as (txid, height): how a member tells from its own chain that the epoch's
+        coins moved on to a new key (the anchor is only ever replaced once it is spent)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT t.txid, t.height FROM fed_tx t JOIN fed_output o ON o.txid = t.txid "
+                "WHERE o.vout = 0 AND o.script = ? AND EXISTS (SELECT 1 FROM fed_input i JOIN anchor a "
+                "ON a.txid = i.prev_txid AND a.vout = i.prev_vout WHERE i.txid = t.txid AND a.epoch = ?) "
+                "ORDER BY t.height, t.txid LIMIT 1",
+                (script, epoch),
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def federation_txids(self) -> list[tuple[str, int]]:
         with self._lock:
             return [(t, h) for t, h in self._db.execute("SELECT txid, height FROM fed_tx ORDER BY height, txid")]

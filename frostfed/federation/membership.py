@@ -140,6 +140,7 @@ class Membership:
         self._accepted_key: tuple[str, bytes] | None = None  # (proposal nonce, new key) a proposer accepted
         self._expel_error: str | None = None
         self._last_dead_check = 0.0
+        self._last_recover_check = 0.0
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
             "tprop": self._on_proposal,
             "tack": self._on_ack,
@@ -214,10 +215,11 @@ class Membership:
         if run is not None and run.epoch == p.epoch:
             self.member.stop_dkg()
         rec = self.member.store.epoch(p.epoch)
-        if forget_key and rec is not None and rec.status == "pending" and not self._candidates(p.epoch):
-            # kept aside, sealed: an aborted change might still be broadcast by a rogue proposer
-            self.member.store.set_meta(f"abandoned:{p.epoch}:{rec.group_key.hex()}", json.dumps(_record_json(rec)))
-            self.member.store.delete_epoch(p.epoch)
+        if rec is not None and rec.status == "pending" and not self._candidates(p.epoch):
+            # kept aside, sealed, with the change it came from: an abort sent to some members only (or a
+            # proposer gone silent) does not stop the others, and `_recover_dropped` takes the epoch
+            # over if this member's chain shows it happened
+            self._set_aside(p, rec, delete=forget_key)
         self.proposal = None
         self._reported = {}
         self._accepted_key = None
@@ -228,6 +230,74 @@ class Membership:
             if not fut.done():
                 fut.set_exception(MembershipError(reason))
         self._waiters.clear()
+
+    def _set_aside(self, p: Proposal, rec: EpochRecord, delete: bool) -> None:
+        """Keep the share of a dropped change with that change, if this member's own DKG of that very
+        change made it; `delete`: out of the epochs (an abort), else left there as it was (a timeout)."""
+        store = self.member.store
+        with store.transaction():
+            if store.get_meta(f"pending_nonce:{p.epoch}") == p.nonce:
+                raw = store.get_meta(f"abandoned:{p.epoch}")
+                kept = [e for e in (json.loads(raw) if raw else []) if e["proposal"]["nonce"] != p.nonce]
+                kept.append({"proposal": p.to_body(), "record": _record_json(rec)})
+                store.set_meta(f"abandoned:{p.epoch}", json.dumps(kept[-16:]))
+            elif delete:  # a share of another change to this epoch: kept, but never taken over on its own
+                store.set_meta(f"abandoned:{p.epoch}:{rec.group_key.hex()}", json.dumps(_record_json(rec)))
+            if delete:
+                store.delete_epoch(p.epoch)
+
+    def dropped_change_on_chain(self) -> tuple[Proposal, EpochRecord, str] | None:
+        """A change this member dropped (a proposer's abort, perhaps sent to some members only, or a
+        proposer gone silent) that took place all the same: this member's own chain index shows the
+        current epoch's anchor spent to the transition path of the key this member's own DKG of that
+        change produced, with the confirmations the settings require. The coins sit at that key, so
+        this member takes over the new epoch like the others; nobody's word counts here. Runs in a
+        worker thread (the chain source, the store)."""
+        member = self.member
+        store = member.store
+        active = store.active_epoch()
+        if active is None or member.chain is None:
+            return None
+        epoch = active.epoch + 1
+        raw = store.get_meta(f"abandoned:{epoch}")
+        if not raw:
+            return None
+        try:
+            member.chain_view.refresh()
+        except ChainError:
+            return None
+        index = member.chain_view.index
+        tip = index.tip_height()
+        for entry in json.loads(raw):
+            try:
+                p = Proposal.from_message(Message("tprop", entry["proposal"]))
+                rec = _record_of(entry["record"])
+            except (KeyError, TypeError, ValueError, MessageError):
+                continue
+            if p.epoch != epoch or rec.epoch != epoch or rec.members != p.members or rec.threshold != p.threshold:
+                continue
+            new_keys = EpochKeys(epoch, p.members, p.threshold, rec.group_key, rec.chain_code, [], member.network)
+            found = index.anchor_spend_to(active.epoch, new_keys.script(TRANSITION_PATH))
+            if found is not None and tip - found[1] + 1 >= self.settings.transition_confirmations:
+                store.set_meta("last_tip", str(tip))
+                return p, rec, found[0]
+        return None
+
+    def take_over(self, p: Proposal, rec: EpochRecord, txid: str) -> None:
+        """The dropped change's share back in the epochs, and the new epoch active (in the event loop)."""
+        log.warning(
+            "the change to epoch %d was dropped here, but this member's chain shows its coins moved to its key %s "
+            "in %s: it takes over the new epoch",
+            p.epoch,
+            rec.group_key.hex(),
+            txid,
+        )
+        store = self.member.store
+        with store.transaction():
+            store.save_epoch(rec)
+            store.set_meta(f"pending_nonce:{p.epoch}", p.nonce)
+        self._activate(p, txid, judged=False)
+        store.set_meta(f"abandoned:{p.epoch}", "")
 
     def _waiter(self, name: str) -> asyncio.Future[Any]:
         fut = self._waiters.get(name)
@@ -703,6 +773,11 @@ class Membership:
         p = self.proposal
         if p is None:
             self._maybe_expel()
+            if time.monotonic() - self._last_recover_check > 5:
+                self._last_recover_check = time.monotonic()
+                dropped = await asyncio.to_thread(self.dropped_change_on_chain)
+                if dropped is not None and self.proposal is None:
+                    self.take_over(*dropped)
             if time.monotonic() - self._last_sweep_check > 30:
                 self._last_sweep_check = time.monotonic()
                 await asyncio.to_thread(self.sweep_check)
@@ -1035,3 +1110,18 @@ def _record_json(rec: EpochRecord) -> dict[str, Any]:
         "recovery": rec.recovery.hex(),
         "sealed_share": rec.sealed_share.hex() if rec.sealed_share else None,
     }
+
+
+def _record_of(raw: dict[str, Any]) -> EpochRecord:
+    """A set-aside record back, as the pending share it was."""
+    return EpochRecord(
+        epoch=int(raw["epoch"]),
+        status="pending",
+        members=[bytes.fromhex(m) for m in raw["members"]],
+        threshold=int(raw["threshold"]),
+        group_key=bytes.fromhex(raw["group_key"]),
+        chain_code=bytes.fromhex(raw["chain_code"]),
+        pubshares=[bytes.fromhex(x) for x in raw["pubshares"]],
+        recovery=bytes.fromhex(raw["recovery"]),
+        sealed_share=bytes.fromhex(raw["sealed_share"]) if raw["sealed_share"] else None,
+    )
