@@ -64,6 +64,23 @@ def b2lx_of(tx: CTransaction) -> str:
     return b2lx(tx.GetTxid())
 
 
+def _funded(tmp_path: Path) -> tuple[Store, FakeChain, Member, CTransaction]:
+    """A member of epoch 0 (3 of 4) whose one coin, the anchor, is in the chain's first block."""
+    store = Store(tmp_path / "m.sqlite")
+    old = _record(0, "active", IDS, 3, OLD, b"\x02" * 32)
+    store.save_epoch(old)
+    chain = FakeChain()
+    funding = payment([(_script(old, (RECEIVE, 0)), 100_000)])
+    chain.add([funding])
+    return store, chain, _member(store, chain), funding
+
+
+def _proposal(nonce: str) -> Proposal:
+    """The leave of member 3: epoch 1 of members 0..2, t = 2."""
+    members = IDS[:3]
+    return Proposal(1, "leave", members, 2, {m: "127.0.0.1:1" for m in members}, IDS[3], IDS[3], nonce=nonce)
+
+
 def _check(member: Member) -> None:
     found = member.membership.dropped_change_on_chain()
     if found is not None:
@@ -71,15 +88,9 @@ def _check(member: Member) -> None:
 
 
 def test_a_dropped_change_is_taken_over_only_from_this_members_own_chain(tmp_path: Path) -> None:
-    store = Store(tmp_path / "m.sqlite")
-    old = _record(0, "active", IDS, 3, OLD, b"\x02" * 32)
-    store.save_epoch(old)
-    chain = FakeChain()
-    funding = payment([(_script(old, (RECEIVE, 0)), 100_000)])
-    chain.add([funding])
-    member = _member(store, chain)
+    store, chain, member, funding = _funded(tmp_path)
     members = IDS[:3]
-    p = Proposal(1, "leave", members, 2, {m: "127.0.0.1:1" for m in members}, IDS[3], IDS[3], nonce="aa" * 8)
+    p = _proposal("aa" * 8)
     mine = _record(1, "pending", members, 2, NEW, b"\x03" * 32)
     store.save_epoch(mine)
     store.set_meta("pending_nonce:1", p.nonce)  # this member's own DKG of this change made the share
@@ -118,15 +129,9 @@ def test_a_dropped_change_is_taken_over_only_from_this_members_own_chain(tmp_pat
 
 def test_a_share_of_another_change_is_never_taken_over(tmp_path: Path) -> None:
     """The pending share is not from the dropped change's own DKG: kept aside, never activated."""
-    store = Store(tmp_path / "m.sqlite")
-    old = _record(0, "active", IDS, 3, OLD, b"\x02" * 32)
-    store.save_epoch(old)
-    chain = FakeChain()
-    funding = payment([(_script(old, (RECEIVE, 0)), 100_000)])
-    chain.add([funding])
-    member = _member(store, chain)
+    store, chain, member, funding = _funded(tmp_path)
     members = IDS[:3]
-    p = Proposal(1, "leave", members, 2, {m: "127.0.0.1:1" for m in members}, IDS[3], IDS[3], nonce="bb" * 8)
+    p = _proposal("bb" * 8)
     other = _record(1, "pending", members, 2, NEW, b"\x03" * 32)
     store.save_epoch(other)
     store.set_meta("pending_nonce:1", "cc" * 8)
@@ -142,15 +147,9 @@ def test_a_share_of_another_change_is_never_taken_over(tmp_path: Path) -> None:
 
 def test_a_change_dropped_on_a_silent_proposer_is_taken_over_too(tmp_path: Path) -> None:
     """After a timeout the share stays where it was; the chain still brings the member into the epoch."""
-    store = Store(tmp_path / "m.sqlite")
-    old = _record(0, "active", IDS, 3, OLD, b"\x02" * 32)
-    store.save_epoch(old)
-    chain = FakeChain()
-    funding = payment([(_script(old, (RECEIVE, 0)), 100_000)])
-    chain.add([funding])
-    member = _member(store, chain)
+    store, chain, member, funding = _funded(tmp_path)
     members = IDS[:3]
-    p = Proposal(1, "leave", members, 2, {m: "127.0.0.1:1" for m in members}, IDS[3], IDS[3], nonce="dd" * 8)
+    p = _proposal("dd" * 8)
     mine = _record(1, "pending", members, 2, NEW, b"\x03" * 32)
     store.save_epoch(mine)
     store.set_meta("pending_nonce:1", p.nonce)

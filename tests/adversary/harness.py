@@ -31,6 +31,16 @@ from frostfed.plugin.localcluster import LocalMember
 TESTS_DIR = Path(__file__).resolve().parent.parent
 RBF = 0xFFFFFFFD
 
+MEMBERSHIP = {
+    "min_bond_sats": 50_000,
+    "min_bond_blocks": 20,
+    "transition_confirmations": 1,
+    "change_timeout_seconds": 60.0,
+    "min_change_interval_blocks": 6,
+    "expel_after_seconds": 600,  # a member expels by itself only one it saw offline for 10 minutes
+}
+"""[membership] of the federations the membership attacks run against."""
+
 
 class AttackerMember(LocalMember):
     """A LocalMember whose process is the attacker; `evil()` drives its second control socket."""

@@ -18,6 +18,7 @@ import pytest
 from coincurve import PrivateKey
 
 from adversary.harness import (
+    MEMBERSHIP,
     AdversaryCluster,
     address_script,
     build_tx,
@@ -38,14 +39,6 @@ from frostfed.plugin.localcluster import LocalMember, wait_for_epoch
 
 pytestmark = pytest.mark.slow
 
-MEMBERSHIP = {
-    "min_bond_sats": 50_000,
-    "min_bond_blocks": 20,
-    "transition_confirmations": 1,
-    "change_timeout_seconds": 60.0,
-    "min_change_interval_blocks": 6,
-    "expel_after_seconds": 600,  # a member expels by itself only one it saw offline for 10 minutes
-}
 
 
 @pytest.fixture(scope="module")

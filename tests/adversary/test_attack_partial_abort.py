@@ -14,20 +14,12 @@ from contextlib import closing
 
 import pytest
 
-from adversary.harness import AdversaryCluster, honest_partial_signatures, wait_for
+from adversary.harness import MEMBERSHIP, AdversaryCluster, honest_partial_signatures, wait_for
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.plugin.localcluster import LocalMember, wait_for_epoch
 
 pytestmark = pytest.mark.slow
 
-MEMBERSHIP = {
-    "min_bond_sats": 50_000,
-    "min_bond_blocks": 20,
-    "transition_confirmations": 1,
-    "change_timeout_seconds": 60.0,
-    "min_change_interval_blocks": 6,
-    "expel_after_seconds": 600,
-}
 
 
 @pytest.fixture(scope="module")
