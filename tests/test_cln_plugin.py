@@ -43,6 +43,7 @@ BAD_ARGS: dict[str, list[tuple[list[Any] | dict[str, Any], int]]] = {
         ({"psbt": None}, -32602),
         ({"tx": "x"}, -32602),
     ],
+    "frost-abort-change": [([5], -32602), ({"reason": ""}, -32602), (["why", "more"], -32602), ({"epoch": 1}, -32602)],
     "frost-requests": [
         ([5], -32602),
         ({"id": ""}, -32602),

@@ -82,6 +82,10 @@ class ScriptedService:
         self.calls.append(("revoke", (member,)))
         return {"revoked": member}
 
+    async def abort_change(self, reason: str | None) -> dict[str, Any]:
+        self.calls.append(("abort_change", (reason,)))
+        return {"aborted": {"epoch": 1}}
+
     async def epochs(self) -> dict[str, Any]:
         self.calls.append(("epochs", ()))
         return {"epochs": []}
@@ -131,6 +135,7 @@ def test_every_command_is_covered_here() -> None:
         "frost-admit",
         "frost-approve-expel",
         "frost-revoke",
+        "frost-abort-change",
     }
     with_params |= {"frost-ledger-credit", "frost-ledger", "frost-ledger-history"}
     assert set(COMMANDS) == {*NO_PARAMS, *with_params}
@@ -146,6 +151,13 @@ def test_every_command_is_covered_here() -> None:
             ("join", (MEMBER, "h:1", 70000, 144)),
         ),
         ("frost-expel", [MEMBER], ("expel", (MEMBER,))),
+        ("frost-abort-change", [], ("abort_change", (None,))),
+        (
+            "frost-abort-change",
+            ["the named transaction never confirms"],
+            ("abort_change", ("the named transaction never confirms",)),
+        ),
+        ("frost-abort-change", {"reason": "stuck"}, ("abort_change", ("stuck",))),
         ("frost-expel", {"member": MEMBER}, ("expel", (MEMBER,))),
         ("frost-bond-claim", [ADDR], ("bond_claim", (ADDR,))),
         ("frost-expel", [MEMBER.upper()], ("expel", (MEMBER,))),  # ids are compared in lowercase
@@ -301,6 +313,11 @@ BAD_ARGS = [
     ("frost-bond-claim", [], "address"),
     ("frost-bond-claim", ["x"], "address"),
     ("frost-leave", [1], "at most 0"),
+    ("frost-abort-change", [""], "reason"),
+    ("frost-abort-change", [5], "reason"),
+    ("frost-abort-change", ["x" * 201], "reason"),
+    ("frost-abort-change", ["why", "more"], "at most 1"),
+    ("frost-abort-change", {"epoch": 1}, "epoch"),
 ]
 
 

@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 
 PeerId = bytes
 
+DEAD_AFTER_BLOCKS = 6
+"""How deep another spend of the anchor must be before a change whose transition it rules out is dropped."""
+
 
 class MembershipError(Exception):
     """A membership change that could not be made; the message says why."""
@@ -194,6 +197,9 @@ class Membership:
         for record in ("transition_judged", "transition_txids", "transition_txid", "transition_tx"):
             self.member.store.set_meta(f"{record}:{p.epoch}", "")  # an earlier change to this epoch's, if any
         self._named = {k: v for k, v in self._named.items() if k[0] != p.epoch}
+        if self.member.keys is not None:  # the anchor every transition of this change comes after
+            anchor = self.member.chain_view.anchor(self.member.keys.epoch).outpoint
+            self.member.store.set_meta(f"transition_anchor:{p.epoch}", json.dumps(anchor) if anchor else "")
         for peer, address in p.addresses.items():
             self._learn_peer(peer, address)
         self.member.store.save_directory(self.directory)
@@ -201,6 +207,11 @@ class Membership:
             stored = int(self.member.store.get_meta(f"dkg_attempt:{p.epoch}") or "0")
             attempt = max(stored + 1, self.member.dkg_attempts_seen.get(p.epoch, 0))
             self.member._start_dkg(p.epoch, p.members, p.threshold, attempt)
+
+    async def _read_chain(self) -> None:
+        if self.member.keys is not None and self.member.chain is not None:
+            with contextlib.suppress(ChainError):
+                await asyncio.to_thread(self.member.chain_view.refresh)
 
     def _drop(self, reason: str, forget_key: bool = True) -> None:
         """Give up on the change in progress. Its new key share is deleted only when the change is
@@ -359,6 +370,7 @@ class Membership:
             )
         except ProposalRefused as e:
             raise MembershipError(str(e)) from None
+        await self._read_chain()
         decision = await asyncio.to_thread(self.judge, p, tip, dict(self.clock.offline))
         if not decision.accept:
             raise MembershipError(decision.reason)
@@ -505,6 +517,7 @@ class Membership:
             else:
                 assert member.chain is not None
                 tip = await asyncio.to_thread(member.chain.tip_height)
+                await self._read_chain()  # the anchor this change starts from (see _adopt)
                 check_proposal(p, member.keys, self.settings, tip)
                 if self.proposal is not None or self._proposing:
                     raise ProposalRefused("this member is taking part in another change")
@@ -513,6 +526,8 @@ class Membership:
                     raise _Refused(decision)
             if (p.proposer, p.nonce) in self._aborted:
                 return  # its abort overtook it
+            if dropped := member.store.get_meta(_dropped_key(p)):
+                raise ProposalRefused(f"this member dropped this change: {dropped}")
         except (ProposalRefused, ChainError, _Refused) as e:
             code = e.decision.code if isinstance(e, _Refused) else BAD_PROPOSAL
             reason = e.decision.reason if isinstance(e, _Refused) else str(e)
@@ -794,31 +809,96 @@ class Membership:
         found = await asyncio.to_thread(self._find_transition, p)
         if found is not None:
             self._activate(p, *found)
-        elif self._approved_transition(p) and time.monotonic() - self._last_dead_check > 15:
+        elif time.monotonic() - self._last_dead_check > 15:
             self._last_dead_check = time.monotonic()
-            if await asyncio.to_thread(self._transition_impossible, p):
-                self._drop("its transition can no longer confirm: a coin it spends was spent by another transaction")
+            dead = await asyncio.to_thread(self._transition_impossible, p)
+            if dead is not None and self.proposal is p:
+                self._give_up(p, "transition_impossible", f"its transition can no longer confirm: {dead}")
 
-    def _transition_impossible(self, p: Proposal) -> bool:
-        """A coin the approved transition spends is gone, and no candidate transaction is in a block
-        since it was approved or in the mempool: another transaction spent the coin."""
+    def _transition_impossible(self, p: Proposal) -> str | None:
+        """Why no transition of `p` can confirm any more, if this member's own chain shows it, and no
+        candidate transaction is in a block since it was named or in the mempool: a coin the transition
+        this member approved spends is gone, or the anchor the change started from was spent (deep
+        enough) by a payout of the old epoch, which every transition built before it also spends. A
+        transaction id named by a proposer who never had it signed thus times out too."""
         chain = self.member.chain
         assert chain is not None
         raw = self.member.store.get_meta(f"transition_judged:{p.epoch}")
         try:
-            if not raw or all(chain.get_utxo(txid, vout) is not None for txid, vout in json.loads(raw)):
-                return False
+            why = None
+            if raw and self._approved_transition(p) and any(chain.get_utxo(t, v) is None for t, v in json.loads(raw)):
+                why = "a coin it spends was spent by another transaction"
+            why = why or self._anchor_spent_elsewhere(p)
+            if why is None:
+                return None
             candidates = self._candidates(p.epoch)
             if any(chain.get_utxo(txid, 0) is not None for txid in candidates):
-                return False  # in the mempool, or confirmed and not yet spent
+                return None  # in the mempool, or confirmed and not yet spent
             tip = chain.tip_height()
             for txid, since in candidates.items():
                 for height in range(max(since - 1, tip - 2000, 0), tip + 1):
                     if any(b2lx(t.GetTxid()) == txid for t in chain.block_transactions(height)):
-                        return False
+                        return None
         except ChainError:
-            return False
-        return True
+            return None
+        return why
+
+    def _anchor_spent_elsewhere(self, p: Proposal) -> str | None:
+        """The old epoch's anchor when this member took part in `p`, spent at least DEAD_AFTER_BLOCKS
+        deep by a transaction that paid its change back to the old epoch (it made the next anchor): a
+        payout, never a transition, which pays nothing back."""
+        member = self.member
+        old = member.keys
+        if old is None:
+            return None
+        member.chain_view.refresh()
+        index = member.chain_view.index
+        raw = member.store.get_meta(f"transition_anchor:{p.epoch}")
+        if not raw:  # this member's index did not know the anchor yet when it took part: from now on
+            first = index.anchor(old.epoch).outpoint
+            member.store.set_meta(f"transition_anchor:{p.epoch}", json.dumps(first) if first else "")
+            return None
+        txid, vout = json.loads(raw)
+        spender = index.spender((txid, vout))
+        if spender is None or not any(a[0] == spender for a in index.anchors(old.epoch)):
+            return None
+        height = dict(index.federation_txids()).get(spender)
+        need = max(DEAD_AFTER_BLOCKS, self.settings.transition_confirmations)
+        if height is None or index.tip_height() - height + 1 < need:
+            return None
+        return f"epoch {old.epoch}'s anchor {txid}:{vout} was spent by the payout {spender}, {need}+ blocks deep"
+
+    def abort_change(self, reason: str | None = None) -> dict[str, Any]:
+        """The operator's own decision to stop taking part in the change in progress (a proposer that
+        named a transaction which never confirms holds every later change up). Local: nothing is sent;
+        this member refuses that change's transition from now on, and keeps its share of the new key
+        aside in case the transition confirms all the same."""
+        p = self.proposal
+        if p is None:
+            raise MembershipError("no membership change is in progress at this member")
+        why = f"aborted by this member's operator: {reason or 'no reason given'}"
+        self._give_up(p, "operator_abort", why)
+        return {
+            "aborted": {"epoch": p.epoch, "kind": p.kind, "subject": p.subject.hex(), "nonce": p.nonce},
+            "reason": why,
+        }
+
+    def _give_up(self, p: Proposal, code: str, reason: str) -> None:
+        """Drop `p` for good at this member: its share set aside with the change (out of the epochs, so
+        a later change to the same epoch runs a DKG of its own), the reason recorded, and the change
+        refused if proposed or asked to sign again."""
+        store = self.member.store
+        rec = store.epoch(p.epoch)
+        with store.transaction():
+            store.set_meta(_dropped_key(p), reason[:500])
+            if rec is not None and rec.status == "pending" and store.get_meta(f"pending_nonce:{p.epoch}") == p.nonce:
+                raw = store.get_meta(f"abandoned:{p.epoch}")
+                kept = [e for e in (json.loads(raw) if raw else []) if e["proposal"]["nonce"] != p.nonce]
+                kept.append({"proposal": p.to_body(), "record": _record_json(rec)})
+                store.set_meta(f"abandoned:{p.epoch}", json.dumps(kept[-16:]))
+                store.delete_epoch(p.epoch)  # else the next change's DKG would end with this key
+        store.record_refusal("dropped", p.to_body(), code, reason)
+        self._drop(reason, forget_key=False)
 
     def _find_transition(self, p: Proposal) -> tuple[str, bool] | None:
         """The confirmed transaction among the candidates that is the transition: it spends the old
@@ -1009,6 +1089,8 @@ class Membership:
             check_proposal(p, keys, self.settings, member.chain.tip_height())
         except ProposalRefused as e:
             raise PolicyRejection("bad_proposal", str(e)) from None
+        if dropped := member.store.get_meta(_dropped_key(p)):
+            raise PolicyRejection("change_dropped", f"this member dropped this change: {dropped}")
         adopted = self.proposal
         if adopted is None or adopted.to_body() != p.to_body():
             raise PolicyRejection(
@@ -1097,6 +1179,10 @@ class Membership:
             },
             "last_error": self.last_error,
         }
+
+
+def _dropped_key(p: Proposal) -> str:
+    return f"dropped_change:{p.proposer.hex()}:{p.nonce}"
 
 
 def _record_json(rec: EpochRecord) -> dict[str, Any]:

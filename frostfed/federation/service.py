@@ -257,6 +257,12 @@ class FederationService(_LedgerCommands):
             )
         return {"revoked": member, "kinds": withdrawn, **self.member.membership.approvals()}
 
+    async def abort_change(self, reason: str | None) -> dict[str, Any]:
+        try:
+            return self.member.membership.abort_change(reason)
+        except MembershipError as e:
+            raise RpcError(commands.NOT_FOUND, str(e)) from None
+
     async def epochs(self) -> dict[str, Any]:
         store = self.member.store
         membership = self.member.membership
