@@ -382,15 +382,6 @@ class Store:
         row = self._exec("SELECT max(idx) FROM addresses WHERE epoch=?", (epoch,)).fetchone()
         return 0 if row[0] is None else row[0] + 1
 
-    def change_count(self, epoch: int) -> int:
-        """How many change addresses the epoch has used (this member's coordinated payouts)."""
-        return int(self.get_meta(f"change_index:{epoch}") or "0")
-
-    def next_change_index(self, epoch: int) -> int:
-        idx = self.change_count(epoch)
-        self.set_meta(f"change_index:{epoch}", str(idx + 1))
-        return idx
-
     def record_address(self, epoch: int, idx: int, address: str) -> None:
         self._exec("INSERT OR IGNORE INTO addresses VALUES(?,?,?,?)", (epoch, idx, address, time.time()))
 

@@ -4,22 +4,17 @@ so the honest members wait for a transaction that never confirms."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
-from adversary.evil_membership import _peers, _propose
+from adversary.evil_membership import _peers, propose_through_dkg
 from adversary.evilrpc import command
-from frostfed.federation.messages import Message
-from frostfed.federation.transition import Proposal
 
 
 @command("wedge")
 async def _wedge(member: Any, p: dict[str, Any]) -> dict[str, Any]:
-    out = await _propose(member, {**p, "adopt": True})
-    proposal = Proposal.from_message(Message("tprop", out["proposal"]))
+    out, proposal, group_key, recovery = await propose_through_dkg(member, p)
     membership = member.membership
-    group_key, recovery = await asyncio.wait_for(membership._waiters["dkg"], float(p.get("timeout", 60)))
     txid = p.get("txid") or secrets.token_hex(32)
     for peer in _peers(member, p.get("to", "all")):
         await member._send(peer, "tdone", {"epoch": proposal.epoch, "txid": txid})

@@ -111,12 +111,18 @@ async def _acks(member: Any, p: dict[str, Any]) -> dict[str, Any]:
     return _ACKS.get(int(p["epoch"]), {})
 
 
-@command("dkg_abort")
-async def _dkg_abort(member: Any, p: dict[str, Any]) -> dict[str, Any]:
+async def propose_through_dkg(member: Any, p: dict[str, Any]) -> tuple[dict[str, Any], Proposal, bytes, bytes]:
+    """Propose a change, take part in it, and wait for its DKG: (answer, proposal, group key, recovery)."""
     out = await _propose(member, {**p, "adopt": True})
     proposal = Proposal.from_message(Message("tprop", out["proposal"]))
+    group_key, recovery = await asyncio.wait_for(member.membership._waiters["dkg"], float(p.get("timeout", 60)))
+    return out, proposal, group_key, recovery
+
+
+@command("dkg_abort")
+async def _dkg_abort(member: Any, p: dict[str, Any]) -> dict[str, Any]:
+    out, proposal, group_key, recovery = await propose_through_dkg(member, p)
     membership = member.membership
-    group_key, recovery = await asyncio.wait_for(membership._waiters["dkg"], float(p.get("timeout", 60)))
     body = {"epoch": proposal.epoch, "nonce": proposal.nonce, "reason": "aborted by the proposer"}
     for peer in _peers(member, p.get("abort_to", "all")):
         await member._send(peer, "tabort", body)
