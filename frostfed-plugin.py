@@ -10,6 +10,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
-from frostfed.plugin.cln import main
+from frostfed.plugin.cln_main import main
 
 main()

@@ -9,11 +9,10 @@ import random
 import pytest
 from netcluster import member_key, start_noise_members
 
-from frostfed.net.echo import (
+from frostfed.net.echo import EchoBroadcast, EchoCore
+from frostfed.net.echo_base import (
     Aborted,
     Delivered,
-    EchoBroadcast,
-    EchoCore,
     EchoError,
     EchoViolation,
     EquivocationDetected,

@@ -1,4 +1,4 @@
-"""The assembled member stack: point-to-point ports and echo broadcast sharing one set of links."""
+"""The assembled member stack: point-to-point ports and the round echo broadcast sharing one set of links."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from netcluster import member_key, node_id, wait_for
 from frostfed.net.links import open_noise_links
 
 
-async def test_members_use_a_port_and_the_echo_broadcast_side_by_side():
+async def test_members_use_a_port_and_the_round_echo_broadcast_side_by_side():
     keys = [member_key(i) for i in range(4)]
     ids = [node_id(k) for k in keys]
     links = [await open_noise_links(k, dict.fromkeys(ids)) for k in keys]
@@ -25,13 +25,13 @@ async def test_members_use_a_port_and_the_echo_broadcast_side_by_side():
     sid = hashlib.sha256(b"links session").digest()
     try:
         for ln in links:
-            ln.echo.start_session(sid, ids)
+            ln.round_echo.start_session(sid, ids)
         big = bytes(200_000)  # above one frame: chunked by the reliable layer
         for i, port in enumerate(ports):
             await port.send(ids[(i + 1) % 4], big + ids[i])
-            await links[i].echo.broadcast(sid, b"round 1 from " + ids[i])
+            await links[i].round_echo.broadcast(sid, b"round 1 from " + ids[i])
         async with asyncio.timeout(30):
-            results = [await ln.echo.receive_all(sid, ids) for ln in links]
+            results = [await ln.round_echo.receive_all(sid) for ln in links]
         assert all(r == {i: b"round 1 from " + i for i in ids} for r in results)
         await wait_for(lambda: all(len(b) == 1 for b in inbox))
         for j, box in enumerate(inbox):

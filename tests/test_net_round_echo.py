@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 from netcluster import member_key, node_id, start_noise_members
 
-from frostfed.net.echo import (
+from frostfed.net.echo import EchoBroadcast
+from frostfed.net.echo_base import (
     Aborted,
     Delivered,
     EchoError,
@@ -28,7 +29,7 @@ from frostfed.net.echo import (
 )
 from frostfed.net.faults import FaultPlan, FaultyChannel
 from frostfed.net.links import open_noise_links
-from frostfed.net.mux import ROUND_ECHO_PORT, Mux
+from frostfed.net.mux import ECHO_PORT, ROUND_ECHO_PORT, Mux
 from frostfed.net.reliable import ReliableChannel
 from frostfed.net.round_echo import RoundEchoBroadcast, RoundEchoCore, sign_echo, verify_echo
 from frostfed.net.wire import (
@@ -467,16 +468,17 @@ async def test_member_links_run_the_round_echo_beside_the_echo():
         for other in links:
             if other is not ln:
                 ln.channel.set_address(other.channel.node_id, other.channel.listen_address)
+    echo = [EchoBroadcast(ln.port(ECHO_PORT), k) for ln, k in zip(links, keys, strict=True)]
     try:
-        for ln in links:
-            ln.echo.start_session(SID, ids)
+        for ln, e in zip(links, echo, strict=True):
+            e.start_session(SID, ids)
             ln.round_echo.start_session(SID, ids)
-        for ln, i in zip(links, ids, strict=True):
+        for ln, e, i in zip(links, echo, ids, strict=True):
             await ln.round_echo.broadcast(SID, b"round " + i)
-            await ln.echo.broadcast(SID, b"echo " + i)
+            await e.broadcast(SID, b"echo " + i)
         async with asyncio.timeout(30):
             rounds = [await ln.round_echo.receive_all(SID) for ln in links]
-            echoes = [await ln.echo.receive_all(SID, ids) for ln in links]
+            echoes = [await e.receive_all(SID, ids) for e in echo]
         assert all(r == {i: b"round " + i for i in ids} for r in rounds)
         assert all(r == {i: b"echo " + i for i in ids} for r in echoes)
     finally:

@@ -10,7 +10,8 @@ from coincurve import PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frostfed.net.echo import EchoCore, EchoViolation, EquivocationProof, InvalidProof
+from frostfed.net.echo import EchoCore
+from frostfed.net.echo_base import EchoViolation, EquivocationProof, InvalidProof
 from frostfed.net.noise import BOLT8_PROLOGUE, Handshake, HandshakeError, TransportError
 from frostfed.net.reliable import ReliableCore
 from frostfed.net.wire import (

@@ -6,10 +6,12 @@ Layers, bottom up (each a `Channel` except the broadcast):
 - `faults.FaultyChannel`: optional, for tests: drops, duplicates, delays and cuts.
 - `reliable.ReliableChannel`: exactly-once, in-order messages up to 4 MiB (`ReliableCore` sans-I/O).
 - `mux.Mux`: numbered ports over one reliable channel.
-- `echo.EchoBroadcast`: echo broadcast with equivocation proofs (`EchoCore` sans-I/O).
-- `round_echo.RoundEchoBroadcast`: the same guarantees for rounds where every member broadcasts once,
-  with O(n) frames and signature checks per member instead of O(n²) (`RoundEchoCore` sans-I/O).
-  Both cores share their session handling (`echo.SessionCore`), and both run on
+- `round_echo.RoundEchoBroadcast`: echo broadcast with equivocation proofs for rounds where every
+  member broadcasts once, with O(n) frames and signature checks per member (`RoundEchoCore` sans-I/O);
+  the federation's DKG runs on it.
+- `echo.EchoBroadcast`: the same guarantees per sender, with O(n²) frames (`EchoCore` sans-I/O); not
+  part of a member's stack, kept as the general protocol and the benchmark's baseline.
+  Both cores share statements, proofs, events and session handling (`echo_base`), and both run on
   `broadcast_driver.BroadcastDriver`, the asyncio driver around a sans-I/O core.
 `wire` holds every frame format and its decoder.
 """

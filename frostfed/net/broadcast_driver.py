@@ -1,5 +1,5 @@
-"""The asyncio side of the echo broadcasts: the events a sans-I/O core returns, and the driver that
-carries them out over a `Channel`.
+"""The asyncio side of the echo broadcasts: the driver that carries out the events a sans-I/O core
+returns (`echo_base.Transmit`, `Delivered`, `Aborted`) over a `Channel`.
 
 `EchoCore` (one echo per member per sender) and `RoundEchoCore` (one echo per member per round) are
 different protocols behind the same interface; `BroadcastDriver` is the one piece of asyncio that runs
@@ -12,63 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 from .channel import Channel, PeerId
+from .echo_base import Delivered, EchoViolation, EquivocationDetected, EquivocationProof, Event, Transmit
 from .wire import WireError
-
-if TYPE_CHECKING:
-    from .echo import EquivocationProof
 
 R = TypeVar("R")
 
-
-class EchoError(Exception):
-    pass
-
-
-class EchoViolation(EchoError):
-    """A member sent a well-formed frame the protocol forbids (bad signature, wrong signer...)."""
-
-    def __init__(self, peer: PeerId, reason: str) -> None:
-        super().__init__(f"{peer.hex()[:16]}: {reason}")
-        self.peer = peer
-        self.reason = reason
-
-
-class EquivocationDetected(EchoError):
-    """The session aborted: `proof` shows that `proof.sender` broadcast two different messages."""
-
-    def __init__(self, session_id: bytes, proof: EquivocationProof) -> None:
-        super().__init__(f"session {session_id.hex()[:16]}: {proof.sender.hex()} equivocated")
-        self.session_id = session_id
-        self.proof = proof
-
-
-@dataclass(frozen=True)
-class Transmit:
-    peer: PeerId
-    frame: bytes
-
-
-@dataclass(frozen=True)
-class Delivered:
-    session_id: bytes
-    sender: PeerId
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class Aborted:
-    session_id: bytes
-    proof: EquivocationProof
-
-
-Event = Transmit | Delivered | Aborted
-
 Deliver = Callable[[bytes, PeerId, bytes], None]
-Abort = Callable[[bytes, "EquivocationProof"], None]
+Abort = Callable[[bytes, EquivocationProof], None]
 
 
 class BroadcastCore(Protocol):

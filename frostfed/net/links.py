@@ -1,4 +1,4 @@
-"""One member's whole transport, assembled: channel -> reliable delivery -> ports -> echo broadcasts.
+"""One member's whole transport, assembled: channel -> reliable delivery -> ports -> round echo broadcast.
 
 The federation needs the same stack over Noise (standalone daemon) and over Core Lightning custom
 messages (plugin); `links_over` builds it on any channel, `open_noise_links` on a new NoiseChannel.
@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .channel import Channel, PeerId
-from .echo import EchoBroadcast
-from .mux import ECHO_PORT, ROUND_ECHO_PORT, Mux, Port
+from .mux import ROUND_ECHO_PORT, Mux, Port
 from .reliable import ReliableChannel
 from .round_echo import RoundEchoBroadcast
 from .tcp import Address, NoiseChannel
@@ -22,11 +21,11 @@ class MemberLinks:
     channel: Channel
     reliable: ReliableChannel
     mux: Mux
-    echo: EchoBroadcast
     round_echo: RoundEchoBroadcast
 
     def port(self, number: int) -> Port:
-        """A reliable, ordered channel of its own for one protocol (numbers 16 and up are free)."""
+        """A reliable, ordered channel of its own for one protocol (numbers 16 and up are free; the
+        per-sender `echo.EchoBroadcast` runs on `mux.ECHO_PORT` where one is wanted)."""
         return self.mux.port(number)
 
     async def close(self) -> None:
@@ -41,7 +40,6 @@ def links_over(channel: Channel, private_key: bytes, **reliable_options) -> Memb
         channel,
         reliable,
         mux,
-        EchoBroadcast(mux.port(ECHO_PORT), private_key),
         RoundEchoBroadcast(mux.port(ROUND_ECHO_PORT), private_key),
     )
 

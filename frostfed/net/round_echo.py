@@ -6,7 +6,7 @@ needs O(n) of each, with the same guarantees. Protocol for one session (a 32-byt
 list, in the same order everywhere):
 
 1. Each member S signs the statement "in session sid, S broadcast the message with hash d"
-   (`echo.sign_statement`) and sends the message with that statement to every member.
+   (`echo_base.sign_statement`) and sends the message with that statement to every member.
 2. A member that holds the messages of all n members signs the vector of their hashes, in member
    order, and sends every member ONE echo: that signature plus the n sender statements.
 3. A member delivers the whole round once it holds all n messages and, from every member, a validly
@@ -14,7 +14,7 @@ list, in the same order everywhere):
 
 Sender statements carried in echoes are checked only when their hash differs from the one held here
 (or from an earlier echo's, for a sender whose message has not arrived yet): two valid statements of
-one sender with different hashes are an `echo.EquivocationProof`, the same transferable object the
+one sender with different hashes are an `echo_base.EquivocationProof`, the same transferable object the
 per-sender echo produces. The member that finds one aborts the session, sends the proof to every
 member (who check it and abort too) and delivers nothing of that session. An echo that carries a
 forged statement convicts its signer of misbehaving, not the sender, and is dropped.
@@ -34,18 +34,16 @@ from dataclasses import dataclass, field
 from coincurve import PrivateKey, PublicKeyXOnly
 
 from ..frost.secp import tagged_hash
-from .broadcast_driver import (
-    BroadcastDriver,
+from .broadcast_driver import BroadcastDriver
+from .channel import Channel, PeerId
+from .echo_base import (
     Delivered,
     EchoError,
     EchoViolation,
-    Event,
-    Transmit,
-)
-from .channel import Channel, PeerId
-from .echo import (
     EquivocationProof,
+    Event,
     SessionCore,
+    Transmit,
     message_digest,
     sign_statement,
     verify_statement,

@@ -6,8 +6,8 @@
 plugin's single-threaded stdin loop (and with it lightningd's hooks) never waits on the federation.
 
 The federation service is made by a factory given the `PluginContext` (channel, node id, host seed,
-data directory, options, RPC). Until the service exists every `frost-*` call fails with NOT_READY,
-after its arguments have been checked.
+data directory, options, RPC); `cln_main` runs the plugin with `cln_member`'s factory. Until the service
+exists every `frost-*` call fails with NOT_READY, after its arguments have been checked.
 """
 
 from __future__ import annotations
@@ -349,19 +349,3 @@ class FrostfedPlugin:
         finally:
             self.close()
 
-
-def default_service_factory() -> ServiceFactory:
-    """`frostfed.federation.service.from_plugin_context` if the service defines one, else the member
-    assembled in `frostfed.plugin.cln_member`."""
-    from frostfed.federation import service
-
-    factory: ServiceFactory | None = getattr(service, "from_plugin_context", None)
-    if factory is not None:
-        return factory
-    from frostfed.plugin.cln_member import from_plugin_context
-
-    return from_plugin_context
-
-
-def main() -> None:
-    FrostfedPlugin(default_service_factory()).run()
