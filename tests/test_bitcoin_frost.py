@@ -11,6 +11,7 @@ import pytest
 from chain_tracking import reconcile
 from dealer import trusted_dealer
 from frost_session import full_sign
+from mempool import mempool_verdict
 
 from frostfed.bitcoin.chain import Utxo
 from frostfed.bitcoin.descriptor import (
@@ -128,7 +129,7 @@ def test_threshold_payout_end_to_end(regtest, chain, fed, watch_only, tmp_path):
 
     assert [i for i, _ in fed.signed] == indexes
     assert len({tuple(s) for _, s in fed.signed}) == 3  # three different signer subsets
-    verdict = chain.test_accept(signed)
+    verdict = mempool_verdict(regtest, signed)
     assert verdict.allowed, verdict.reason
     assert chain.broadcast(signed) == payout.txid
     block = regtest.mine(1)[0]
@@ -181,7 +182,7 @@ def test_psbt_from_the_watch_only_wallet_signed_by_the_federation(regtest, chain
     signed_psbt.finalize_keypath()
     ours = signed_psbt.extract()
     assert ours.serialize().hex() == by_bitcoind["hex"]
-    assert chain.test_accept(ours).allowed
+    assert mempool_verdict(regtest, ours).allowed
     chain.broadcast(ours)
     regtest.mine(1)
     assert reconcile(ledger, chain, [fed.script(i) for i in range(40)]) == [payout.txid]

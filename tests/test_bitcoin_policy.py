@@ -22,6 +22,7 @@ from chain_tracking import reconcile
 from coincurve import PrivateKey
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from mempool import mempool_verdict
 
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainSource, ChainUnavailable, Utxo
 from frostfed.bitcoin.fee_budget import FeeBudget
@@ -127,7 +128,7 @@ def test_payout_to_three_miners_is_signed_accepted_mined_and_recorded(regtest, c
     assert fed.calls == [0, 1]
     assert payout.change_outputs == (3,) and payout.payouts == dict(zip(miners, owed, strict=True))
     assert 2.0 <= payout.fee_rate < 2.1
-    verdict = chain.test_accept(signed)
+    verdict = mempool_verdict(regtest, signed)
     assert verdict.allowed, verdict.reason
     assert verdict.vsize == payout.vsize and verdict.fee_sats == payout.fee_sats
     assert ledger.reserved_txids() == [payout.txid]
@@ -199,7 +200,7 @@ def test_inputs_must_be_confirmed_mature_owned_and_unspent(regtest, chain, fed, 
     regtest.mine(1)
     assert policy.check(tx).inputs[0].confirmations == 100  # mature now: the same payout passes
     mature, _ = sign_payout(tx, policy, fed.sign)
-    assert chain.test_accept(mature).allowed  # and bitcoind agrees on the maturity rule
+    assert mempool_verdict(regtest, mature).allowed  # and bitcoind agrees on the maturity rule
     fed.calls.clear()
     ledger.credit(miners[0], 1_000_000)  # that payout stays reserved (never broadcast); owe the next one
 
@@ -242,7 +243,7 @@ def test_reserved_payout_blocks_a_second_request_until_replaced(regtest, chain, 
     # A fee bump of the first (same input) replaces it and is allowed.
     bump = build_payout_tx([a], [(miners[0], 4_000_000)], fed.scripts[2], 5)
     signed, payout = sign_payout(bump, policy, fed.sign)
-    assert chain.test_accept(signed).allowed
+    assert mempool_verdict(regtest, signed).allowed
     chain.broadcast(signed)
     regtest.mine(1)
     assert reconcile(ledger, chain, fed.scripts) == [payout.txid]
@@ -289,7 +290,7 @@ def test_external_check_command(regtest, chain, fed, ledger, miners, tmp_path):
     accept = _script(tmp_path, 'import json, sys; json.load(sys.stdin); print(json.dumps({"accept": True}))')
     policy = make_policy(chain, fed, ledger, CommandPolicy(accept))
     signed, _ = sign_payout(tx, policy, fed.sign)
-    assert chain.test_accept(signed).allowed
+    assert mempool_verdict(regtest, signed).allowed
 
 
 def test_unreachable_or_failing_chain_source_signs_nothing(regtest, chain, fed, ledger, miners):

@@ -9,7 +9,6 @@ unix socket address can hold.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -32,7 +31,6 @@ from frostfed.federation import commands  # noqa: E402
 from frostfed.frost.secp import tagged_hash  # noqa: E402
 from frostfed.net.cln_channel import FROSTFED_MSGTYPE  # noqa: E402
 from frostfed.net.cln_members import DATA, HELLO_ASK, HELLO_TAG  # noqa: E402
-from frostfed.plugin.hostkey import HOSTSEED_LABEL, check_binding, sign_binding  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.lightningd]
 
@@ -48,16 +46,6 @@ transition_confirmations = 1
 change_timeout_seconds = 120.0
 """
 BOND = 60_000
-
-
-class AsyncRpc:
-    """pyln's blocking RPC behind the async `call` the host-key functions expect."""
-
-    def __init__(self, rpc: Any) -> None:
-        self.rpc = rpc
-
-    async def call(self, method: str, params: Any = None) -> Any:
-        return self.rpc.call(method, params)
 
 
 def error_of(node: Any, method: str, params: Any = None) -> dict[str, Any]:
@@ -228,22 +216,6 @@ def test_four_nodes_exchange_messages_and_reconnect(node_factory):
     l1.rpc.call("mesh-send", [l2.info["id"], "after the drop"])
     l1.rpc.connect(l2.info["id"], "localhost", l2.port)
     wait_for(lambda: any(m["text"] == "after the drop" for m in l2.rpc.call("mesh-inbox")["messages"]))
-
-
-def test_host_key_binding_checked_by_another_node(node_factory):
-    l1, l2 = node_factory.get_nodes(2)
-    seed = bytes.fromhex(l1.rpc.call("makesecret", {"string": HOSTSEED_LABEL})["secret"])
-    pub = PrivateKey(seed).public_key.format()
-    id1, id2 = bytes.fromhex(l1.info["id"]), bytes.fromhex(l2.info["id"])
-
-    async def scenario() -> tuple[bool, bool]:
-        zbase = await sign_binding(AsyncRpc(l1.rpc), id1, pub)
-        return (
-            await check_binding(AsyncRpc(l2.rpc), id1, pub, zbase),
-            await check_binding(AsyncRpc(l2.rpc), id2, pub, zbase),
-        )
-
-    assert asyncio.run(scenario()) == (True, False)
 
 
 # ---- the whole life cycle -----------------------------------------------------------------------------

@@ -72,15 +72,6 @@ def parse_block(height: int, raw: bytes) -> ChainBlock:
     return ChainBlock(height, b2lx(block.GetHash()), b2lx(block.hashPrevBlock), list(block.vtx))
 
 
-@dataclass(frozen=True)
-class MempoolVerdict:
-    allowed: bool
-    reason: str | None  # the backend's reject reason when not allowed
-    txid: str | None = None
-    vsize: int | None = None
-    fee_sats: int | None = None
-
-
 class ChainSource(ABC):
     """What the payout policy and the ledger ask of the chain."""
 
@@ -111,10 +102,6 @@ class ChainSource(ABC):
     @abstractmethod
     def fee_rate(self, target_blocks: int = 6) -> float | None:
         """Estimated fee rate in sat/vB for confirmation within `target_blocks`, None if unknown."""
-
-    def test_accept(self, tx: CTransaction) -> MempoolVerdict:
-        """Would the mempool accept this signed transaction? Backends without the check raise."""
-        raise ChainError(f"{type(self).__name__} cannot test mempool acceptance")
 
 
 def btc_to_sats(value: Any) -> int:
@@ -266,14 +253,3 @@ class BitcoindChainSource(ChainSource):
         if rate is None:
             return None
         return float(Decimal(rate) * SATS_PER_BTC / 1000)  # BTC/kvB -> sat/vB
-
-    def test_accept(self, tx: CTransaction) -> MempoolVerdict:
-        (result,) = self.rpc.call("testmempoolaccept", [tx.serialize().hex()])
-        fees = result.get("fees") or {}
-        return MempoolVerdict(
-            allowed=bool(result.get("allowed")),
-            reason=result.get("reject-reason"),
-            txid=result.get("txid"),
-            vsize=result.get("vsize"),
-            fee_sats=btc_to_sats(fees["base"]) if "base" in fees else None,
-        )

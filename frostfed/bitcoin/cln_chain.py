@@ -2,7 +2,7 @@
 
 lightningd answers `getchaininfo`, `getutxout`, `getrawblockbyheight` and `sendrawtransaction` from the
 bitcoind it is configured with, so the plugin needs no chain settings of its own. Those calls say
-nothing about confirmations, coinbase maturity, fee estimates or mempool acceptance; for these the
+nothing about confirmations, coinbase maturity or fee estimates; for these the
 source talks to the same bitcoind directly, with the `bitcoin-rpc*` / `bitcoin-datadir` settings that
 `listconfigs` shows.
 """
@@ -24,7 +24,6 @@ from .chain import (
     ChainRpcError,
     ChainSource,
     ChainUnavailable,
-    MempoolVerdict,
     Utxo,
     parse_block,
 )
@@ -156,6 +155,3 @@ class ClnChainSource(ChainSource):
 
     def fee_rate(self, target_blocks: int = 6) -> float | None:
         return self._need_bitcoind("a fee estimate").fee_rate(target_blocks)
-
-    def test_accept(self, tx: CTransaction) -> MempoolVerdict:
-        return self._need_bitcoind("a mempool acceptance test").test_accept(tx)

@@ -25,7 +25,6 @@ from frostfed.bitcoin.sighash import (
 InputSigner = Callable[[int, bytes, Utxo], bytes]
 """(input index, BIP 341 sighash, the chain's view of the spent output) -> 64-byte BIP 340 signature."""
 
-DUST_LIMIT_P2TR = 330  # dust_limit() of a P2TR output
 RBF_SEQUENCE = 0xFFFFFFFD
 
 

@@ -197,10 +197,6 @@ def p2tr_address(output_key: bytes, network: str) -> str:
     return encode_segwit_address(_hrp(network), 1, p2tr_script(output_key)[2:])
 
 
-def is_p2tr(script: bytes) -> bool:
-    return len(script) == 34 and script[:2] == b"\x51\x20"
-
-
 def taptweak(internal_key: bytes, merkle_root: bytes | None = None) -> bytes:
     """t = hash_TapTweak(p || merkle_root), the scalar BIP 341 adds to the internal key (as 32 bytes)."""
     if len(internal_key) != 32:

@@ -1,7 +1,7 @@
 """Members addressed by a key the plugin holds, over links addressed by Lightning node ids.
 
 Inside lightningd the plugin never sees the node's private key, yet the federation signs as its
-member identity (echo-broadcast statements are BIP340 signatures by the key behind the member id).
+member identity (round echo statements are BIP340 signatures by the key behind the member id).
 So a member's identity in the plugin is a *member key* derived from `makesecret`, and this channel
 maps it to the node id that lightningd authenticates on the link.
 
