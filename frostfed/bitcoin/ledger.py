@@ -46,11 +46,14 @@ CREATE TABLE IF NOT EXISTS reserved_input (
     prev_vout INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reserved_input_outpoint ON reserved_input(prev_txid, prev_vout);
+CREATE INDEX IF NOT EXISTS reserved_input_txid ON reserved_input(txid);
 CREATE TABLE IF NOT EXISTS reserved_output (
     txid TEXT NOT NULL REFERENCES reserved(txid) ON DELETE CASCADE,
     script BLOB NOT NULL,
     sats INTEGER NOT NULL CHECK (sats > 0)
 );
+CREATE INDEX IF NOT EXISTS reserved_output_script ON reserved_output(script);
+CREATE INDEX IF NOT EXISTS reserved_output_txid ON reserved_output(txid);
 CREATE TABLE IF NOT EXISTS payout (
     txid TEXT NOT NULL,
     height INTEGER NOT NULL,
@@ -69,6 +72,10 @@ CREATE TABLE IF NOT EXISTS scan (
     height INTEGER NOT NULL
 );
 """
+
+
+_CHUNK = 500
+"""Scripts per `IN (...)` list: well inside SQLite's limit on bound parameters."""
 
 
 class LedgerError(ValueError):
@@ -122,25 +129,47 @@ class Ledger:
 
     def status(self, script: bytes, replacing: Iterable[Outpoint] = ()) -> DebtStatus:
         """Debt of `script`; reserved payouts spending any of `replacing` are left out (replaced)."""
-        spent = set(replacing)
+        return self.statuses([script], replacing).get(bytes(script), DebtStatus(0, 0, 0))
+
+    def statuses(self, scripts: Iterable[bytes], replacing: Iterable[Outpoint] = ()) -> dict[bytes, DebtStatus]:
+        """`status` of every script the ledger knows among `scripts` (unknown ones are left out), read in
+        one transaction with a few indexed queries however many outputs a payout has."""
+        wanted = list(dict.fromkeys(bytes(s) for s in scripts))
+        spent = list(dict.fromkeys(replacing))
+        credited: dict[bytes, int] = {}
+        paid: dict[bytes, int] = {}
+        reserved: dict[bytes, int] = {}
         with self._lock:
-            row = self._db.execute("SELECT credited FROM debt WHERE script = ?", (bytes(script),)).fetchone()
-            if row is None:
-                return DebtStatus(0, 0, 0)
-            paid = self._paid(bytes(script))
-            rows = self._db.execute(
-                "SELECT o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
-                "WHERE o.script = ? AND r.settled_by IS NULL",
-                (bytes(script),),
-            ).fetchall()
-            reserved = 0
-            for txid, sats in rows:
-                inputs = self._db.execute(
-                    "SELECT prev_txid, prev_vout FROM reserved_input WHERE txid = ?", (txid,)
-                ).fetchall()
-                if not spent.intersection((t, v) for t, v in inputs):
-                    reserved += sats
-        return DebtStatus(row[0], paid, reserved)
+            self._db.execute("BEGIN")  # one snapshot: a reconcile cannot land between the queries
+            try:
+                replaced = {
+                    txid
+                    for outpoint in spent
+                    for (txid,) in self._db.execute(
+                        "SELECT txid FROM reserved_input WHERE prev_txid = ? AND prev_vout = ?", outpoint
+                    )
+                }
+                for i in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[i : i + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for script, amount in self._db.execute(
+                        f"SELECT script, credited FROM debt WHERE script IN ({marks})", chunk
+                    ):
+                        credited[bytes(script)] = amount
+                    for script, amount in self._db.execute(
+                        f"SELECT script, SUM(sats) FROM payout WHERE script IN ({marks}) GROUP BY script", chunk
+                    ):
+                        paid[bytes(script)] = int(amount)
+                    for script, txid, sats in self._db.execute(
+                        "SELECT o.script, o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
+                        f"WHERE o.script IN ({marks}) AND r.settled_by IS NULL",
+                        chunk,
+                    ):
+                        if txid not in replaced:
+                            reserved[bytes(script)] = reserved.get(bytes(script), 0) + sats
+            finally:
+                self._db.execute("COMMIT")
+        return {s: DebtStatus(c, paid.get(s, 0), reserved.get(s, 0)) for s, c in credited.items()}
 
     def _paid(self, script: bytes) -> int:
         row = self._db.execute("SELECT COALESCE(SUM(sats), 0) FROM payout WHERE script = ?", (script,)).fetchone()
