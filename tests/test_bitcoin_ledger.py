@@ -119,6 +119,8 @@ def test_all_outputs_of_a_payout_are_read_at_once_through_the_script_index(tmp_p
         7,
         7,
     ]
+    for s in (scripts[0], scripts[300], scripts[-1]):  # one script: through the script index, same answer
+        assert ledger.status(s) == both[s]
     replaced = ledger.statuses(scripts, replacing=[x])  # a fee bump of the first payout
     assert [replaced[s].reserved for s in (scripts[0], scripts[300], scripts[-1])] == [0, 7, 7]
     assert all(d.credited == 1_000 and d.paid == 0 for d in replaced.values())

@@ -75,7 +75,9 @@ CREATE TABLE IF NOT EXISTS scan (
 
 
 _CHUNK = 500
-"""Scripts per `IN (...)` list: well inside SQLite's limit on bound parameters."""
+"""Values per `IN (...)` list: well inside SQLite's limit on bound parameters."""
+_FEW = 16
+"""Up to this many scripts, reserved outputs are found through the script index."""
 
 
 class LedgerError(ValueError):
@@ -160,16 +162,38 @@ class Ledger:
                         f"SELECT script, SUM(sats) FROM payout WHERE script IN ({marks}) GROUP BY script", chunk
                     ):
                         paid[bytes(script)] = int(amount)
-                    for script, txid, sats in self._db.execute(
-                        "SELECT o.script, o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
-                        f"WHERE o.script IN ({marks}) AND r.settled_by IS NULL",
-                        chunk,
-                    ):
-                        if txid not in replaced:
-                            reserved[bytes(script)] = reserved.get(bytes(script), 0) + sats
+                for script, txid, sats in self._reserved_outputs(wanted):
+                    if txid not in replaced:
+                        reserved[script] = reserved.get(script, 0) + sats
             finally:
                 self._db.execute("COMMIT")
         return {s: DebtStatus(c, paid.get(s, 0), reserved.get(s, 0)) for s, c in credited.items()}
+
+    def _reserved_outputs(self, scripts: list[bytes]) -> list[tuple[bytes, str, int]]:
+        """(script, txid, sats) of the outputs to `scripts` in reservations no confirmed transaction
+        settled. A few scripts are looked up through the script index; a whole payout's through the
+        open reservations, which are few (the chain settles them), while the settled ones stay on
+        record and grow with every payout."""
+        if len(scripts) <= _FEW:
+            marks = ",".join("?" * len(scripts))
+            rows = self._db.execute(
+                "SELECT o.script, o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
+                f"WHERE o.script IN ({marks}) AND r.settled_by IS NULL",
+                scripts,
+            ).fetchall()
+            return [(bytes(s), t, n) for s, t, n in rows]
+        wanted = set(scripts)
+        open_txids = [t for (t,) in self._db.execute("SELECT txid FROM reserved WHERE settled_by IS NULL")]
+        out = []
+        for i in range(0, len(open_txids), _CHUNK):
+            chunk = open_txids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for s, t, n in self._db.execute(
+                f"SELECT script, txid, sats FROM reserved_output WHERE txid IN ({marks})", chunk
+            ):
+                if bytes(s) in wanted:
+                    out.append((bytes(s), t, n))
+        return out
 
     def _paid(self, script: bytes) -> int:
         row = self._db.execute("SELECT COALESCE(SUM(sats), 0) FROM payout WHERE script = ?", (script,)).fetchone()
