@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import select
+import socket
 import threading
+import time
 
 import pytest
 from bitcoin.core import CTransaction
@@ -137,3 +140,76 @@ def test_user_password_auth_and_a_node_that_stops(tmp_path):
         os.kill(pid, 0)
     with pytest.raises(ChainUnavailable):
         source.tip_height()
+
+
+def _local_port(rpc: BitcoindRpc) -> int:
+    """The local port of this thread's connection to bitcoind (the client's side of the TCP link)."""
+    conn = rpc._local.conn
+    assert conn is not None and conn.sock is not None
+    return conn.sock.getsockname()[1]
+
+
+def test_calls_share_one_kept_alive_connection_per_thread(regtest):
+    rpc = BitcoindRpc("127.0.0.1", regtest.rpc_port, cookie_file=regtest.datadir / "regtest" / ".cookie")
+    rpc.call("getblockcount")
+    port = _local_port(rpc)
+    for _ in range(5):
+        rpc.call("getblockcount")
+        assert _local_port(rpc) == port
+    with pytest.raises(ChainRpcError):
+        rpc.call("getblockhash", 10**6)  # an error answer keeps the connection too
+    rpc.call("getblockcount")
+    assert _local_port(rpc) == port
+    other: list[int] = []
+    thread = threading.Thread(target=lambda: (rpc.call("getblockcount"), other.append(_local_port(rpc))))
+    thread.start()
+    thread.join()
+    assert other and other[0] != port  # another thread, another connection
+    rpc.close()
+
+
+def test_batch_of_gettxout_answers_like_one_call_each(regtest, chain):
+    address = regtest.rpc("getnewaddress", "", "bech32m", wallet="miner")
+    paid = [regtest.send_to(address, 10_000 + i, confirm=False) for i in range(3)]
+    regtest.mine(1)
+    outpoints = [*paid, (paid[0][0], 99), ("00" * 32, 0), paid[1]]
+    batched = chain.get_utxos(outpoints)
+    assert batched == [chain.get_utxo(*o) for o in outpoints]
+    assert [u.amount_sats if u else None for u in batched] == [10_000, 10_001, 10_002, None, None, 10_001]
+    assert chain.get_utxos([]) == []
+    with pytest.raises(ValueError, match="outpoint"):
+        chain.get_utxos([paid[0], ("zz", 0)])
+
+
+def test_a_failing_call_in_a_batch_raises_with_its_method(regtest):
+    rpc = regtest.rpc_client
+    tip = rpc.call("getblockcount")
+    assert rpc.batch([("getblockcount", ()), ("getblockhash", (0,))])[0] == tip
+    with pytest.raises(ChainRpcError) as err:
+        rpc.batch([("getblockcount", ()), ("getblockhash", (tip + 10,))])
+    assert err.value.method == "getblockhash" and err.value.code == -8
+
+
+def test_a_connection_the_node_closed_or_a_restarted_node_is_opened_anew(tmp_path):
+    node = RegtestBitcoind(tmp_path / "node", extra_conf=["rpcservertimeout=1"])
+    node.start()
+    try:
+        rpc = BitcoindRpc("127.0.0.1", node.rpc_port, cookie_file=node.datadir / "regtest" / ".cookie")
+        assert rpc.call("getblockcount") == 0
+        first = _local_port(rpc)
+        sock = rpc._local.conn.sock
+        deadline = time.monotonic() + 30
+        closed = False
+        while not closed and time.monotonic() < deadline:  # the node drops the idle connection
+            readable, _, _ = select.select([sock], [], [], 0.2)
+            closed = bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        assert closed
+        assert rpc.call("getblockcount") == 0  # sent again on a new connection
+        assert _local_port(rpc) != first
+        node.stop()
+        with pytest.raises(ChainUnavailable):
+            rpc.call("getblockcount")
+        node.start()
+        assert rpc.call("getblockcount") == 0
+    finally:
+        node.stop()

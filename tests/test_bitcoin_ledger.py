@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 
 import pytest
@@ -98,3 +99,50 @@ def test_what_the_chain_paid_is_paid_and_a_reorganisation_takes_it_back(regtest,
     index.sync(chain)
     assert ledger.reconcile(index) == [payout.txid]
     assert ledger.status(MINER_A).paid == 1_000_000
+
+
+def test_all_outputs_of_a_payout_are_read_at_once_through_the_script_index(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    scripts = [b"\x00\x14" + i.to_bytes(20, "big") for i in range(1_200)]  # more than one IN list holds
+    for s in scripts:
+        ledger.credit(s, 1_000)
+    x, y = ("cd" * 32, 0), ("ef" * 32, 3)
+    ledger.reserve("01" * 32, [x], {s: 100 for s in scripts[:600]}, height=5)
+    ledger.reserve("02" * 32, [y], {s: 7 for s in scripts[300:]}, height=5)
+    unknown = b"\x00\x14" + b"\xff" * 20
+    both = ledger.statuses([*scripts, unknown])
+    assert unknown not in both and len(both) == len(scripts)
+    assert [both[s].reserved for s in (scripts[0], scripts[300], scripts[599], scripts[600], scripts[-1])] == [
+        100,
+        107,
+        107,
+        7,
+        7,
+    ]
+    for s in (scripts[0], scripts[300], scripts[-1]):  # one script: through the script index, same answer
+        assert ledger.status(s) == both[s]
+    replaced = ledger.statuses(scripts, replacing=[x])  # a fee bump of the first payout
+    assert [replaced[s].reserved for s in (scripts[0], scripts[300], scripts[-1])] == [0, 7, 7]
+    assert all(d.credited == 1_000 and d.paid == 0 for d in replaced.values())
+    assert ledger.status(scripts[300], replacing=[x, y]).available == 1_000
+    assert ledger.status(unknown) == ledger.status(unknown, replacing=[x])
+    assert ledger.status(unknown).credited == 0
+    plan = " ".join(
+        str(r)
+        for r in ledger._db.execute(
+            "EXPLAIN QUERY PLAN SELECT o.txid FROM reserved_output o WHERE o.script IN (?, ?)", scripts[:2]
+        )
+    )
+    assert "reserved_output_script" in plan, plan
+
+
+def test_a_ledger_made_before_the_script_index_gets_it(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX reserved_output_script")
+    db.commit()
+    db.close()
+    ledger = Ledger(path)
+    names = {r[0] for r in ledger._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"reserved_output_script", "reserved_input_txid"} <= names

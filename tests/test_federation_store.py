@@ -6,6 +6,8 @@ import dataclasses
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +142,70 @@ def test_two_stores_race_for_one_nonce_and_only_one_wins(store: Store, db: Path)
             store.use_nonce(b"n")
     finally:
         other.close()
+
+
+def test_a_session_uses_its_nonce_and_issues_the_next_in_one_write(store: Store) -> None:
+    store.issue_nonce(b"n1", "r")
+    store.use_nonce_and_issue(b"n1", b"n2", "r")
+    assert store.nonce_counts() == {"used": 1, "issued": 1}
+    with pytest.raises(NonceReuseError):  # n1 again: refused, and n3 is not issued
+        store.use_nonce_and_issue(b"n1", b"n3", "r")
+    store.issue_nonce(b"n3", "r")
+    with pytest.raises(NonceReuseError):  # the next one already known: n3 stays unused
+        store.use_nonce_and_issue(b"n3", b"n2", "r")
+    assert store.nonce_counts() == {"used": 1, "issued": 2}
+    store.use_nonce(b"n3")
+    with pytest.raises(NonceReuseError):
+        store.use_nonce_and_issue(b"never issued", b"n4", "r")
+    assert store.nonce_counts() == {"used": 2, "issued": 1}
+
+
+def test_an_accepted_request_and_its_first_nonce_are_one_write(store: Store) -> None:
+    store.issue_nonce_for(b"n1", "r1", "payout", b"\x02" * 33, {"tx": "00"})
+    assert store.requests("r1")[0]["status"] == "accepted" and store.nonce_counts() == {"issued": 1}
+    with pytest.raises(NonceReuseError):  # a repeated nonce: the second request is not saved either
+        store.issue_nonce_for(b"n1", "r2", "payout", b"\x02" * 33, {"tx": "01"})
+    assert store.requests("r2") == []
+    store.issue_nonce_for(b"n2", "r3", "payout", b"\x02" * 33, None)  # this member's own request
+    assert store.requests("r3") == [] and store.nonce_counts() == {"issued": 2}
+
+
+_CRASH_AFTER_THE_WRITE = """
+import os, sys
+from pathlib import Path
+from frostfed.federation.store import Store
+store = Store(Path(sys.argv[1]))
+store.issue_nonce(b"first", "r")
+store.use_nonce_and_issue(b"first", b"next", "r")
+print("written", flush=True)
+sys.stdin.read()  # killed here, before any partial signature could leave
+"""
+
+
+def test_a_member_killed_after_the_session_write_never_reuses_either_nonce(db: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASH_AFTER_THE_WRITE, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
+    finally:
+        proc.kill()  # SIGKILL: no cleanup, no close
+        proc.wait()
+    restarted = Store(db)
+    try:
+        assert restarted.nonce_counts() == {"used": 1, "issued": 1}
+        assert restarted.discard_issued_nonces() == 1  # what a member does first at start
+        for pubnonce in (b"first", b"next"):
+            with pytest.raises(NonceReuseError):
+                restarted.use_nonce(pubnonce)
+            with pytest.raises(NonceReuseError):
+                restarted.use_nonce_and_issue(pubnonce, b"other", "r")
+        assert restarted.nonce_counts() == {"used": 1, "discarded": 1}
+    finally:
+        restarted.close()
 
 
 def test_epochs_round_trip_in_order(store: Store) -> None:

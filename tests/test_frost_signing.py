@@ -18,7 +18,8 @@ from frost_session import full_sign
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from frostfed.frost import secp
+from frostfed.frost import secp, signing
+from frostfed.frost.signer_sets import SignerSets
 from frostfed.frost.signing import (
     InvalidContributionError,
     SessionContext,
@@ -253,3 +254,35 @@ def test_odd_y_negation(x: int) -> None:
     assert Q1 == Q2
     Qplain = apply_tweaks(secp.cbytes(P), [tw], [False]).Q
     assert (Qplain == Q1) == secp.has_even_y(P)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 2**32 - 2), min_size=1, max_size=40, unique=True))
+def test_all_interpolating_values_at_once_match_one_at_a_time(ids: list[int]) -> None:
+    at_once = signing._interpolating_values(ids)
+    assert at_once == {i: derive_interpolating_value(ids, i) for i in ids}
+
+
+def test_batch_inversion_inverts_each_value_and_refuses_a_zero() -> None:
+    values = [1, 2, secp.N - 1, 12345678901234567890]
+    assert [v * inv % secp.N for v, inv in zip(values, signing._batch_inverse(values), strict=True)] == [1] * 4
+    with pytest.raises(ValueError):
+        signing._batch_inverse([3, secp.N, 5])
+
+
+def test_signer_sets_build_a_context_once_and_refuse_a_bad_set() -> None:
+    keys = trusted_dealer(3, 5, seed=9)
+    sets = SignerSets(5, 3, keys.thresh_pk, keys.pubshares, size=2)
+    first = sets.context([0, 2, 4])
+    assert sets.context((0, 2, 4)) is first
+    assert list(first.pubshares) == [keys.pubshares[i] for i in (0, 2, 4)]
+    validate_signers_ctx(first)
+    for bad in ([0, 2, 9], [0, 0, 4], [0, 2], [0, True, 4]):
+        with pytest.raises(ValueError):
+            sets.context(bad)
+    sets.context([1, 2, 3])
+    sets.context([0, 1, 2])  # the third set pushes out the least recently used
+    assert sets.context([0, 2, 4]) is not first
+    wrong = SignerSets(5, 3, trusted_dealer(3, 5, seed=10).thresh_pk, keys.pubshares)
+    with pytest.raises(ValueError, match="key material"):
+        wrong.context([0, 1, 2])

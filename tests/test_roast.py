@@ -25,6 +25,7 @@ from frostfed.frost.roast import (
     RoastSigner,
     SessionRequest,
     SignerReply,
+    SignerSession,
     SigningTask,
     ThresholdKey,
 )
@@ -72,7 +73,10 @@ def simulate(
     slow: set[int],
     seed: int,
     fast: frozenset[int] = frozenset(),
+    aggregate: bool = False,
 ) -> tuple[RoastResult, set[int], list[SigningTask], ThresholdKey]:
+    """One ROAST run; with `aggregate`, each signer gets only the session's aggregate nonces (as the
+    federation sends them), else every signer's pubnonces."""
     key, secshares = make_key(t, n, seed)
     tasks = make_tasks(key)
     rng = random.Random(seed)
@@ -97,7 +101,7 @@ def simulate(
             assert isinstance(payload, SessionRequest)
             if signer in crashed:
                 continue  # never answers
-            reply = signers[signer].on_session(payload)
+            reply = signers[signer].on_session(payload.signer_session() if aggregate else payload)
             if signer in malicious:
                 bad = secp.bytes_from_int((secp.int_from_bytes(reply.psigs[-1]) + 1) % secp.N)
                 reply = SignerReply(reply.sid, signer, (*reply.psigs[:-1], bad), reply.next_pubnonces)
@@ -296,3 +300,47 @@ def test_a_session_with_a_bad_signer_list_is_refused_and_the_presignature_surviv
     signers[0].check_session(good)
     reply = signers[0].on_session(good)
     assert len(reply.psigs) == len(tasks)
+
+
+@pytest.mark.parametrize(("t", "n"), [(3, 5), (7, 10)])
+def test_signers_given_only_the_aggregate_nonces_sign_and_cheaters_are_still_named(t: int, n: int) -> None:
+    for f in range(n - t + 1):
+        rng = random.Random(f"aggregate-{t}-{n}-{f}")
+        faulty = sorted(rng.sample(range(n), f))
+        crashed, malicious = set(faulty[0::2]), set(faulty[1::2])
+        result, seen_bad, tasks, key = simulate(t, n, crashed, malicious, set(), rng.randrange(2**32), aggregate=True)
+        check_success(result, tasks, key, t, n)
+        assert result.malicious == seen_bad  # the coordinator kept the individual nonces: it still blames
+
+
+def test_a_session_of_aggregate_nonces_is_checked_before_signing_and_signs_once() -> None:
+    key, secshares = make_key(3, 5, 11)
+    tasks = make_tasks(key, 2)
+    signers = [RoastSigner(key, i, secshares[i], tasks) for i in range(5)]
+    pres = [s.presign() for s in signers]
+    request = SessionRequest(0, (0, 2, 4), tuple(pres[i].pubnonces for i in (0, 2, 4)))
+    good = request.signer_session()
+    assert len(good.aggnonces) == 2 and all(len(a) == 66 for a in good.aggnonces)
+    not_a_point = b"\x02" + b"\xff" * 32
+    bad = [
+        SignerSession(0, (0, 2, 4), good.aggnonces[:1]),  # one aggregate nonce for two tasks
+        SignerSession(0, (0, 2, 4), (good.aggnonces[0], not_a_point * 2)),
+        SignerSession(0, (0, 2, 4), (good.aggnonces[0], good.aggnonces[1][:65])),
+        SignerSession(0, (1, 2, 4), good.aggnonces),  # signer 0 is not in it
+        SignerSession(0, (0, 2), good.aggnonces),  # fewer than t
+        SignerSession(-1, (0, 2, 4), good.aggnonces),
+    ]
+    for session in bad:
+        with pytest.raises(ValueError):
+            signers[0].on_session(session)
+    replies = {i: signers[i].on_session(good) for i in (0, 2, 4)}  # the presignatures survived the refusals
+    coordinator = RoastCoordinator(key, tasks)
+    for i in (0, 2, 4):
+        coordinator.receive_presignature(pres[i])
+    for i in (0, 2, 4):
+        coordinator.receive_reply(replies[i])
+    check_success(coordinator.result, tasks, key, 3, 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="already signed"):
+        signers[0].on_session(good)
+    infinity = SignerSession(1, (0, 2, 4), (bytes(33) + good.aggnonces[0][33:], good.aggnonces[1]))
+    signers[0].check_session(infinity)  # a half at infinity is a valid aggregate (BIP 445)

@@ -17,6 +17,7 @@ import http.client
 import json
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -79,6 +80,10 @@ class ChainSource(ABC):
     def get_utxo(self, txid: str, vout: int) -> Utxo | None:
         """The output if it is unspent (a mempool spend counts as spent), else None."""
 
+    def get_utxos(self, outpoints: Sequence[tuple[str, int]]) -> list[Utxo | None]:
+        """`get_utxo` of each outpoint, in order; a backend that can ask for them at once does."""
+        return [self.get_utxo(txid, vout) for txid, vout in outpoints]
+
     @abstractmethod
     def tip_height(self) -> int:
         """Height of the best block."""
@@ -118,11 +123,42 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-class BitcoindRpc:
-    """bitcoind's JSON-RPC over HTTP, one connection per call so any thread may call at any time.
+def _check_outpoint(txid: str, vout: int) -> None:
+    if (
+        not isinstance(txid, str)
+        or len(txid) != 64
+        or not all(c in "0123456789abcdefABCDEF" for c in txid)
+        or type(vout) is not int
+        or vout < 0
+    ):
+        raise ValueError(f"not an outpoint: {txid}:{vout}")
 
-    Credentials: a cookie file (read at each call, so a restarted bitcoind's new cookie is picked up) or
-    user and password. Amounts in answers are `Decimal`, never float.
+
+def _utxo_from(txid: str, vout: int, result: Any) -> Utxo | None:
+    """A `gettxout` answer as a Utxo (None: spent or unknown)."""
+    if result is None:
+        return None
+    try:
+        return Utxo(
+            txid=txid.lower(),
+            vout=vout,
+            amount_sats=btc_to_sats(result["value"]),
+            script_pubkey=bytes.fromhex(result["scriptPubKey"]["hex"]),
+            confirmations=int(result["confirmations"]),
+            coinbase=bool(result["coinbase"]),
+        )
+    except (KeyError, TypeError, ValueError, ChainError) as e:
+        raise ChainRpcError("gettxout", 0, f"unexpected answer {result!r}: {e}") from None
+
+
+class BitcoindRpc:
+    """bitcoind's JSON-RPC over HTTP/1.1 keep-alive: one persistent connection per thread, so any thread
+    may call at any time and a policy check does not pay a TCP handshake per call.
+
+    A connection the node closed while it sat idle (bitcoind drops idle ones after `-rpcservertimeout`,
+    or a restart) is opened anew and the call sent once more; a call on a fresh connection is never
+    repeated. Credentials: a cookie file (read at each call, so a restarted bitcoind's new cookie is
+    picked up) or user and password. Amounts in answers are `Decimal`, never float.
     """
 
     def __init__(
@@ -147,6 +183,7 @@ class BitcoindRpc:
         self.timeout = timeout
         self._ids = iter(range(1, 1 << 62))
         self._ids_lock = threading.Lock()
+        self._local = threading.local()  # .conn: this thread's connection
 
     def for_wallet(self, wallet: str | None) -> BitcoindRpc:
         """The same node, with calls addressed to wallet `wallet` (`/wallet/<name>`)."""
@@ -170,41 +207,104 @@ class BitcoindRpc:
             token = f"{self.user}:{self.password}"
         return "Basic " + base64.b64encode(token.encode()).decode()
 
-    def call(self, method: str, *params: Any) -> Any:
+    def _next_id(self) -> int:
         with self._ids_lock:
-            request_id = next(self._ids)
-        # Decimal amounts travel as strings, which bitcoind parses exactly.
-        body = json.dumps(
-            {"jsonrpc": "1.0", "id": request_id, "method": method, "params": list(params)},
-            default=_json_default,
-        )
+            return next(self._ids)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def _post(self, what: str, body: str) -> tuple[int, bytes]:
+        """POST `body` on this thread's connection; (HTTP status, body). `what` names the call in errors."""
         path = "/" if self.wallet is None else f"/wallet/{self.wallet}"
         where = f"bitcoind at {self.host}:{self.port}"
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        headers = {"Authorization": self._auth(), "Content-Type": "application/json"}
+        for attempt in (0, 1):
+            conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+            reused = conn is not None
+            if conn is None:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self._local.conn = conn
+            try:
+                conn.request("POST", path, body, headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except TimeoutError:
+                self.close()
+                raise ChainUnavailable(f"{where} did not answer {what} within {self.timeout} s") from None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
+                self.close()
+                if reused and attempt == 0:
+                    continue  # the node had closed the idle connection before reading the call
+                raise ChainUnavailable(f"{where} is unreachable: {e}") from None
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                raise ChainUnavailable(f"{where} is unreachable: {e}") from None
+            if resp.will_close:
+                self.close()
+            return resp.status, raw
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reply(self, what: str, status: int, raw: bytes) -> Any:
+        if status in (401, 403):
+            raise ChainUnavailable(f"bitcoind at {self.host}:{self.port} refused our credentials (HTTP {status})")
         try:
-            conn.request("POST", path, body, {"Authorization": self._auth(), "Content-Type": "application/json"})
-            resp = conn.getresponse()
-            raw = resp.read()
-        except TimeoutError:
-            raise ChainUnavailable(f"{where} did not answer {method} within {self.timeout} s") from None
-        except (OSError, http.client.HTTPException) as e:
-            raise ChainUnavailable(f"{where} is unreachable: {e}") from None
-        finally:
-            conn.close()
-        if resp.status in (401, 403):
-            raise ChainUnavailable(f"{where} refused our credentials (HTTP {resp.status})")
-        try:
-            reply = json.loads(raw, parse_float=Decimal)
+            return json.loads(raw, parse_float=Decimal)
         except ValueError:
-            raise ChainRpcError(method, resp.status, f"HTTP {resp.status} with a non-JSON body") from None
+            raise ChainRpcError(what, status, f"HTTP {status} with a non-JSON body") from None
+
+    @staticmethod
+    def _result(method: str, status: int, reply: Any) -> Any:
         if not isinstance(reply, dict):
-            raise ChainRpcError(method, resp.status, "answer is not a JSON object")
+            raise ChainRpcError(method, status, "answer is not a JSON object")
         error = reply.get("error")
         if error:
+            if not isinstance(error, dict):
+                raise ChainRpcError(method, 0, str(error))
             raise ChainRpcError(method, int(error.get("code", 0)), str(error.get("message", error)))
-        if resp.status != 200:
-            raise ChainRpcError(method, resp.status, f"HTTP {resp.status}")
+        if status != 200:
+            raise ChainRpcError(method, status, f"HTTP {status}")
         return reply.get("result")
+
+    def call(self, method: str, *params: Any) -> Any:
+        # Decimal amounts travel as strings, which bitcoind parses exactly.
+        body = json.dumps(
+            {"jsonrpc": "1.0", "id": self._next_id(), "method": method, "params": list(params)},
+            default=_json_default,
+        )
+        status, raw = self._post(method, body)
+        return self._result(method, status, self._reply(method, status, raw))
+
+    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Several calls in one JSON-RPC batch (one HTTP round trip); their results, in order. The first
+        call that failed raises its `ChainRpcError` (nothing is concluded from the others then)."""
+        if not calls:
+            return []
+        ids = [self._next_id() for _ in calls]
+        body = json.dumps(
+            [
+                {"jsonrpc": "1.0", "id": i, "method": method, "params": list(params)}
+                for i, (method, params) in zip(ids, calls, strict=True)
+            ],
+            default=_json_default,
+        )
+        what = f"a batch of {len(calls)} calls ({calls[0][0]}, ...)"
+        status, raw = self._post(what, body)
+        replies = self._reply(what, status, raw)
+        if not isinstance(replies, list):  # bitcoind answers a batch it cannot parse with one error object
+            self._result(calls[0][0], status, replies)
+            raise ChainRpcError(calls[0][0], status, "a batch was not answered with a list")
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        results = []
+        for i, (method, _) in zip(ids, calls, strict=True):
+            if i not in by_id:
+                raise ChainRpcError(method, status, "the batch answer misses this call")
+            results.append(self._result(method, 200 if status == 200 else status, by_id[i]))
+        return results
 
 
 class BitcoindChainSource(ChainSource):
@@ -214,22 +314,15 @@ class BitcoindChainSource(ChainSource):
         self.rpc = rpc
 
     def get_utxo(self, txid: str, vout: int) -> Utxo | None:
-        if len(txid) != 64 or not all(c in "0123456789abcdefABCDEF" for c in txid) or vout < 0:
-            raise ValueError(f"not an outpoint: {txid}:{vout}")
-        result = self.rpc.call("gettxout", txid, vout, True)
-        if result is None:
-            return None
-        try:
-            return Utxo(
-                txid=txid.lower(),
-                vout=vout,
-                amount_sats=btc_to_sats(result["value"]),
-                script_pubkey=bytes.fromhex(result["scriptPubKey"]["hex"]),
-                confirmations=int(result["confirmations"]),
-                coinbase=bool(result["coinbase"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ChainRpcError("gettxout", 0, f"unexpected answer {result!r}: {e}") from None
+        _check_outpoint(txid, vout)
+        return _utxo_from(txid, vout, self.rpc.call("gettxout", txid, vout, True))
+
+    def get_utxos(self, outpoints: Sequence[tuple[str, int]]) -> list[Utxo | None]:
+        """One JSON-RPC batch of `gettxout`: a request's inputs in one round trip."""
+        for txid, vout in outpoints:
+            _check_outpoint(txid, vout)
+        results = self.rpc.batch([("gettxout", (txid, vout, True)) for txid, vout in outpoints])
+        return [_utxo_from(txid, vout, r) for (txid, vout), r in zip(outpoints, results, strict=True)]
 
     def tip_height(self) -> int:
         return int(self.rpc.call("getblockcount"))

@@ -46,11 +46,14 @@ CREATE TABLE IF NOT EXISTS reserved_input (
     prev_vout INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reserved_input_outpoint ON reserved_input(prev_txid, prev_vout);
+CREATE INDEX IF NOT EXISTS reserved_input_txid ON reserved_input(txid);
 CREATE TABLE IF NOT EXISTS reserved_output (
     txid TEXT NOT NULL REFERENCES reserved(txid) ON DELETE CASCADE,
     script BLOB NOT NULL,
     sats INTEGER NOT NULL CHECK (sats > 0)
 );
+CREATE INDEX IF NOT EXISTS reserved_output_script ON reserved_output(script);
+CREATE INDEX IF NOT EXISTS reserved_output_txid ON reserved_output(txid);
 CREATE TABLE IF NOT EXISTS payout (
     txid TEXT NOT NULL,
     height INTEGER NOT NULL,
@@ -69,6 +72,12 @@ CREATE TABLE IF NOT EXISTS scan (
     height INTEGER NOT NULL
 );
 """
+
+
+_CHUNK = 500
+"""Values per `IN (...)` list: well inside SQLite's limit on bound parameters."""
+_FEW = 16
+"""Up to this many scripts, reserved outputs are found through the script index."""
 
 
 class LedgerError(ValueError):
@@ -122,25 +131,69 @@ class Ledger:
 
     def status(self, script: bytes, replacing: Iterable[Outpoint] = ()) -> DebtStatus:
         """Debt of `script`; reserved payouts spending any of `replacing` are left out (replaced)."""
-        spent = set(replacing)
+        return self.statuses([script], replacing).get(bytes(script), DebtStatus(0, 0, 0))
+
+    def statuses(self, scripts: Iterable[bytes], replacing: Iterable[Outpoint] = ()) -> dict[bytes, DebtStatus]:
+        """`status` of every script the ledger knows among `scripts` (unknown ones are left out), read in
+        one transaction with a few indexed queries however many outputs a payout has."""
+        wanted = list(dict.fromkeys(bytes(s) for s in scripts))
+        spent = list(dict.fromkeys(replacing))
+        credited: dict[bytes, int] = {}
+        paid: dict[bytes, int] = {}
+        reserved: dict[bytes, int] = {}
         with self._lock:
-            row = self._db.execute("SELECT credited FROM debt WHERE script = ?", (bytes(script),)).fetchone()
-            if row is None:
-                return DebtStatus(0, 0, 0)
-            paid = self._paid(bytes(script))
+            self._db.execute("BEGIN")  # one snapshot: a reconcile cannot land between the queries
+            try:
+                replaced = {
+                    txid
+                    for outpoint in spent
+                    for (txid,) in self._db.execute(
+                        "SELECT txid FROM reserved_input WHERE prev_txid = ? AND prev_vout = ?", outpoint
+                    )
+                }
+                for i in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[i : i + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for script, amount in self._db.execute(
+                        f"SELECT script, credited FROM debt WHERE script IN ({marks})", chunk
+                    ):
+                        credited[bytes(script)] = amount
+                    for script, amount in self._db.execute(
+                        f"SELECT script, SUM(sats) FROM payout WHERE script IN ({marks}) GROUP BY script", chunk
+                    ):
+                        paid[bytes(script)] = int(amount)
+                for script, txid, sats in self._reserved_outputs(wanted):
+                    if txid not in replaced:
+                        reserved[script] = reserved.get(script, 0) + sats
+            finally:
+                self._db.execute("COMMIT")
+        return {s: DebtStatus(c, paid.get(s, 0), reserved.get(s, 0)) for s, c in credited.items()}
+
+    def _reserved_outputs(self, scripts: list[bytes]) -> list[tuple[bytes, str, int]]:
+        """(script, txid, sats) of the outputs to `scripts` in reservations no confirmed transaction
+        settled. A few scripts are looked up through the script index; a whole payout's through the
+        open reservations, which are few (the chain settles them), while the settled ones stay on
+        record and grow with every payout."""
+        if len(scripts) <= _FEW:
+            marks = ",".join("?" * len(scripts))
             rows = self._db.execute(
-                "SELECT o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
-                "WHERE o.script = ? AND r.settled_by IS NULL",
-                (bytes(script),),
+                "SELECT o.script, o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
+                f"WHERE o.script IN ({marks}) AND r.settled_by IS NULL",
+                scripts,
             ).fetchall()
-            reserved = 0
-            for txid, sats in rows:
-                inputs = self._db.execute(
-                    "SELECT prev_txid, prev_vout FROM reserved_input WHERE txid = ?", (txid,)
-                ).fetchall()
-                if not spent.intersection((t, v) for t, v in inputs):
-                    reserved += sats
-        return DebtStatus(row[0], paid, reserved)
+            return [(bytes(s), t, n) for s, t, n in rows]
+        wanted = set(scripts)
+        open_txids = [t for (t,) in self._db.execute("SELECT txid FROM reserved WHERE settled_by IS NULL")]
+        out = []
+        for i in range(0, len(open_txids), _CHUNK):
+            chunk = open_txids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for s, t, n in self._db.execute(
+                f"SELECT script, txid, sats FROM reserved_output WHERE txid IN ({marks})", chunk
+            ):
+                if bytes(s) in wanted:
+                    out.append((bytes(s), t, n))
+        return out
 
     def _paid(self, script: bytes) -> int:
         row = self._db.execute("SELECT COALESCE(SUM(sats), 0) FROM payout WHERE script = ?", (script,)).fetchone()

@@ -282,13 +282,15 @@ class ChainChecks:
         seen: set[tuple[str, int]] = set()
         inputs: list[Utxo] = []
         tip = self.chain.tip_height()
-        for i, txin in enumerate(tx.vin):
-            outpoint = (b2lx(txin.prevout.hash), txin.prevout.n)
+        outpoints = [(b2lx(txin.prevout.hash), txin.prevout.n) for txin in tx.vin]
+        distinct = list(dict.fromkeys(outpoints))
+        found = dict(zip(distinct, self.chain.get_utxos(distinct), strict=True))  # one round trip for all
+        for i, outpoint in enumerate(outpoints):
             name = f"input {i} ({outpoint[0]}:{outpoint[1]})"
             if outpoint in seen:
                 raise PolicyRejection("duplicate_input", f"{name} is spent twice in the transaction")
             seen.add(outpoint)
-            utxo = self.chain.get_utxo(*outpoint)
+            utxo = found[outpoint]
             if utxo is None:
                 raise PolicyRejection("input_spent", f"{name} is already spent or does not exist")
             if not self.owned(utxo.script_pubkey):
@@ -381,12 +383,13 @@ class LedgerPolicy:
         return address_from_script(script, self.network) or f"script {script.hex()}"
 
     def check(self, payout: CheckedPayout) -> None:
+        debts = self.ledger.statuses(payout.payouts, replacing=payout.outpoints)  # one read for all outputs
         for script, sats in payout.payouts.items():
-            if not self.ledger.knows(script):
+            debt = debts.get(script)
+            if debt is None:
                 raise PolicyRejection(
                     "unknown_output", f"{self._name(script)} is neither a federation key nor in the ledger"
                 )
-            debt = self.ledger.status(script, replacing=payout.outpoints)
             if sats <= debt.available:
                 continue
             settled = f"credited {debt.credited}, paid {debt.paid}, awaiting confirmation {debt.reserved}"

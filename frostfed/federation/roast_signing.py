@@ -39,6 +39,7 @@ from frostfed.bitcoin.policy import (
 )
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
 from frostfed.federation.chain_view import AnchorPolicy, ChainRefresh
+from frostfed.federation.compact import decode_nonces, encode_nonces
 from frostfed.federation.messages import Message, MessageError
 from frostfed.federation.signing_request import (
     SigningRequest,
@@ -54,6 +55,7 @@ from frostfed.frost.roast import (
     RoastSigner,
     SessionRequest,
     SignerReply,
+    SignerSession,
     SigningTask,
 )
 from frostfed.frost.secp import schnorr_verify
@@ -107,22 +109,14 @@ def _journal_key(pubnonces: tuple[bytes, ...]) -> bytes:
 MAX_SESSION_ID = 2**31
 
 
-def _session_request(msg: Message, ntasks: int) -> SessionRequest:
-    """An ssess message as a SessionRequest: types and counts here, ids and nonces in
+def _session_request(msg: Message, ntasks: int) -> SignerSession:
+    """An ssess message as a SignerSession: types and counts here, ids and nonces in
     `RoastSigner.check_session`."""
     sid = msg.integer("sid", 0, MAX_SESSION_ID)
     signers = msg.get("signers", list)
-    raw = msg.get("pubnonces", list)
     if not all(type(i) is int for i in signers):
         raise MessageError("ssess: signer ids must be whole numbers")
-    if len(raw) != len(signers):
-        raise MessageError(f"ssess: {len(signers)} signers but {len(raw)} presignatures")
-    pubnonces = []
-    for ps in raw:
-        if not isinstance(ps, list) or len(ps) != ntasks:
-            raise MessageError(f"ssess: a presignature must hold {ntasks} pubnonces")
-        pubnonces.append(tuple(Message("ssess", {"p": ps}).hexlist("p", 66, max_items=ntasks)))
-    return SessionRequest(sid, tuple(signers), tuple(pubnonces))
+    return SignerSession(sid, tuple(signers), decode_nonces(msg, "aggnonces", ntasks))
 
 
 class RoastSigning:
@@ -307,7 +301,7 @@ class RoastSigning:
                 "id": coord.request.id,
                 "sid": r.sid,
                 "signers": list(r.signer_ids),
-                "pubnonces": [[p.hex() for p in ps] for ps in r.pubnonces],
+                "aggnonces": encode_nonces(r.signer_session().aggnonces),
             }
             self.member._spawn(self.member._send(keys.members[send.to], "ssess", body))
         result = coord.roast.result
@@ -414,12 +408,11 @@ class RoastSigning:
         signer = RoastSigner(self.member.keys.roast_key, my_id, self.member._secshare, tasks)
         pre = signer.presign()
         key = _journal_key(pre.pubnonces)
-        self.member.store.issue_nonce(key, req.id)
+        accepted = None if peer == self.member.me else req.to_body()  # saved with the nonce, in one write
+        self.member.store.issue_nonce_for(key, req.id, req.kind, peer, accepted)
         self._signing[req.id] = _Signing(req, signer, peer, key)
         if "slow-ready" in self.member.faults:  # test fault: a member that answers requests late
             await asyncio.sleep(1)
-        if peer != self.member.me:
-            self.member.store.save_request(req.id, req.kind, peer, "accepted", req.to_body())
         await self.member._send(peer, "sready", {"id": req.id, "pubnonces": [p.hex() for p in pre.pubnonces]})
 
     async def _check_request(self, req: SigningRequest) -> str | None:
@@ -457,17 +450,16 @@ class RoastSigning:
             log.warning("session %s/%s from %s refused: %s", rid, msg.body.get("sid"), peer.hex()[:16], e)
             return
         try:
-            self.member.store.use_nonce(state.pubnonce_key)  # durable before any partial signature exists
-        except NonceReuseError as e:
-            log.error("session %s/%d refused: %s", rid, request.sid, e)
-            return
-        try:
-            reply = state.signer.on_session(request)
+            reply = state.signer.on_session(request)  # in memory only: nothing leaves before the journal says used
         except ValueError as e:
             log.warning("session %s/%d could not be signed: %s", rid, request.sid, e)
             return
         next_key = _journal_key(reply.next_pubnonces)
-        self.member.store.issue_nonce(next_key, rid)
+        try:  # one durable write: this nonce used, the next presignature issued
+            self.member.store.use_nonce_and_issue(state.pubnonce_key, next_key, rid)
+        except NonceReuseError as e:
+            log.error("session %s/%d refused: %s", rid, request.sid, e)
+            return
         state.pubnonce_key = next_key
         state.signed = True
         psigs = list(reply.psigs)

@@ -304,6 +304,35 @@ class Store:
         if cur.rowcount != 1:
             raise NonceReuseError("nonce is not available for signing (used, discarded or unknown)")
 
+    def use_nonce_and_issue(self, pubnonce: bytes, next_pubnonce: bytes, request_id: str) -> None:
+        """One durable write per signing session: `pubnonce` becomes used and the presignature that goes
+        out with the partial signature, `next_pubnonce`, is issued, together or not at all. Call it after
+        the partial signature was computed and before it leaves: a crash after the commit leaves the
+        used nonce used and the next one issued (discarded at restart), a crash before it sends nothing.
+        Raises NonceReuseError, writing nothing, unless `pubnonce` was issued and never used or
+        discarded, or if `next_pubnonce` is already in the journal."""
+        now = time.time()
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE nonces SET status='used', updated=? WHERE pubnonce=? AND status='issued'", (now, pubnonce)
+            )
+            if cur.rowcount != 1:
+                raise NonceReuseError("nonce is not available for signing (used, discarded or unknown)")
+            try:
+                self._exec("INSERT INTO nonces VALUES(?,?,'issued',?,?)", (next_pubnonce, request_id, now, now))
+            except sqlite3.IntegrityError:
+                raise NonceReuseError("the next nonce is already in the journal") from None
+
+    def issue_nonce_for(
+        self, pubnonce: bytes, request_id: str, kind: str, coordinator: bytes, payload: dict[str, Any] | None
+    ) -> None:
+        """A request accepted for signing, in one durable write: its first nonce issued and, for a
+        request another member coordinates (`payload` given), the request saved as accepted."""
+        with self.transaction():
+            self.issue_nonce(pubnonce, request_id)
+            if payload is not None:
+                self.save_request(request_id, kind, coordinator, "accepted", payload)
+
     def discard_issued_nonces(self) -> int:
         cur = self._exec("UPDATE nonces SET status='discarded', updated=? WHERE status='issued'", (time.time(),))
         return cur.rowcount

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from frostfed.frost import secp
 from frostfed.frost.errors import InvalidContributionError
+from frostfed.frost.signer_sets import SignerSets, signer_sets
 from frostfed.frost.signing import (
     SessionContext,
     SignersContext,
@@ -59,6 +60,10 @@ class ThresholdKey(NamedTuple):
 
     def signers_ctx(self, ids: Sequence[int]) -> SignersContext:
         return SignersContext(self.n, self.t, list(ids), [self.pubshares[i] for i in ids], self.thresh_pk)
+
+    def sets(self) -> SignerSets:
+        """This key's validated signer contexts, one per signer set, shared in the process."""
+        return signer_sets(self.n, self.t, self.thresh_pk, self.pubshares)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,37 @@ class SessionRequest:
     sid: int
     signer_ids: tuple[int, ...]
     pubnonces: tuple[tuple[bytes, ...], ...]
+
+    def signer_session(self) -> SignerSession:
+        """What the signers need of this session: the aggregate nonce per task (see `SignerSession`)."""
+        ntasks = len(self.pubnonces[0]) if self.pubnonces else 0
+        aggnonces = tuple(nonce_agg([p[j] for p in self.pubnonces], self.signer_ids) for j in range(ntasks))
+        return SignerSession(self.sid, self.signer_ids, aggnonces)
+
+
+@dataclass(frozen=True)
+class SignerSession:
+    """Coordinator -> each signer of session `sid`: who signs, and the aggregate nonce per task.
+
+    What BIP 445's Sign needs and no more: the signer set and `aggnonces[j]` = NonceAgg of the
+    signers' pubnonces for task j (66 bytes each, a half of 33 zero bytes standing for infinity).
+    Taking the aggregate nonce from the coordinator is safe. BIP 445 allows an untrusted aggregator
+    ("a malicious aggregator can force the signing session to fail ... but cannot negatively affect
+    the unforgeability of the scheme, i.e., even a malicious aggregator colluding with all but one
+    signer cannot forge a signature"): in FROST3 the nonce coefficient b hashes the signer set, the
+    aggregate nonce, the tweaked key and the message, and every other signer's pubnonce is the
+    adversary's free choice anyway, so the aggregate is already fully in the hands of a coordinator
+    colluding with one other signer; a signer that checks the individual nonces learns nothing that
+    protects it. What must stay the signer's own is what it signs (message and tweaks: its own
+    `SigningTask`s, from its own policy check) and the one-use rule of its secret nonce (one
+    presignature, erased when used, journalled before the partial signature leaves). Identifying a
+    bad partial signature needs the individual nonces; the coordinator, who verifies, keeps them. A
+    wrong aggregate only makes the session fail, which the coordinator could do anyway.
+    """
+
+    sid: int
+    signer_ids: tuple[int, ...]
+    aggnonces: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -131,6 +167,18 @@ class _Session:
     psigs: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
 
 
+def _valid_aggnonce(aggnonce: object) -> bool:
+    """Two points of 33 bytes each, either of which may be infinity (33 zero bytes), as NonceAgg gives."""
+    if not isinstance(aggnonce, bytes) or len(aggnonce) != 66:
+        return False
+    try:
+        secp.cpoint_ext(aggnonce[:33])
+        secp.cpoint_ext(aggnonce[33:])
+    except ValueError:
+        return False
+    return True
+
+
 def _valid_pubnonce(pubnonce: object) -> bool:
     if not isinstance(pubnonce, bytes) or len(pubnonce) != 66:
         return False
@@ -157,6 +205,7 @@ class RoastCoordinator:
             raise ValueError("the threshold key must have n public shares and 1 <= t <= n")
         key.signers_ctx(range(key.n))  # shape check; validity is checked per session by BIP 445
         self.key = key
+        self.sets = key.sets()
         self.tasks = tuple(tasks)
         for task in self.tasks:
             task.xonly_pk(key)  # refuse bad tweaks now, not in the middle of a run
@@ -226,7 +275,7 @@ class RoastCoordinator:
         if not isinstance(reply.psigs, tuple | list) or len(reply.psigs) != len(self.tasks):
             return False
         ids = session.signer_ids
-        ctx = self.key.signers_ctx(ids)
+        ctx = self.sets.context(ids)
         k = ids.index(i)
         for j, task in enumerate(self.tasks):
             nonces = [session.pubnonces[s][j] for s in ids]
@@ -269,7 +318,7 @@ class RoastCoordinator:
 
     def _finish(self, sid: int, session: _Session) -> None:
         ids = session.signer_ids
-        ctx = self.key.signers_ctx(ids)
+        ctx = self.sets.context(ids)
         sigs = []
         for j, task in enumerate(self.tasks):
             nonces = [session.pubnonces[s][j] for s in ids]
@@ -298,6 +347,7 @@ class RoastSigner:
         if pubshare_from_secshare(secshare) != key.pubshares[my_id]:
             raise ValueError("the secret share does not match this participant's public share")
         self.key = key
+        self.sets = key.sets()  # outlives this signer: the next request's sessions find their sets built
         self.my_id = my_id
         self._secshare = secshare
         self.tasks = tuple(tasks)
@@ -324,9 +374,11 @@ class RoastSigner:
             raise ValueError("this signer already has an outstanding presignature")
         return Presignature(self.my_id, self._new_presignature())
 
-    def check_session(self, request: SessionRequest) -> None:
+    def check_session(self, request: SessionRequest | SignerSession) -> None:
         """Raise ValueError unless `request` is a session this signer can sign: every field comes from
-        the coordinator, so each is checked before anything (the nonce journal included) is touched."""
+        the coordinator, so each is checked before anything (the nonce journal included) is touched.
+        A `SessionRequest` carries every signer's pubnonces (this signer's current presignature must be
+        among them); a `SignerSession` only the aggregate nonces (see there why that is safe)."""
         n, t = self.key.n, self.key.t
         if type(request.sid) is not int or request.sid < 0:
             raise ValueError("the session id is not a whole number")
@@ -343,6 +395,15 @@ class RoastSigner:
             raise ValueError(f"the session names {len(ids)} signers; {t}..{n} are needed")
         if self.my_id not in ids:
             raise ValueError("this signer is not part of the session")
+        if isinstance(request, SignerSession):
+            aggnonces = request.aggnonces
+            if not isinstance(aggnonces, tuple | list) or len(aggnonces) != len(self.tasks):
+                raise ValueError("the session must carry one aggregate nonce per task")
+            if not all(_valid_aggnonce(a) for a in aggnonces):
+                raise ValueError("an aggregate nonce of the session is not a pair of curve points")
+            if self._secnonces is None:
+                raise ValueError("this signer holds no unused presignature")
+            return
         if not isinstance(request.pubnonces, tuple | list) or len(request.pubnonces) != len(ids):
             raise ValueError("the session must carry one presignature per signer")
         for p in request.pubnonces:
@@ -354,17 +415,16 @@ class RoastSigner:
         if self._secnonces is None or tuple(request.pubnonces[k]) != self._pubnonces:
             raise ValueError("the session does not carry this signer's current presignature")
 
-    def on_session(self, request: SessionRequest) -> SignerReply:
+    def on_session(self, request: SessionRequest | SignerSession) -> SignerReply:
         """Sign every task with the current presignature and hand out the next one."""
         self.check_session(request)
         assert self._secnonces is not None
-        ids = list(request.signer_ids)
-        ctx = self.key.signers_ctx(ids)
+        session = request if isinstance(request, SignerSession) else request.signer_session()
+        ctx = self.sets.context(session.signer_ids)
         secnonces, self._secnonces = self._secnonces, None  # spent, whatever happens next
         psigs = []
         for j, task in enumerate(self.tasks):
-            aggnonce = nonce_agg([p[j] for p in request.pubnonces], ids)
-            session = SessionContext(ctx, aggnonce, task.tweaks, task.is_xonly, task.msg)
-            psigs.append(sign(secnonces[j], self._secshare, self.my_id, session))
+            session_ctx = SessionContext(ctx, bytes(session.aggnonces[j]), task.tweaks, task.is_xonly, task.msg)
+            psigs.append(sign(secnonces[j], self._secshare, self.my_id, session_ctx))
         self._signed_sids.add(request.sid)
         return SignerReply(request.sid, self.my_id, tuple(psigs), self._new_presignature())

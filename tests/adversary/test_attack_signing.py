@@ -68,30 +68,34 @@ def test_sessions_with_bad_signer_lists_are_refused_before_the_nonce_journal(fed
     victim = fed.honest[0]
     out = fed.attacker.evil("sign", {"request": body, "to": [victim.id.hex()], "hold": True})
     assert out["ready"] == [victim.id.hex()]  # a fair payout: the victim agreed and made a presignature
-    mine = out["presignatures"][victim.id.hex()]
+    ntasks = len(out["presignatures"][victim.id.hex()])
     assert nonces_for(victim, body["id"]) == ["issued"]
     v = keys["members"].index(victim.id.hex())
-    a, b = [i for i in range(5) if i != v][:2]
-    other = [_point_pair()]
-    bad_point = ["02" + "ff" * 32 + "02" + "ff" * 32]  # 66 bytes, not points on the curve
+    a, b, c = [i for i in range(5) if i != v][:3]
+    agg = _point_pair() * ntasks  # well-formed aggregate nonces, one per task
+    infinity_half = ("00" * 33 + "02" + "ff" * 32) * ntasks  # a zero half may be infinity; 02ff.. is no point
     sessions = [
-        ([v, 99, a], [mine, other, other]),  # an id outside 0..n-1
-        ([v, -1, a], [mine, other, other]),
-        ([v, v, a], [mine, mine, other]),  # a repeated id
-        ([v, a], [mine, other]),  # fewer than t signers
-        ([v, a, b, 0, 1, 2], [mine, *[other] * 5]),  # more than n
-        ([v, a, b], [mine, other]),  # fewer pubnonce lists than signers
-        ([v, a, b], [mine, other, [*other, *other]]),  # a pubnonce count that is not the task count
-        ([v, a, b], [mine, bad_point, other]),  # another signer's nonce is not a point
-        ([v, True, b], [mine, other, other]),
+        ([v, 99, a], agg),  # an id outside 0..n-1
+        ([v, -1, a], agg),
+        ([v, v, a], agg),  # a repeated id
+        ([v, a], agg),  # fewer than t signers
+        ([v, a, b, 0, 1, 2], agg),  # more than n
+        ([a, b, c], agg),  # a session without the victim
+        ([v, True, b], agg),
+        ([v, a, b], agg + agg[:132]),  # one aggregate nonce too many
+        ([v, a, b], agg[:-2]),  # a byte short
+        ([v, a, b], "zz" + agg[2:]),  # not hex
+        ([v, a, b], ("02" + "ff" * 32) * 2 * ntasks),  # 66 bytes, not points on the curve
+        ([v, a, b], infinity_half),
+        ([v, a, b], [agg]),  # the old list form
     ]
-    for sid, (signers, pubnonces) in enumerate(sessions):
+    for sid, (signers, aggnonces) in enumerate(sessions):
         fed.attacker.evil(
             "send",
             {
                 "to": [victim.id.hex()],
                 "kind": "ssess",
-                "body": {"id": body["id"], "sid": sid, "signers": signers, "pubnonces": pubnonces},
+                "body": {"id": body["id"], "sid": sid, "signers": signers, "aggnonces": aggnonces},
             },
         )
     marker = f"session {body['id']}/"
@@ -101,6 +105,37 @@ def test_sessions_with_bad_signer_lists_are_refused_before_the_nonce_journal(fed
     )
     assert nonces_for(victim, body["id"]) == ["issued"]  # the presignature is untouched, nothing signed
     assert unspent(fed.btc, coin)
+    fed.honest_payout_succeeds()
+
+
+def test_aggregate_nonces_of_the_attackers_choice_never_make_a_nonce_sign_twice(fed: AdversaryCluster) -> None:
+    """The attacker coordinates a fair payout and, as coordinator, picks the aggregate nonces itself
+    (which BIP 445 allows an aggregator): the victim signs a session with its one presignature, then,
+    asked again for the same session with other aggregate nonces, refuses; a new session is signed
+    only with the next presignature. Every nonce of the victim's journal is used at most once."""
+    fed.fund_coin(60_000)
+    miner = fed.miner_address()
+    fed.credit(miner, 5_000)
+    keys = fed.attacker.evil("keys")
+    body, coin = anchored_payout(fed, [(address_script(miner), 5_000)])
+    victim = fed.honest[0]
+    out = fed.attacker.evil("sign", {"request": body, "to": [victim.id.hex()], "hold": True})
+    ntasks = len(out["presignatures"][victim.id.hex()])
+    v = keys["members"].index(victim.id.hex())
+    signers = [v, *[i for i in range(5) if i != v][:2]]
+
+    def session(sid: int) -> None:
+        body_s = {"id": body["id"], "sid": sid, "signers": signers, "aggnonces": _point_pair() * ntasks}
+        fed.attacker.evil("send", {"to": [victim.id.hex()], "kind": "ssess", "body": body_s})
+
+    session(0)
+    wait_for(lambda: nonces_for(victim, body["id"]) == ["used", "issued"], "the victim to sign session 0")
+    session(0)  # the same session again, other aggregate nonces
+    wait_for(lambda: log_count(victim, f"session {body['id']}/0") >= 1, "the victim to refuse the repeat")
+    assert nonces_for(victim, body["id"]) == ["used", "issued"]
+    session(1)  # a new session: the next presignature, never the spent one
+    wait_for(lambda: nonces_for(victim, body["id"]) == ["used", "used", "issued"], "the victim to sign session 1")
+    assert unspent(fed.btc, coin)  # the attacker alone holds no signature
     fed.honest_payout_succeeds()
 
 
