@@ -230,3 +230,48 @@ def test_the_ledger_digest_is_independent_of_order_and_sensitive_to_every_amount
 def test_a_malformed_peer_digest_is_refused(body: Any) -> None:
     with pytest.raises(ValueError):
         LedgerDigest.from_body(body)
+
+
+# -- a peer's ledger digest is information only ----------------------------------------------------
+
+
+class _View:
+    def __init__(self) -> None:
+        from frostfed.bitcoin.chain_index import ChainIndex
+
+        self.index = ChainIndex(":memory:")
+
+
+class _Member:
+    """The few fields of a member that its health record reads, over a real ledger and chain index."""
+
+    def __init__(self, me: bytes, members: list[bytes]) -> None:
+        from frostfed.bitcoin.ledger import Ledger
+
+        self.me, self.members = me, members
+        self.ledger = Ledger(":memory:")
+        self.chain_view = _View()
+
+
+def test_a_peers_digest_only_shows_in_status_and_bad_ones_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    from frostfed.federation import health
+
+    ids = [PrivateKey(bytes([i]) * 32).public_key.format() for i in (1, 2, 3)]
+    me, honest, liar = ids
+    member = _Member(me, ids)
+    member.ledger.credit(b"\x51\x20" + b"\x09" * 32, 5_000)
+    mine = health.heartbeat_field(member)
+    assert mine is not None and mine["n"] == 1
+    health.on_heartbeat(member, honest, {"t": 1, "ledger": mine})
+    forged = {**mine, "c": "ff" * 32}
+    health.on_heartbeat(member, liar, {"t": 1, "ledger": forged})
+    view = health.of(member).agreement()
+    assert view["differ"] == [liar.hex()]
+    assert {r["id"]: r["credits"] for r in view["members"]} == {honest.hex(): "agree", liar.hex(): "differ"}
+    assert member.ledger.status(b"\x51\x20" + b"\x09" * 32).credited == 5_000  # nothing else moved
+
+    with caplog.at_level("WARNING", logger="frostfed.federation.health"):
+        for _ in range(50):
+            health.on_heartbeat(member, liar, {"t": 1, "ledger": {"h": "x" * 100_000}})
+    assert len([r for r in caplog.records if "ledger digest from" in r.getMessage()]) == 1
+    assert health.of(member).peers[liar].digest.credited == "ff" * 32  # the malformed ones were dropped

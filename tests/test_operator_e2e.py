@@ -148,20 +148,27 @@ def test_the_cli_against_a_running_member(fed: Cluster) -> None:
 
 
 def test_a_member_whose_bitcoind_refuses_it_says_so_at_start_and_in_status(
-    fed: Cluster, tmp_path: Path, regtest: RegtestBitcoind
+    tmp_path: Path, regtest: RegtestBitcoind
 ) -> None:
     bad_cookie = tmp_path / "wrong.cookie"
     bad_cookie.write_text("__cookie__:not-the-password\n")
     [member, _] = write_cluster(tmp_path / "lonely", 2, 2, regtest.rpc_port, bad_cookie)
-    member.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "frostfed", "run", "--config", str(member.config), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        member.wait_ready()
-        err = member.stderr_tail()
-        assert "THE CHAIN SOURCE CANNOT BE REACHED" in err and "refused our credentials" in err
-        chain = member.call("frost-status")["chain"]
+        chain = until("status", lambda: member.socket.exists() and member.call("frost-status")["chain"], timeout=30)
         assert chain["reachable"] is False and "refused our credentials" in chain["last_error"]
     finally:
-        member.stop()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "THE CHAIN SOURCE CANNOT BE REACHED" in err and "refused our credentials" in err
+    logged = (member.data_dir / "frostfed.log").read_text()
+    assert "THE CHAIN SOURCE CANNOT BE REACHED" in logged
+    assert "listening on" not in logged and "listening on" not in err  # info lines, below --log-level warning
 
 
 def test_a_join_waiting_for_an_unreachable_joiner_says_whom_it_waits_for(fed: Cluster, tmp_path: Path) -> None:
