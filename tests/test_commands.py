@@ -354,7 +354,7 @@ async def test_an_rpc_error_from_the_service_passes_unchanged() -> None:
 def test_usage_lists_optional_parameters_in_brackets() -> None:
     assert COMMANDS["frost-payout"].usage == "outputs [feerate]"
     assert COMMANDS["frost-sign"].usage == "psbt"
-    assert COMMANDS["frost-requests"].usage == "[id]"
+    assert COMMANDS["frost-requests"].usage == "[id] [limit] [tx]"
     assert COMMANDS["frost-status"].usage == ""
 
 

@@ -350,6 +350,17 @@ class Ledger:
                 for k, s, n, t in self._db.execute("SELECT key, script, sats, at FROM keyed_credit ORDER BY rowid")
             ]
 
+    def debt_rows(self) -> list[tuple[bytes, int, int]]:
+        """(script, credited, paid) of every debt, in one read: what members compare of their ledgers."""
+        with self._lock:
+            return [
+                (bytes(s), c, p)
+                for s, c, p in self._db.execute(
+                    "SELECT d.script, d.credited, (SELECT COALESCE(SUM(p.sats), 0) FROM payout p "
+                    "WHERE p.script = d.script) FROM debt d ORDER BY d.script"
+                )
+            ]
+
     def scripts(self) -> list[bytes]:
         """Every script the ledger holds a debt for."""
         with self._lock:

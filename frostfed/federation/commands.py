@@ -228,6 +228,38 @@ def _key(name: str, value: Any) -> str:
     return value
 
 
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"'{name}' must be true or false")
+    return value
+
+
+REQUESTS_SHOWN = 50
+_BULKY = frozenset({"tx", "psbt", "recovery"})
+"""Fields of a request record that hold a whole transaction, PSBT or DKG transcript."""
+
+
+def _slim(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, dict) and depth < 4:
+        return {k: _slim(v, depth + 1) for k, v in value.items() if k not in _BULKY}
+    return value
+
+
+async def _requests(service: Any, request_id: str | None, limit: int | None, tx: bool | None) -> Any:
+    """The service's request records, the most recent `limit`, without transaction hex unless asked."""
+    result = await service.requests(request_id)
+    rows = result.get("requests") if isinstance(result, dict) else None
+    if not isinstance(rows, list):
+        return result
+    shown = rows[-(limit or REQUESTS_SHOWN) :]
+    out = {**result, "requests": shown if tx else [_slim(r) for r in shown]}
+    if len(rows) > len(shown):
+        out["omitted"] = len(rows) - len(shown)
+    return out
+
+
 def _commands() -> dict[str, Command]:
     cmds = [
         Command(
@@ -271,9 +303,14 @@ def _commands() -> dict[str, Command]:
         ),
         Command(
             "frost-requests",
-            "Signing requests with their status and outcome (one, given its id).",
-            (Param("id", _text, required=False, doc="a request id; all requests when omitted"),),
-            lambda s, id: s.requests(id),
+            "Signing requests with their status and outcome, oldest first (one, given its id); transactions "
+            "and PSBTs only with tx=true.",
+            (
+                Param("id", _text, required=False, doc="a request id; the most recent requests when omitted"),
+                Param("limit", _whole(1, 100_000), required=False, doc=f"at most this many (default {REQUESTS_SHOWN})"),
+                Param("tx", _flag, required=False, doc="true: with each transaction's hex and PSBT (default false)"),
+            ),
+            lambda s, id, limit, tx: _requests(s, id, limit, tx),
         ),
         Command(
             "frost-join",

@@ -47,6 +47,7 @@ from frostfed.federation.config import MembershipSettings
 from frostfed.federation.dkg_run import DkgResult, chain_code_of
 from frostfed.federation.epoch_keys import EpochKeys
 from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.progress import Wait, no_answer
 from frostfed.federation.roast_signing import SigningError
 from frostfed.federation.signing_request import SigningRequest, tasks_for_inputs
 from frostfed.federation.store import EpochRecord
@@ -128,6 +129,7 @@ class Membership:
         self.bond_wallet = bond_wallet
         self.proposal: Proposal | None = None
         self.last_error: str | None = None
+        self.waiting: Wait | None = None  # the step a change this member proposes waits on (frost-status)
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._refusals: dict[str, str] = {}
         self._aborted: set[tuple[PeerId, str]] = set()  # (sender, nonce) of every abort heard
@@ -345,6 +347,7 @@ class Membership:
             return await self._propose(kind, subject, address, bond_sats, bond_blocks)
         finally:
             self._proposing = False
+            self.waiting = None
 
     async def _propose(
         self,
@@ -382,11 +385,13 @@ class Membership:
         targets = sorted((set(keys.members) | set(p.members)) - {member.me})
         await asyncio.gather(*(member._send(t, "tprop", p.to_body()) for t in targets))
         try:
+            self.waiting = Wait(f"the DKG of epoch {p.epoch}", tuple(p.members))
             group_key, recovery = await asyncio.wait_for(dkg, timeout)
             new_keys = EpochKeys(p.epoch, p.members, p.threshold, group_key, chain_code_of(recovery), [], keys.network)
             offer = None
             if p.kind == "join":
                 fut = self._waiter("offer")
+                self.waiting = Wait("the joiner's bond offer", (p.subject,))
                 await member._send(p.subject, "bond_req", {"epoch": p.epoch})
                 offer = await asyncio.wait_for(fut, timeout)
             outcome = await self._sign_transition(p, keys, new_keys, recovery, offer, timeout)
@@ -394,7 +399,7 @@ class Membership:
             await self._abort(targets, str(e))
             raise
         except TimeoutError:
-            why = "; ".join(f"{k[:16]}: {v}" for k, v in self._refusals.items()) or "no answer in time"
+            why = "; ".join(f"{k[:16]}: {v}" for k, v in self._refusals.items()) or no_answer(member, self.waiting)
             await self._abort(targets, f"the change did not complete ({why})")
             raise MembershipError(f"the change did not complete ({why})") from None
         except Exception as e:
@@ -456,8 +461,10 @@ class Membership:
                 )
             fut = self._waiter("signed")
             body = {"epoch": p.epoch, "tx": plan.tx.serialize().hex(), "prevouts": prevouts}
+            self.waiting = Wait("the joiner's signature of its bond input", (p.subject,))
             await member._send(p.subject, "bond_sign", body)
             extra[plan.bond_input] = await asyncio.wait_for(fut, timeout)  # (scriptSig, witness)
+        self.waiting = None
         paths = [None] * len(plan.tx.vin)
         for i, path in plan.fed_inputs:
             paths[i] = path

@@ -24,6 +24,7 @@ from frostfed.bitcoin.policy import (
     Policy,
 )
 from frostfed.bitcoin.taproot import p2tr_address
+from frostfed.federation import health
 from frostfed.federation.bond_wallet import BitcoindBondWallet, BondWallet
 from frostfed.federation.chain_view import ChainView
 from frostfed.federation.config import MembershipSettings, PolicySettings
@@ -237,6 +238,7 @@ class Member:
         txid = msg.body.get("txid")
         if isinstance(epoch, int) and not isinstance(epoch, bool) and isinstance(txid, str) and len(txid) == 64:
             self.membership.hint(peer, epoch, txid)
+        health.on_heartbeat(self, peer, msg.body)  # its ledger digest: shown to the operator, nothing more
 
     async def _heartbeat_loop(self) -> None:
         reconcile_every = max(1, int(5 / self.heartbeat_seconds))
@@ -274,6 +276,9 @@ class Member:
             rec = self.store.epoch(self.keys.epoch)
             if rec is not None and rec.activation_txid:
                 body["txid"] = rec.activation_txid
+        ledger = health.heartbeat_field(self)
+        if ledger is not None:
+            body[health.HEARTBEAT_FIELD] = ledger
         return body
 
     async def _send_all_others(self, kind: str, body: dict[str, Any]) -> None:

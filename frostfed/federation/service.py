@@ -20,7 +20,7 @@ from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx
 from frostfed.bitcoin.policy import keypath_vsize
 from frostfed.bitcoin.psbt import Psbt, PsbtError
 from frostfed.bitcoin.taproot import AddressError, address_from_script, p2tr_address, script_from_address
-from frostfed.federation import commands
+from frostfed.federation import commands, health, progress
 from frostfed.federation.coins import AnchorPending, CoinError, payout_coins, select_coins
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys, PathError, check_path
 from frostfed.federation.membership import MembershipError
@@ -114,6 +114,8 @@ class FederationService(_LedgerCommands):
             st["anchor"] = f"{anchor.outpoint[0]}:{anchor.outpoint[1]}" if anchor.outpoint else None
             st["change_path"] = f"m/{CHANGE}/{anchor.change_index}"
             st["change_address"] = p2tr_address(keys.output_key((CHANGE, anchor.change_index)), keys.network)
+        st.update(await health.of(self.member).status())
+        st["in_progress"] = progress.status(self.member)
         return st
 
     async def newaddr(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import Ledger
+from frostfed.federation import health
 from frostfed.federation.bond_wallet import BitcoindBondWallet
 from frostfed.federation.config import Config, load_config
 from frostfed.federation.identity import load_identity_file
@@ -27,6 +28,7 @@ from frostfed.federation.store import Store
 from frostfed.net.channel import Channel
 from frostfed.net.latency import LatencyChannel
 from frostfed.net.tcp import NoiseChannel
+from frostfed.plugin import logfiles
 from frostfed.plugin.rpcserver import RpcServer
 
 log = logging.getLogger("frostfed")
@@ -81,14 +83,9 @@ def read_passphrase(config: Config) -> bytes | None:
         raise ValueError(f"cannot read passphrase file {config.passphrase_file}: {e.strerror}") from None
 
 
-def setup_logging(data_dir: Path, level: int = logging.INFO) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler = logging.FileHandler(data_dir / "frostfed.log")
-    handler.setFormatter(fmt)
-    root = logging.getLogger()
-    root.setLevel(level)
-    root.addHandler(handler)
+def setup_logging(data_dir: Path, level: int | str = logging.INFO) -> None:
+    """To the data directory's log file and stderr; files created owner-only; SIGHUP reopens the log."""
+    logfiles.setup(data_dir, level)
 
 
 async def run(config: Config) -> None:
@@ -140,6 +137,8 @@ async def run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, logfiles.reopen)
+    await health.check_chain_at_start(member)
     await channel.start()
     await member.start()
     await server.start()
@@ -155,7 +154,7 @@ async def run(config: Config) -> None:
         store.close()
 
 
-def main_run(config_path: str) -> None:
+def main_run(config_path: str, log_level: str = "info") -> None:
     config = load_config(config_path)
-    setup_logging(config.data_dir)
+    setup_logging(config.data_dir, log_level)
     asyncio.run(run(config))

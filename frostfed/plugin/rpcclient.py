@@ -8,6 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from frostfed.plugin.socketpath import usable
+
 _ids = itertools.count(1)
 PARSE_ERROR = -32700
 INVALID_REPLY = -32603
@@ -32,7 +34,8 @@ def call(
     }
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(str(path))
+        with usable(Path(path)) as name:
+            s.connect(name)
         s.sendall(json.dumps(req).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from frostfed.federation import commands
+from frostfed.plugin.socketpath import SocketPathError, usable
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,10 @@ class RpcServer:
     async def start(self) -> None:
         if self.path.exists():
             try:
-                _, w = await asyncio.open_unix_connection(str(self.path))
+                with usable(self.path) as name:
+                    _, w = await asyncio.open_unix_connection(name)
+            except SocketPathError:
+                raise
             except OSError:  # a socket left by a daemon that died: take it over
                 self.path.unlink()
             else:
@@ -84,7 +88,8 @@ class RpcServer:
         private = Path(tempfile.mkdtemp(prefix=".r", dir=self.path.parent))  # no longer than the final name
         try:
             staged = private / "s"
-            self._server = await asyncio.start_unix_server(self._client, path=str(staged), limit=MAX_LINE)
+            with usable(staged) as name:
+                self._server = await asyncio.start_unix_server(self._client, path=name, limit=MAX_LINE)
             os.chmod(staged, 0o600)
             os.replace(staged, self.path)
         finally:
