@@ -22,6 +22,7 @@ setup: $(VENV)/.installed
 # pyln-testing not to ask for cln-grpc.
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	RUST=0 $(BIN)/python -m pytest -q
 
 demo: setup
@@ -29,6 +30,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python bench/crypto.py

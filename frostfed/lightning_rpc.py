@@ -148,7 +148,9 @@ def _unavailable(method: str, e: Exception) -> LightningRpcError:
 def _result(method: str, answer: dict[str, Any]) -> Any:
     if "error" in answer:
         err = answer["error"] if isinstance(answer["error"], dict) else {"message": str(answer["error"])}
-        raise LightningRpcError(method, err.get("code", -1), str(err.get("message", "")), err.get("data"))
+        code = err.get("code")
+        code = code if isinstance(code, int) else -1
+        raise LightningRpcError(method, code, str(err.get("message", "")), err.get("data"))
     if "result" not in answer:
         raise LightningRpcError(method, None, "malformed answer without result")
     return answer["result"]

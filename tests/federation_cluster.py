@@ -3,6 +3,7 @@ crediting miners in every member's ledger and funding federation addresses."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -74,3 +75,22 @@ def scan_descriptors(btc: RegtestBitcoind, descs: dict[str, Any]) -> int:
             if "in progress" not in e.message or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def heard_from(observer: LocalMember, member: LocalMember, since: float) -> bool:
+    """Whether `observer` counts `member` online on a message it had from it after `since` (a
+    `time.time()`): after a restart, the member's links are up again and the observer knows it."""
+    for entry in observer.call("frost-status")["members"]:
+        if entry["id"] == member.id.hex():
+            return bool(entry["online"]) and (entry["last_seen"] or 0) > since
+    return False
+
+
+def nonces_used(member: LocalMember) -> int:
+    """How many nonces `member` has journalled as used, one per signing session it answered: read from its
+    store, so polling it takes no time from the member's own work."""
+    db = sqlite3.connect(f"file:{member.data_dir / 'frostfed.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(db.execute("SELECT count(*) FROM nonces WHERE status = 'used'").fetchone()[0])
+    finally:
+        db.close()

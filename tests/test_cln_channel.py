@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from clnsim import SimNetwork
+from waiting import wait_for_async
 
 from frostfed.lightning_rpc import LightningRpc
 from frostfed.net.channel import ChannelError
@@ -37,7 +38,7 @@ async def test_only_our_type_is_delivered_without_its_prefix():
         (PEER, t),  # an empty message is still a message
     ]:
         await asyncio.to_thread(ch.handle_custommsg, peer, payload)  # as the hook thread does
-    await asyncio.sleep(0.05)
+    await wait_for_async(lambda: len(got) >= 2, 5, "the last message")  # handled in order: all are, then
     assert got == [(bytes.fromhex(PEER), b"\xca\xfe"), (bytes.fromhex(PEER), b"")]
     assert ch.connected(bytes.fromhex(PEER))
     await ch.close()

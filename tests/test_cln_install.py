@@ -24,7 +24,9 @@ from frostfed.federation import commands  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.lightningd]
 
 ROOT = Path(__file__).resolve().parent.parent
-KEEP_OUT = (".venv", ".cache", ".git", "build", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis")
+KEEP_OUT = (
+    ".venv", ".cache", ".git", "build", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"
+)
 
 
 def checkout_copy(dest: Path) -> Path:

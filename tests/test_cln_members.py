@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import itertools
 
 import pytest
 from clnsim import Faults, SimNetwork
 from test_cln_plugin import connected_all, inbox, mesh, settle
+from waiting import wait_for_async
 
 from frostfed.lightning_rpc import LightningRpc
 from frostfed.net.channel import ChannelError
@@ -35,6 +36,17 @@ def inject(ch: MemberKeyChannel, from_node: bytes, frame: bytes) -> None:
     ch.inner.handle_custommsg(from_node.hex(), (TYPE + frame).hex())
 
 
+MARKERS = itertools.count(1000)
+
+
+async def handled(ch: MemberKeyChannel) -> None:
+    """Every frame fed to `ch` so far has been handled: lightningd's events reach the channel's loop in
+    the order they were fed, so the connect of a fresh marker node, fed after them, shows once they are."""
+    marker = node(next(MARKERS))
+    ch.inner.handle_connect(marker.hex())
+    await wait_for_async(lambda: ch.inner.connected(marker), 5, "the channel to handle what it was fed")
+
+
 async def test_pairing_rules():
     me = await member_channel(node(0), secret(0), [node(1), node(2), node(3)])
     alice = await member_channel(node(1), secret(1))
@@ -44,21 +56,21 @@ async def test_pairing_rules():
 
     inject(me, node(2), alice.hello(ask=False))  # alice's hello relayed by node 2: signed over node 1
     inject(me, node(3), bytes([DATA]) + b"who?")  # data from an unpaired node
-    await asyncio.sleep(0.05)
+    await handled(me)
     assert me.member_of(node(2)) is None and got == []
 
     inject(me, node(1), alice.hello(ask=False))
     inject(me, node(1), bytes([DATA]) + b"hi")
-    await asyncio.sleep(0.05)
+    await handled(me)
     assert me.member_of(node(1)) == alice.member_id and me.node_of(alice.member_id) == node(1)
     assert got == [(alice.member_id, b"hi")]
 
     inject(me, node(2), thief.hello(ask=False))  # a valid signature, but the key is node 1's
-    await asyncio.sleep(0.05)
+    await handled(me)
     assert me.member_of(node(2)) is None and me.node_of(alice.member_id) == node(1)
 
     inject(me, node(1), alice.hello(ask=False)[:-1])  # truncated
-    await asyncio.sleep(0.05)
+    await handled(me)
     assert me.member_of(node(1)) == alice.member_id
     with pytest.raises(ChannelError, match="not paired"):
         await me.send(thief.member_id[:1] + b"\x99" * 32, b"x")
@@ -82,13 +94,13 @@ async def test_non_members_get_no_answer_and_leave_no_state(caplog):
         inject(me, node(5), bytes([DATA]) + b"let me in")
         inject(me, node(5), b"\xff garbage")
     me.inner.handle_connect(node(5).hex())
-    await asyncio.sleep(0.1)
+    await handled(me)
     assert me.member_of(node(5)) is None and paired == [] and got == [] and signed == []
     drops = [r for r in caplog.records if "dropped traffic" in r.getMessage()]
     assert len(drops) == 1 and "non-members" in drops[0].getMessage()  # one line for 150 frames
     alice = await member_channel(node(1), secret(1))
     inject(me, node(1), alice.hello(ask=False))  # the member is still heard
-    await asyncio.sleep(0.05)
+    await handled(me)
     assert me.member_of(node(1)) == alice.member_id and paired == [(node(1), alice.member_id)]
     for ch in (me, stranger, alice):
         await ch.close()

@@ -186,11 +186,11 @@ async def test_foreign_and_malformed_custom_messages_are_ignored(net):
         b.enqueue(a.node_id, junk)
     await a.builtin("sendcustommsg", {"node_id": b.node_id, "msg": (TYPE + b"hello").hex()})
 
-    async def all_answered() -> bool:
-        return b._inbox.empty() and len(b.hook_calls) >= 6
+    async def all_answered() -> bool:  # every hook call made has had its answer checked
+        calls = len(a.hook_calls) + len(b.hook_calls)
+        return b._inbox.empty() and len(b.hook_calls) >= 6 and net.counts.delivered == calls
 
     await settle(all_answered)
-    await asyncio.sleep(0.2)
     assert b.fatal == [] and a.fatal == [] and b.alive
     assert any(h["payload"].startswith("0007") for h in b.hook_calls)
 

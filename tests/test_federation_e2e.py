@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from federation_cluster import Cluster
+from federation_cluster import Cluster, heard_from, nonces_used
+from waiting import wait_for
 
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.plugin.rpcclient import RpcCallError
@@ -79,13 +80,15 @@ def test_two_members_crashed_before_and_during_signing(all_running: Cluster) -> 
     fed.members[3].kill()  # before
     slow = fed.members[4]
     slow.stop()
+    restarted = time.time()
     slow.start({"FROSTFED_TEST_FAULTS": "delay-psig"})  # answers a session only after 3 s
     slow.wait_ready()
-    time.sleep(1.5)  # heartbeats: the coordinator sees who is up
+    wait_for(lambda: heard_from(fed.members[0], slow, restarted), 30, "the coordinator to hear from the slow member")
     box: dict[str, Any] = {}
+    used = nonces_used(slow)
     worker = threading.Thread(target=lambda: box.update(r=payout(fed.members[0], [{"address": a, "sats": 25_000}])))
     worker.start()
-    time.sleep(0.5)
+    wait_for(lambda: not worker.is_alive() or nonces_used(slow) > used, 60, "the slow member to sign (or the payout)")
     slow.kill()  # during
     worker.join(120)
     result = box["r"]
@@ -100,12 +103,14 @@ def test_invalid_partial_signatures_are_excluded_and_named(all_running: Cluster)
     honest, bad, coordinator = fed.members[0], fed.members[1], fed.members[2]
     slow = fed.members[3:5]
     # the cheater answers fast and two honest members late, so ROAST's first session includes it
+    restarted = time.time()
     for m, fault in [(bad, "bad-psig"), (slow[0], "slow-ready"), (slow[1], "slow-ready")]:
         m.stop()
         m.start({"FROSTFED_TEST_FAULTS": fault})
     for m in (bad, *slow):
         m.wait_ready()
-    time.sleep(1.0)
+    for m in (bad, *slow):
+        wait_for(lambda m=m: heard_from(coordinator, m, restarted), 30, "the coordinator to hear from a restarted one")
     fed.fund(100_000)
     a = fed.miner_address()
     fed.credit(a, 15_000)
@@ -139,9 +144,10 @@ def test_member_killed_mid_signing_restarts_and_carries_on(all_running: Cluster)
     fed.credit(a, 40_000)
     others = [m for m in fed.members if m is not victim]
     box: dict[str, Any] = {}
+    used = nonces_used(victim)
     worker = threading.Thread(target=lambda: box.update(r=payout(others[0], [{"address": a, "sats": 20_000}])))
     worker.start()
-    time.sleep(0.7)
+    wait_for(lambda: not worker.is_alive() or nonces_used(victim) > used, 60, "the victim to sign (or the payout)")
     victim.kill()  # SIGKILL while it holds (or has just journalled) a nonce
     worker.join(120)
     assert box["r"]["status"] == "broadcast"
@@ -157,7 +163,11 @@ def test_member_killed_mid_signing_restarts_and_carries_on(all_running: Cluster)
     assert all(after[p] != "issued" for p, s in before if s == "issued")  # nothing from before is reusable
     assert len(after) == len(set(after))
     # it signs again: make it the coordinator, so it must be among the signers
-    time.sleep(1.5)
+    def caught_up() -> bool:  # it hears every member and its chain index holds the payout it missed
+        st = victim.call("frost-status")
+        return st["online"] == len(fed.members) and st["anchor"].startswith(box["r"]["txid"])
+
+    wait_for(caught_up, 30, "the victim to hear from all and index the last payout")
     r = payout(victim, [{"address": a, "sats": 20_000}])
     assert victim.id.hex() in r["signers"]
     fed.btc.mine(1)

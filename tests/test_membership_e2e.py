@@ -11,7 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from federation_cluster import Cluster, scan_descriptors
+from federation_cluster import Cluster, heard_from, nonces_used, scan_descriptors
+from waiting import wait_for
 
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.plugin.localcluster import LocalMember, wait_for_epoch, write_cluster
@@ -178,9 +179,12 @@ def test_a_change_whose_dkg_cannot_finish_leaves_the_epoch_untouched(fed: Cluste
     with pytest.raises(RpcCallError) as err:
         leaver.call("frost-leave")
     assert err.value.code == 1406
+    restarted = time.time()
     down.start()
     down.wait_ready()
-    time.sleep(1.5)
+    for m in fed.members:  # back in touch: what it and the others would resume, they have resumed
+        if m is not down:
+            wait_for(lambda m=m: heard_from(m, down, restarted) and heard_from(down, m, restarted), 30, "heartbeats")
     statuses = [m.call("frost-status") for m in fed.members]
     assert {s["epoch"] for s in statuses} == {2}
     assert all(s["membership_change"] is None for s in statuses)
@@ -240,13 +244,14 @@ def test_a_member_killed_while_the_transition_is_signed_catches_up(tmp_path, reg
         m0, m1, m2, expelled, slow = cluster.members  # the expelled member, online, signs no expulsion of itself
         approve_expel([m1, m2, slow], expelled)
         box: dict[str, Any] = {}
+        used = nonces_used(slow)
         worker = threading.Thread(target=lambda: box.update(r=m0.call("frost-expel", [expelled.id.hex()])))
         worker.start()
         deadline = time.monotonic() + 20
         while not any(e["status"] == "pending" for e in slow.call("frost-epochs")["epochs"]):
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        time.sleep(0.5)
+        wait_for(lambda: not worker.is_alive() or nonces_used(slow) > used, 60, "the slow member to sign (or the end)")
         slow.kill()  # it holds the new epoch's share, and may be signing the transition
         worker.join(60)
         r = box["r"]
@@ -259,7 +264,7 @@ def test_a_member_killed_while_the_transition_is_signed_catches_up(tmp_path, reg
         key = wait_for_epoch([m0, m1, m2, slow], 30, epoch=1)
         assert key == r["group_key"]
         m2.stop()
-        time.sleep(1.5)
+        wait_for(lambda: heard_from(slow, m0, 0) and heard_from(slow, m1, 0), 30, "the coordinator to hear from both")
         payout = pay_one(cluster, [m0, m1, slow], slow)
         assert slow.id.hex() in payout["signers"]  # t = 3 of the 3 left: it signs with its surviving share
     finally:

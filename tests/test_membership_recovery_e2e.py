@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from federation_cluster import Cluster, scan_descriptors
 from test_membership_e2e import MEMBERSHIP, approve_expel, pay_one
+from waiting import wait_for
 
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.plugin.localcluster import wait_for_epoch
@@ -79,8 +80,10 @@ def test_no_presignature_outlives_its_request(tmp_path, regtest: RegtestBitcoind
     try:
         cluster.fund(100_000)
         pay_one(cluster, cluster.members, cluster.members[0])
-        time.sleep(1.0)  # let the last `sdone` arrive
-        issued = {m.index: m.call("frost-status")["nonces"].get("issued", 0) for m in cluster.members}
-        assert issued == dict.fromkeys(issued, 0), issued
+
+        def issued() -> dict[int, int]:
+            return {m.index: m.call("frost-status")["nonces"].get("issued", 0) for m in cluster.members}
+
+        wait_for(lambda: not any(issued().values()), 10, "every presignature to be discarded once `sdone` arrives")
     finally:
         cluster.stop()

@@ -438,7 +438,8 @@ class ChainIndex:
             row = self._anchor_row(epoch)
         if row is None:
             return Anchor(epoch, None, 0)
-        return Anchor(epoch, None if row[0] is None else (row[0], row[1]), row[2])
+        txid, vout, count = row
+        return Anchor(epoch, None if txid is None or vout is None else (txid, vout), count)
 
     def anchors(self, epoch: int) -> set[Outpoint]:
         """Every coin that was the epoch's anchor in the indexed chain (spent or not): a confirmed

@@ -11,7 +11,7 @@ import base64
 import binascii
 import io
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from bitcoin.core import CTransaction, CTxInWitness, CTxOut, CTxWitness
 from bitcoin.core.script import CScriptWitness
@@ -169,7 +169,7 @@ class PsbtMap:
         return b"".join(_ser_compact(len(k)) + k + _ser_compact(len(v)) + v for k, v in self.pairs.items()) + b"\x00"
 
     @classmethod
-    def read(cls, f: io.BytesIO, where: str) -> PsbtMap:
+    def read(cls, f: io.BytesIO, where: str) -> Self:
         pairs: dict[bytes, bytes] = {}
         while True:
             keylen = _read_compact(f, f"{where} key length")

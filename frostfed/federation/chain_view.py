@@ -14,7 +14,7 @@ import logging
 import threading
 
 from frostfed.bitcoin.chain import ChainError, ChainSource
-from frostfed.bitcoin.chain_index import Anchor, ChainIndex, IndexedCoin
+from frostfed.bitcoin.chain_index import Anchor, ChainIndex, IndexedCoin, ScriptOf
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.policy import CheckedPayout, PolicyRejection
 from frostfed.federation.epoch_keys import CHANGE, EpochKeys
@@ -35,6 +35,12 @@ def since_key(epoch: int) -> str:
 def watched_key(epoch: int) -> str:
     """Which key (group key and chain code) the index watches under an epoch number."""
     return f"index_key:{epoch}"
+
+
+
+def _scripts_of(keys: EpochKeys) -> ScriptOf:
+    """The index's way to an epoch's script at (chain, index): the keys' own derivation."""
+    return lambda chain, idx: keys.script((chain, idx))
 
 
 class ChainView:
@@ -83,7 +89,7 @@ class ChainView:
                 continue
             self.store.set_meta(watched_key(rec.epoch), key)
             keys = EpochKeys(rec.epoch, rec.members, rec.threshold, rec.group_key, rec.chain_code, [], self.network)
-            self.index.watch(rec.epoch, lambda chain, idx, k=keys: k.script((chain, idx)), self._since(rec.epoch))
+            self.index.watch(rec.epoch, _scripts_of(keys), self._since(rec.epoch))
 
     # -- advancing ---------------------------------------------------------------------------------
 

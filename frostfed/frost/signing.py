@@ -59,7 +59,10 @@ MAX_PARTICIPANTS = 2**32 - 1
 
 def _mul_g(k: int) -> PublicKey:
     """k*G for 0 < k < n. `G.multiply` costs a third of building a PrivateKey (`point_mul_g`) here."""
-    return secp.point_mul(secp.G, k)  # type: ignore[return-value]  # not infinity for 0 < k < n
+    point = secp.point_mul(secp.G, k)
+    if point is None:
+        raise ValueError("k*G is the point at infinity: k must lie in (0, n)")
+    return point
 
 
 def _is_bytes(x: object) -> bool:
@@ -231,7 +234,7 @@ def serialize_ids(ids: Sequence[int]) -> bytes:
 def pubshare_from_secshare(secshare: bytes) -> bytes:
     """The 33-byte public share `cbytes(secshare * G)` of a secret share."""
     d = _secshare_scalar(secshare)
-    return secp.cbytes(_mul_g(d))  # type: ignore[arg-type]  # d != 0
+    return secp.cbytes(_mul_g(d))
 
 
 def _secshare_scalar(secshare: bytes) -> int:
@@ -300,7 +303,7 @@ def nonce_gen_internal(
     k2 = secp.int_from_bytes(_nonce_hash(rand, pk, tpk, msg_prefixed, bytes(extra_in), 1)) % secp.N
     if k1 == 0 or k2 == 0:  # probability ~2^-128; the specification says fail
         raise ValueError("NonceGen produced a zero nonce; retry.")
-    pubnonce = secp.cbytes(_mul_g(k1)) + secp.cbytes(_mul_g(k2))  # type: ignore[arg-type]
+    pubnonce = secp.cbytes(_mul_g(k1)) + secp.cbytes(_mul_g(k2))
     secnonce = bytearray(secp.bytes_from_int(k1) + secp.bytes_from_int(k2))
     return secnonce, pubnonce
 
@@ -391,8 +394,8 @@ class SessionValues(NamedTuple):
 def _session(session_ctx: SessionContext) -> tuple[SessionValues, _SignerSet]:
     try:
         signers_ctx, aggnonce, tweaks, is_xonly, msg = session_ctx
-    except (TypeError, ValueError) as e:
-        raise ValueError("The session context must be (signers_ctx, aggnonce, tweaks, is_xonly, msg).") from e
+    except (TypeError, ValueError) as exc:
+        raise ValueError("The session context must be (signers_ctx, aggnonce, tweaks, is_xonly, msg).") from exc
     ss = _signer_set(signers_ctx)
     tweak_ctx: TweakContext = apply_tweaks(signers_ctx.thresh_pk, tweaks, is_xonly)
     Q, gacc, tacc = tweak_ctx
@@ -461,7 +464,7 @@ def sign(secnonce: bytearray, secshare: bytes, my_id: int, session_ctx: SessionC
     k1 = k1_ if even_r else secp.N - k1_
     k2 = k2_ if even_r else secp.N - k2_
     d_ = _secshare_scalar(secshare)
-    my_pubshare = secp.cbytes(_mul_g(d_))  # type: ignore[arg-type]  # d_ != 0
+    my_pubshare = secp.cbytes(_mul_g(d_))
     if my_pubshare not in ss.pubshare_set:
         raise ValueError("The signer's pubshare must be included in the list of pubshares.")
     if type(my_id) is not int or my_id not in ss.lambdas:
@@ -471,7 +474,7 @@ def sign(secnonce: bytearray, secshare: bytes, my_id: int, session_ctx: SessionC
     d = g * v.gacc * d_ % secp.N
     s = (k1 + v.b * k2 + v.e * lam * d) % secp.N
     psig = secp.bytes_from_int(s)
-    pubnonce = secp.cbytes(_mul_g(k1_)) + secp.cbytes(_mul_g(k2_))  # type: ignore[arg-type]
+    pubnonce = secp.cbytes(_mul_g(k1_)) + secp.cbytes(_mul_g(k2_))
     if not _verify_with_values(v, ss, psig, my_id, pubnonce, my_pubshare):
         raise RuntimeError("The partial signature failed its own verification (computation error).")
     return psig
@@ -540,7 +543,7 @@ def deterministic_sign(
     k2 = secp.int_from_bytes(_det_nonce_hash(secshare_, my_id, ss.ids, other, tweaked_tpk, msg, 1)) % secp.N
     if k1 == 0 or k2 == 0:  # probability ~2^-128
         raise ValueError("DeterministicSign produced a zero nonce.")
-    pubnonce = secp.cbytes(_mul_g(k1)) + secp.cbytes(_mul_g(k2))  # type: ignore[arg-type]
+    pubnonce = secp.cbytes(_mul_g(k1)) + secp.cbytes(_mul_g(k2))
     secnonce = bytearray(secp.bytes_from_int(k1) + secp.bytes_from_int(k2))
     if aggothernonce is None:
         aggnonce = pubnonce

@@ -137,8 +137,8 @@ class BroadcastDriver:
                 self.logger.warning(
                     "%s session %s aborted: %s equivocated", self.name, ev.session_id.hex()[:16], ev.proof.sender.hex()
                 )
-                for cb in self._on_abort:
-                    cb(ev.session_id, ev.proof)
+                for aborted in self._on_abort:
+                    aborted(ev.session_id, ev.proof)
                 self._wake(ev.session_id)
 
     def _keep(self, ev: Delivered) -> None:

@@ -90,8 +90,8 @@ class Secp256k1DH(DH):
 class Bolt8Backend(DefaultNoiseBackend):
     def __init__(self) -> None:
         super().__init__()
-        self.diffie_hellmans = {**self.diffie_hellmans, "secp256k1": Secp256k1DH}
-        self.keypairs = {**self.keypairs, "secp256k1": Secp256k1KeyPair}
+        self.diffie_hellmans: dict[str, type] = {**self.diffie_hellmans, "secp256k1": Secp256k1DH}
+        self.keypairs: dict[str, type] = {**self.keypairs, "secp256k1": Secp256k1KeyPair}
 
 
 _BACKEND = Bolt8Backend()
@@ -151,7 +151,7 @@ class Transport:
     def feed(self, data: bytes) -> list[bytes]:
         """Take bytes from the socket; return every message they complete (raises TransportError)."""
         self._buffer += data
-        out = []
+        out: list[bytes] = []
         while True:
             if self._body_len is None:
                 if len(self._buffer) < LENGTH_FRAME_SIZE:

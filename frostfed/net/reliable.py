@@ -302,11 +302,11 @@ class ReliableCore:
         while bits:
             low = bits & -bits
             seq = ack.cumulative + low.bit_length()
-            fl = st.inflight.get(seq)
-            if fl is not None and not fl.sacked:
-                fl.sacked = True
-                if not fl.retransmitted:
-                    sample = now - fl.sent_at
+            held = st.inflight.get(seq)
+            if held is not None and not held.sacked:
+                held.sacked = True
+                if not held.retransmitted:
+                    sample = now - held.sent_at
             bits ^= low
         if sample is not None:
             self._update_rto(st, sample)

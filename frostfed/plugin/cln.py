@@ -174,14 +174,14 @@ class FrostfedPlugin:
             request = args[0] if args else kwargs["request"]
             self._start_command(command, request)
 
-        method.__signature__ = _signature(command)  # type: ignore[attr-defined]
+        method.__dict__["__signature__"] = _signature(command)  # what inspect.signature (pyln) reads
         method.__doc__ = command.help_text
         method.__name__ = command.name.replace("-", "_")
         self.plugin.add_method(command.name, method, background=True, description=command.summary)
         # lightningd (since 24.08) shows only the manifest's usage in `help`: it carries the description
         # and the parameters, as pyln's own "usage \n doc" convention does.
         usage = f"{command.usage}  \n " + command.help_text.replace("\n", "\n ")
-        self.plugin.methods[command.name].get_usage = lambda: usage  # type: ignore[method-assign]
+        self.plugin.methods[command.name].get_usage = lambda: usage
 
     def _start_command(self, command: commands.Command, request: Any) -> None:
         params = _raw_params(request)

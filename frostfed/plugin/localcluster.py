@@ -155,7 +155,8 @@ def wait_for_epoch(members: list[LocalMember], timeout: float = 120, epoch: int 
         keys = {s["group_key"] for s in statuses}
         if epoch is not None and any(s["epoch"] != epoch for s in statuses):
             keys.add(None)
-        if len(keys) == 1 and None not in keys:
-            return next(iter(keys))  # type: ignore[return-value]
+        agreed = [k for k in keys if k is not None]
+        if len(keys) == 1 and agreed:
+            return agreed[0]
         time.sleep(0.2)
     raise TimeoutError(f"members did not agree on an epoch key: {keys}")
