@@ -3,14 +3,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test demo lint bench clean pythons
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[test]'
+# The exact tested set (constraints.txt) within the ranges pyproject.toml declares.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 # bitcoind for the regtest tests: from PATH or BITCOIND/BITCOIN_CLI, else unpacked into .cache/bitcoin/.
@@ -34,6 +35,23 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/crypto.py
+
+# Each supported Python: with its interpreter on PATH, a virtual environment in .cache/, the project
+# installed from constraints.txt and the quick suite run under it; without one, whether every pinned
+# package has a wheel for it (tools/check_wheels.py).
+PYTHONS ?= 3.11 3.12 3.13
+pythons: setup
+	@set -e; for v in $(PYTHONS); do \
+	  if command -v python$$v >/dev/null; then \
+	    echo "== Python $$v: install and quick suite"; \
+	    python$$v -m venv .cache/py$$v && .cache/py$$v/bin/pip install -q --upgrade pip && \
+	    .cache/py$$v/bin/pip install -q -c constraints.txt -e '.[test]' && \
+	    RUST=0 .cache/py$$v/bin/python -m pytest -q -m "not slow" -p no:cacheprovider; \
+	  else \
+	    echo "== Python $$v: no interpreter here, checking the wheels"; \
+	    $(BIN)/python tools/check_wheels.py $$v; \
+	  fi; \
+	done
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -14,7 +14,7 @@ from frostfed.net.channel import ChannelError
 from frostfed.net.cln_channel import FROSTFED_MSGTYPE, ClnChannel, parse_member
 
 CAP = Path(__file__).parent / "plugins" / "cap_plugin.py"
-PEER = "02" + "11" * 32
+PEER = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"  # the generator: a valid compressed key
 
 
 def test_message_type_is_odd_and_custom():

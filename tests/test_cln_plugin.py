@@ -86,7 +86,7 @@ GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
     "frost-payout": {"outputs": [{"address": "bcrt1p" + "q" * 58, "sats": 1000}], "feerate": 2},
     "frost-sign": ["cHNidP8BAAoCAAAAAAAAAAAAAAAA"],
     "frost-requests": {"id": "abc"},
-    "frost-join": [MEMBER, "02" + "cd" * 32 + "@127.0.0.1:9735"],
+    "frost-join": [MEMBER, MEMBER + "@127.0.0.1:9735"],
     "frost-leave": [],
     "frost-expel": {"member": MEMBER},
     "frost-epochs": {},
@@ -368,7 +368,7 @@ def test_own_address_comes_from_getinfo():
 async def test_a_bad_policy_file_is_reported_by_every_command(net):
     bad = net.base_dir / "frost.toml"
     bad.write_text("[policy]\nmax_fee = 1\n")
-    other = "02" + "11" * 32
+    other = "02" + "ab" * 32
     node = await net.add_node(PLUGIN, {"frost-config": str(bad), "frost-members": f"{other}@127.0.0.1:1"})
 
     async def failed() -> bool:

@@ -167,7 +167,7 @@ def stranger_hello(node_id: bytes, secret: bytes) -> bytes:
 
 
 def test_a_non_member_gets_no_answer_and_leaves_no_state(node_factory):
-    absent = "02" + "11" * 32  # a configured member that never comes online
+    absent = "02" + "ab" * 32  # a configured member that never comes online (a valid key)
     l1 = node_factory.get_node(
         options={"plugin": PLUGIN, "frost-members": f"{absent}@127.0.0.1:1", "frost-reconnect-interval": 1},
     )

@@ -1,5 +1,7 @@
-"""The pinned dependency set must import together: coincurve's files are easily overwritten by a
-conflicting package (pyln-proto >= 26.6.6 ships a coincurve fork)."""
+"""The installed dependency set must work together: coincurve's files are easily overwritten by a
+conflicting package (pyln-proto >= 26.6.6 ships the coincurve fork coincurve-cp314-fix)."""
+
+from importlib import metadata
 
 from coincurve import PrivateKey, PublicKeyXOnly
 
@@ -10,11 +12,22 @@ def test_coincurve_is_intact() -> None:
     assert PublicKeyXOnly(sk.public_key.format()[1:]).verify(sig, bytes(32))
 
 
+def test_exactly_one_package_provides_coincurve() -> None:
+    """Two distributions writing `coincurve/` would leave whichever installed last, and removing one
+    breaks the other: pyproject.toml asks for exactly one per Python version."""
+    installed = []
+    for name in ("coincurve", "coincurve-cp314-fix"):
+        try:
+            installed.append(metadata.distribution(name).metadata["Name"])
+        except metadata.PackageNotFoundError:
+            pass
+    assert len(installed) == 1, installed
+
+
 def test_libraries_import() -> None:
-    import bip32
     import bitcoin.core
     import noise.connection
     import pyln.client
 
-    assert bip32.BIP32 and bitcoin.core.CTransaction and noise.connection.NoiseConnection
+    assert bitcoin.core.CTransaction and noise.connection.NoiseConnection
     assert pyln.client.Plugin

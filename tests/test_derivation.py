@@ -1,6 +1,7 @@
 """Receive keys from the threshold key: BIP32 public derivation and BIP86 output keys.
 
-Cross-checked against the `bip32` package (an independent implementation) and the BIP341 wallet
+Cross-checked against BIP32's own test vectors (public derivation steps), the `bip32` package (an
+independent implementation, installed where it installs: below Python 3.13) and the BIP341 wallet
 vectors; a FROST signature made with `signing_tweaks` verifies for the output key under libsecp256k1,
 including for odd-Y threshold keys and odd-Y children.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from bip32 import BIP32
 from coincurve import PublicKeyXOnly
 from dealer import trusted_dealer
 from frost_session import full_sign
@@ -42,6 +42,8 @@ def _keys_of_both_parities() -> list:  # type: ignore[type-arg]
 @pytest.mark.parametrize("parity", [2, 3])
 @pytest.mark.parametrize("network", ["main", "test"])
 def test_children_and_xpub_match_the_bip32_package(parity: int, network: str) -> None:
+    bip32 = pytest.importorskip("bip32", reason="bip32 wants coincurve<21, which has no wheel on this Python")
+    BIP32 = bip32.BIP32
     keys = next(k for k in _keys_of_both_parities() if k.thresh_pk[0] == parity)
     cc = hashlib.sha256(b"federation chain code").digest()
     root = group_xpub(keys.thresh_pk, cc)
@@ -59,6 +61,29 @@ def test_children_and_xpub_match_the_bip32_package(parity: int, network: str) ->
         )
         child_parities.add(child.key[0])
     assert child_parities == {2, 3}  # odd-Y children were exercised
+
+
+# BIP32 test vector 1: the unhardened steps, derived from the parent's xpub alone.
+BIP32_VECTOR_1 = [
+    (
+        "xpub6D4BDPcP2GT577Vvch3R8wDkScZWzQzMMUm3PWbmWvVJrZwQY4VUNgqFJPMM3No2dFDFGTsxxpG5uJh7n7epu4trkrX7x7DogT5Uv6fcLW5",
+        2,
+        "xpub6FHa3pjLCk84BayeJxFW2SP4XRrFd1JYnxeLeU8EqN3vDfZmbqBqaGJAyiLjTAwm6ZLRQUMv1ZACTj37sR62cfN7fe5JnJ7dh8zL4fiyLHV",
+    ),
+    (
+        "xpub6FHa3pjLCk84BayeJxFW2SP4XRrFd1JYnxeLeU8EqN3vDfZmbqBqaGJAyiLjTAwm6ZLRQUMv1ZACTj37sR62cfN7fe5JnJ7dh8zL4fiyLHV",
+        1000000000,
+        "xpub6H1LXWLaKsWFhvm6RVpEL9P4KfRZSW7abD2ttkWP3SSQvnyA8FSVqNTEcYFgJS2UaFcxupHiYkro49S8yGasTvXEYBVPamhGW6cFJodrTHy",
+    ),
+]
+
+
+@pytest.mark.parametrize(("parent", "index", "child"), BIP32_VECTOR_1)
+def test_public_derivation_matches_the_bip32_vectors(parent: str, index: int, child: str) -> None:
+    key, network = parse_xpub(parent)
+    assert network == "main"
+    derived, _ = derive_child(key, index)
+    assert derived.to_string("main") == child
 
 
 def test_taproot_output_key_matches_bip341_vectors() -> None:

@@ -15,21 +15,13 @@ from bitcoin import base58
 from bitcoin.core.serialize import VarIntSerializer
 from coincurve import PrivateKey
 
+from frostfed.bitcoin.networks import NAMES, NETWORKS, Network, NetworkError, network
 from frostfed.frost.secp import N, bytes_from_int, has_even_y, int_from_bytes, lift_x, tagged_hash, xbytes
 
 TAPROOT_LEAF_TAPSCRIPT = 0xC0
 
-HRP = {"main": "bc", "mainnet": "bc", "test": "tb", "testnet": "tb", "signet": "tb", "regtest": "bcrt"}
-"""Human-readable part of segwit addresses per network name (bitcoind's `-chain` names and aliases)."""
-
-_BASE58_VERSIONS = {
-    "main": (0x00, 0x05),
-    "mainnet": (0x00, 0x05),
-    "test": (0x6F, 0xC4),
-    "testnet": (0x6F, 0xC4),
-    "signet": (0x6F, 0xC4),
-    "regtest": (0x6F, 0xC4),
-}
+HRP = {name: net.hrp for name, net in ((n, network(n)) for n in NAMES)}
+"""Human-readable part of segwit addresses per network name (Bitcoin Core's and Core Lightning's names)."""
 
 
 class AddressError(ValueError):
@@ -132,35 +124,46 @@ def _witness_script(version: int, program: bytes) -> bytes:
     return bytes([opcode, len(program)]) + program
 
 
-def _hrp(network: str) -> str:
+def _network(name: str | Network) -> Network:
     try:
-        return HRP[network]
-    except KeyError:
-        raise AddressError(f"unknown network '{network}'") from None
+        return network(name)
+    except NetworkError as e:
+        raise AddressError(str(e)) from None
 
 
-def script_from_address(address: str, network: str) -> bytes:
-    """Output script of any standard address (base58 P2PKH/P2SH or segwit of any version)."""
-    hrp = _hrp(network)
+def _hrp(name: str | Network) -> str:
+    return _network(name).hrp
+
+
+def script_from_address(address: str, network: str | Network) -> bytes:
+    """Output script of any standard address (base58 P2PKH/P2SH or segwit of any version) of `network`;
+    an address of another network is refused (a testnet address on mainnet would burn the payout)."""
+    net = _network(network)
+    hrp = net.hrp
     if address.lower().startswith(hrp + "1"):
         return _witness_script(*decode_segwit_address(hrp, address))
+    for other in sorted({n.hrp for n in NETWORKS} - {hrp}, key=len, reverse=True):
+        if address.lower().startswith(other + "1"):
+            raise AddressError(
+                f"'{address}' is an address of another network ({other}1...), expected {net.name} ({hrp}1...)"
+            )
     try:
         raw = base58.decode(address)
     except (base58.InvalidBase58Error, ValueError) as e:
         raise AddressError(
-            f"'{address}' is neither a segwit address of network {network} ({hrp}1...) nor base58: {e}"
+            f"'{address}' is neither a segwit address of network {net.name} ({hrp}1...) nor base58: {e}"
         ) from None
     if len(raw) != 25 or hashlib.sha256(hashlib.sha256(raw[:21]).digest()).digest()[:4] != raw[21:]:
         raise AddressError(f"'{address}' has a wrong base58 checksum or length")
-    p2pkh, p2sh = _BASE58_VERSIONS[network]
+    p2pkh, p2sh = net.p2pkh, net.p2sh
     if raw[0] == p2pkh:
         return b"\x76\xa9\x14" + raw[1:21] + b"\x88\xac"
     if raw[0] == p2sh:
         return b"\xa9\x14" + raw[1:21] + b"\x87"
-    raise AddressError(f"'{address}' has base58 version {raw[0]}, which is not a {network} address")
+    raise AddressError(f"'{address}' has base58 version {raw[0]}, which is not a {net.name} address")
 
 
-def address_from_script(script: bytes, network: str) -> str | None:
+def address_from_script(script: bytes, network: str | Network) -> str | None:
     """Address of a standard output script, or None for scripts without one (e.g. OP_RETURN)."""
 
     def b58check(version: int, payload: bytes) -> str:
@@ -173,8 +176,9 @@ def address_from_script(script: bytes, network: str) -> str | None:
             return encode_segwit_address(_hrp(network), version, script[2:])
         except AddressError:
             return None
-    p2pkh, p2sh = _BASE58_VERSIONS.get(network, (None, None))
-    if p2pkh is None or p2sh is None:
+    try:
+        p2pkh, p2sh = _network(network).p2pkh, _network(network).p2sh
+    except AddressError:
         return None
     if len(script) == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac":
         return b58check(p2pkh, script[3:23])
@@ -193,7 +197,7 @@ def p2tr_script(output_key: bytes) -> bytes:
     return b"\x51\x20" + output_key
 
 
-def p2tr_address(output_key: bytes, network: str) -> str:
+def p2tr_address(output_key: bytes, network: str | Network) -> str:
     return encode_segwit_address(_hrp(network), 1, p2tr_script(output_key)[2:])
 
 

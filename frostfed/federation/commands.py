@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from frostfed.net import addresses
+
 # JSON-RPC 2.0 codes, then frostfed's own (positive, as Core Lightning plugins use).
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -174,29 +176,18 @@ def _outputs(name: str, value: Any) -> list[dict[str, Any]]:
 
 def _member_id(name: str, value: Any) -> str:
     """A compressed public key on the curve, returned in lowercase hex (the form member lists use)."""
-    from frostfed.frost import secp
-
     try:
-        if not isinstance(value, str) or len(value) != 66 or not value.isascii() or not value.isalnum():
-            raise ValueError
-        secp.cpoint(bytes.fromhex(value))
-    except ValueError:
+        return addresses.member_id(value, f"'{name}'").hex()
+    except addresses.ValidationError:
         raise ValueError(f"'{name}' must be a member id (33-byte compressed public key in hex)") from None
-    return value.lower()
 
 
 def _hostport(name: str, value: Any) -> str:
-    if not isinstance(value, str) or ":" not in value or len(value) > 255:
-        raise ValueError(f"'{name}' must be host:port")
-    host, _, port = value.rpartition(":")
-    if (
-        not host
-        or any(c.isspace() for c in host)
-        or not (port.isascii() and port.isdigit() and len(port) <= 5)
-        or not 0 < int(port) < 65536
-    ):
-        raise ValueError(f"'{name}' must be host:port with a port in 1..65535")
-    return value
+    """A member's address, `<node id>@<host>:<port>` (Core Lightning) or `<host>:<port>` (daemon)."""
+    try:
+        return str(addresses.peer_address(value, f"'{name}'"))
+    except addresses.ValidationError:
+        raise ValueError(f"'{name}' must be host:port (or <node id>@host:port) with a port in 1..65535") from None
 
 
 def _whole(lo: int, hi: int) -> Validator:

@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from frostfed.bitcoin.networks import NetworkError, canonical
+from frostfed.net import addresses
+from frostfed.net.addresses import ValidationError
+
 
 class ConfigError(Exception):
     """The configuration is unusable; the message says which setting and why."""
@@ -74,6 +78,29 @@ class Config:
     offline_after_seconds: float = 10.0
     membership: MembershipSettings = field(default_factory=MembershipSettings)
     joining: bool = False
+    network: str = "regtest"  # Bitcoin Core's name (getblockchaininfo's chain)
+
+
+def _hostport(value: Any, where: str) -> tuple[str, int]:
+    try:
+        return addresses.host_port(value, where)
+    except ValidationError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _pubkey(value: Any, where: str) -> bytes:
+    try:
+        return addresses.member_id(value, where)
+    except ValidationError as e:
+        raise ConfigError(str(e)) from None
+
+
+def network_setting(value: Any, where: str) -> str:
+    """A network by Bitcoin Core's or Core Lightning's name, as Bitcoin Core's name."""
+    try:
+        return canonical(value)
+    except NetworkError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def default_threshold(n: int) -> int:
@@ -81,30 +108,14 @@ def default_threshold(n: int) -> int:
     return (2 * n) // 3 + 1
 
 
-def _hostport(value: Any, where: str) -> tuple[str, int]:
-    """'host:port', or '[v6 address]:port'."""
-    if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(f"{where} must be 'host:port', got {value!r}")
-    host, _, port_s = value.rpartition(":")
-    if not (port_s.isascii() and port_s.isdigit()) or len(port_s) > 5:
-        raise ConfigError(f"{where} has a port that is not a number: {value!r}")
-    port = int(port_s)
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or any(c.isspace() or c in "[]/" for c in host) or not 0 < port < 65536:
-        raise ConfigError(f"{where} must be 'host:port' with a port in 1..65535, got {value!r}")
-    return host, port
-
-
-def _pubkey(value: Any, where: str) -> bytes:
-    from frostfed.frost import secp
-
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else b""
-        secp.cpoint(raw)
-    except ValueError:
-        raise ConfigError(f"{where} must be a 33-byte compressed public key in hex, got {value!r}") from None
-    return raw
+def threshold_setting(value: Any, n: int, where: str, *, zero_is_default: bool = False) -> int:
+    """t of n signers, for the daemon's file and the plugin's option alike: a whole number in 1..n;
+    absent (or 0, where an option cannot be absent) means the default, floor(2n/3) + 1."""
+    if value is None or (zero_is_default and isinstance(value, int) and not isinstance(value, bool) and value == 0):
+        return min(default_threshold(n), max(n, 1))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max(n, 1):
+        raise ConfigError(f"{where} must be a whole number in 1..{max(n, 1)}, got {value!r}")
+    return value
 
 
 def _section(doc: dict[str, Any], name: str, required: bool) -> dict[str, Any]:
@@ -130,7 +141,7 @@ KNOWN = {
         "offline_after_seconds",
         "joining",
     },
-    "federation": {"members", "threshold"},
+    "federation": {"members", "threshold", "network"},
     "bitcoind": {"rpc_url", "cookie_file", "user", "password", "wallet"},
     "policy": {
         "min_feerate",
@@ -254,11 +265,10 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
             )
         at[(m.host, m.port)] = i
     n = len(members)
-    t = fed.get("threshold", default_threshold(n))
-    if joining:
-        t = fed.get("threshold", 1)
-    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= n:
-        raise ConfigError(f"federation.threshold must be a whole number in 1..{n}, got {t!r}")
+    if "threshold" in fed and fed["threshold"] is None:
+        raise ConfigError(f"federation.threshold must be a whole number in 1..{n}, got None")
+    t = threshold_setting(fed.get("threshold", 1 if joining else None), n, "federation.threshold")
+    network = network_setting(fed.get("network", "regtest"), "federation.network")
 
     bitcoind = None
     if "bitcoind" in doc:
@@ -303,6 +313,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         offline_after_seconds=offline_after,
         membership=membership,
         joining=joining,
+        network=network,
     )
 
 
@@ -360,14 +371,41 @@ def membership_settings(mem: dict[str, Any]) -> MembershipSettings:
     )
 
 
-def load_config(path: str | Path) -> Config:
+def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
-        doc = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read configuration {p}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"configuration {p} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"configuration {p} is not valid TOML: {e}") from None
-    return parse_config(doc, p.parent)
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_toml(path), Path(path).parent)
+
+
+PLUGIN_SECTIONS = ("policy", "membership")
+"""What the plugin's `frost-config` file holds; the rest comes from lightningd and the frost-* options."""
+
+
+def load_plugin_settings(path: str | Path | None) -> tuple[PolicySettings, MembershipSettings]:
+    """The [policy] and [membership] tables of the plugin's `frost-config` file, by the daemon's rules
+    (the same keys, ranges and errors); the defaults without a file."""
+    if not path:
+        return PolicySettings(), MembershipSettings()
+    try:
+        doc = read_toml(path)
+        extra = sorted(set(doc) - set(PLUGIN_SECTIONS))
+        if extra:
+            raise ConfigError(
+                f"unknown section [{extra[0]}] (frost-config holds only {', '.join(f'[{s}]' for s in PLUGIN_SECTIONS)})"
+            )
+        return (
+            policy_settings(_section(doc, "policy", False)),
+            membership_settings(_section(doc, "membership", False)),
+        )
+    except ConfigError as e:
+        raise ConfigError(f"frost-config {path}: {e}") from None

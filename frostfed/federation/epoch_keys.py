@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from frostfed.bitcoin.descriptor import with_checksum
+from frostfed.bitcoin.networks import network
 from frostfed.frost import derivation
 from frostfed.frost.roast import SigningTask, ThresholdKey
 
@@ -81,7 +82,7 @@ class EpochKeys:
         return self._root.fingerprint()
 
     def xpub(self) -> str:
-        return self._root.to_string("main" if self.network == "main" else "test")
+        return self._root.to_string(network(self.network).bip32)  # xpub on mainnet, tpub elsewhere
 
     def descriptor(self, chain: int = RECEIVE) -> str:
         return with_checksum(f"tr({self.xpub()}/{chain}/*)")

@@ -33,6 +33,7 @@ from frostfed.federation.config import MembershipSettings, default_threshold
 from frostfed.federation.epoch_keys import RECEIVE, EpochKeys
 from frostfed.federation.messages import Message, MessageError
 from frostfed.frost import chilldkg
+from frostfed.net.addresses import ValidationError, member_id, peer_address
 
 KINDS = ("join", "leave", "expel")
 TRANSITION_PATH = (RECEIVE, 0)
@@ -80,15 +81,11 @@ class Proposal:
         raw_addr = msg.get("addresses", dict)
         addresses = {}
         for k, v in raw_addr.items():
-            host, _, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
-            if not host or len(v) > 300 or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-                raise MessageError("tprop: an address is not host:port")
             try:
-                key = bytes.fromhex(k)
-            except ValueError:
-                raise MessageError("tprop: bad address key") from None
-            if len(key) != 33 or key[0] not in (2, 3):
-                raise MessageError("tprop: an address key is not a member id")
+                key = member_id(k, "tprop: an address key")
+                peer_address(v, "tprop: an address")
+            except ValidationError as e:
+                raise MessageError(str(e)) from None
             addresses[key] = v
         return cls(
             epoch=msg.integer("epoch", 1, 2**31),

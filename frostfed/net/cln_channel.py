@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .addresses import ValidationError, format_host_port, peer_address
 from .channel import Channel, ChannelError, PeerId
 
 FROSTFED_MSGTYPE = 0xF055
@@ -55,18 +56,13 @@ class NodeRpc(Protocol):
 
 def parse_member(text: str) -> tuple[PeerId, str | None]:
     """`<node id>` or `<node id>@host:port` into the id and its address."""
-    node, _, addr = text.strip().partition("@")
     try:
-        peer = bytes.fromhex(node)
-    except ValueError:
-        raise ValueError(f"member {text!r}: node id is not hex") from None
-    if len(peer) != 33 or peer[0] not in (2, 3):
-        raise ValueError(f"member {text!r}: node id must be a 33-byte compressed public key")
-    if addr:
-        host, sep, port = addr.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"member {text!r}: address must be host:port")
-    return peer, addr or None
+        addr = peer_address(text, f"member {text!r}", need_host=False)
+    except ValidationError as e:
+        raise ValueError(str(e)) from None
+    if addr.peer is None:
+        raise ValueError(f"member {text!r}: a member is named by its node id, as <node id>@<host>:<port>")
+    return addr.peer, format_host_port(addr.host, addr.port) if addr.port else None
 
 
 class ClnChannel(Channel):

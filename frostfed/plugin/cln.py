@@ -42,6 +42,7 @@ OPTIONS: tuple[tuple[str, Any, str, str], ...] = (
     ("frost-threshold", 0, "int", "Signing threshold t (0: floor(2n/3) + 1 of the n members)."),
     ("frost-reconnect-interval", 10, "int", "Seconds between attempts to reconnect to members."),
     ("frost-joining", False, "flag", "Wait to be admitted (frost-join at a member); frost-members = contacts."),
+    ("frost-network", "", "string", "Network the federation is on (empty: lightningd's); must match lightningd's."),
 )
 
 

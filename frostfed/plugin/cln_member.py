@@ -11,28 +11,21 @@ pairing is then kept in the data directory so a member restarts while others are
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.cln_chain import ClnChainSource, LightningSocket, bitcoind_from_configs
 from frostfed.bitcoin.ledger import Ledger
+from frostfed.bitcoin.networks import NetworkError, check_chain
 from frostfed.federation.bond_wallet import ClnBondWallet
-from frostfed.federation.config import (
-    ConfigError,
-    MembershipSettings,
-    PolicySettings,
-    default_threshold,
-    membership_settings,
-    policy_settings,
-)
-from frostfed.federation.node import Member
+from frostfed.federation.config import MembershipSettings, PolicySettings, load_plugin_settings
+from frostfed.federation.member_config import MemberConfig, MemberParts, build_member, check_store_network
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.service import FederationService
 from frostfed.federation.store import Store
+from frostfed.net.addresses import PeerAddress, peer_address
 from frostfed.net.channel import PeerId
-from frostfed.net.cln_channel import parse_member
 from frostfed.net.cln_members import MemberKeyChannel
 from frostfed.plugin.cln import PluginContext
 from frostfed.plugin.hostkey import MEMBERKEY_LABEL, derive_secret
@@ -40,6 +33,8 @@ from frostfed.plugin.hostkey import MEMBERKEY_LABEL, derive_secret
 SEAL_LABEL = "frostfed/seal/v1"
 BONDKEY_LABEL = "frostfed/bond-key/v1"
 PAIRS_FILE = "member-keys.json"
+SETTINGS_OPTIONS = ("heartbeat_seconds", "offline_after_seconds")
+"""Member options a test harness may pass that are settings (checked by MemberConfig), not tuning."""
 
 
 class PluginService(FederationService):
@@ -49,25 +44,9 @@ class PluginService(FederationService):
         await self.member.stop()
 
 
-def _config_table(path: str | Path, name: str) -> dict[str, Any]:
-    try:
-        doc = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"frost-config {path}: {e}") from None
-    table = doc.get(name, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"frost-config {path}: [{name}] must be a table")
-    return table
-
-
 def load_membership(path: str | Path | None) -> MembershipSettings:
-    """The [membership] table of the `frost-config` file (the daemon's keys), or the defaults."""
-    if not path:
-        return MembershipSettings()
-    try:
-        return membership_settings(_config_table(path, "membership"))
-    except ConfigError as e:
-        raise ConfigError(f"frost-config {path}: {e}") from None
+    """The [membership] table of the `frost-config` file (the daemon's keys and rules), or the defaults."""
+    return load_plugin_settings(path)[1]
 
 
 def own_address(info: dict[str, Any]) -> str | None:
@@ -75,20 +54,19 @@ def own_address(info: dict[str, Any]) -> str | None:
     listens (what other members dial to reach it after a membership change)."""
     for entry in [*(info.get("address") or []), *(info.get("binding") or [])]:
         if isinstance(entry, dict) and entry.get("type") in ("ipv4", "ipv6", "dns") and entry.get("port"):
-            host = str(entry["address"])
-            host = f"[{host}]" if entry["type"] == "ipv6" else host
-            return f"{info['id']}@{host}:{int(entry['port'])}"
+            return str(PeerAddress(bytes.fromhex(info["id"]), str(entry["address"]), int(entry["port"])))
     return None
 
 
 def load_policy(path: str | Path | None) -> PolicySettings:
-    """The [policy] table of the `frost-config` file (the daemon's keys, parsed alike), or the default policy."""
-    if not path:
-        return PolicySettings()
-    try:
-        return policy_settings(_config_table(path, "policy"))
-    except ConfigError as e:
-        raise ConfigError(f"frost-config {path}: {e}") from None
+    """The [policy] table of the `frost-config` file (the daemon's keys and rules), or the default policy."""
+    return load_plugin_settings(path)[0]
+
+
+def plugin_network(option: Any, lightningd_network: str) -> str:
+    """The network this member runs on: lightningd's own (`getinfo`), which `frost-network`, when set,
+    must name too; a mismatch refuses to start."""
+    return check_chain(option or lightningd_network, lightningd_network, "lightningd").name
 
 
 def load_pairs(ctx: PluginContext) -> dict[PeerId, PeerId]:
@@ -113,8 +91,14 @@ async def from_plugin_context(
     if not ctx.members:
         ctx.report("no members configured: set frost-members to the other members' <node id>@<host>:<port>")
         return None
-    policy = load_policy(ctx.options.get("frost-config"))
-    membership = load_membership(ctx.options.get("frost-config"))
+    info = await ctx.rpc.call("getinfo")
+    try:
+        network = plugin_network(ctx.options.get("frost-network"), str(info.get("network") or ctx.network))
+    except NetworkError as e:
+        ctx.report(str(e))
+        ctx.log(str(e), level="broken")
+        return None
+    policy, membership = load_plugin_settings(ctx.options.get("frost-config"))
     joining = bool(ctx.options.get("frost-joining"))
     member_secret = await derive_secret(ctx.rpc, MEMBERKEY_LABEL)
     channel = MemberKeyChannel(ctx.channel, member_secret)
@@ -124,7 +108,7 @@ async def from_plugin_context(
         if node != ctx.node_id:
             channel.remember(node, member)
 
-    running: list[Member] = []
+    running: list[Any] = []
 
     def record(node: PeerId, member: PeerId) -> None:
         pairs[node] = member
@@ -140,42 +124,56 @@ async def from_plugin_context(
         await channel.wait_for_members(missing, timeout=None)
     save_pairs(ctx, pairs)
     members = [] if joining else sorted(pairs[n] for n in [*ctx.members, ctx.node_id])
-    directory = {pairs[n]: f"{n.hex()}@{addr}" for n, addr in ctx.members.items() if addr and n in pairs}
-    me = own_address(await ctx.rpc.call("getinfo"))
+    directory = {
+        pairs[n]: str(peer_address(f"{n.hex()}@{addr}", "frost-members")) for n, addr in ctx.members.items()
+        if addr and n in pairs
+    }
+    me = own_address(info)
     if me is not None:
         directory[channel.member_id] = me
+    settings = MemberConfig.create(
+        me=channel.member_id,
+        network=network,
+        members=members,
+        threshold=int(ctx.options.get("frost-threshold") or 0),
+        where_threshold="frost-threshold",
+        zero_threshold_is_default=True,
+        policy=policy,
+        membership=membership,
+        joining=joining,
+        directory=directory,
+        **{k: v for k, v in (member_options or {}).items() if k in SETTINGS_OPTIONS},
+    )
 
     def add_peer(member: PeerId, address: str) -> None:
         """A member learnt from a membership change: `address` is `<node id>@<host>:<port>`."""
-        node, addr = parse_member(address)
-        ctx.channel.set_members({**ctx.channel.members, node: addr})
+        addr = peer_address(address, "member address")
+        if addr.peer is None:
+            raise ValueError(f"address {address} does not name the member's node id")
+        ctx.channel.set_members({**ctx.channel.members, addr.peer: f"{addr.host}:{addr.port}"})
 
     configs = (await ctx.rpc.call("listconfigs"))["configs"]
     bitcoind = bitcoind_from_configs(configs)
     chain = ClnChainSource(LightningSocket(ctx.rpc.socket_path), bitcoind)
-    member = Member(
+    store = Store(ctx.data_dir / "frostfed.sqlite")
+    check_store_network(store, settings.network, str(ctx.data_dir))
+    parts = MemberParts(
         me=channel.member_id,
         echo_secret=member_secret,
         host_seckey=ctx.host_seed,
         sealer=Sealer.from_seed(await derive_secret(ctx.rpc, SEAL_LABEL)),
-        store=Store(ctx.data_dir / "frostfed.sqlite"),
+        store=store,
         channel=channel,
-        members=members,
-        threshold=int(ctx.options["frost-threshold"]) or default_threshold(len(members)),
         chain=chain,
         ledger=Ledger(ctx.data_dir / "ledger.sqlite"),
-        policy=policy,
-        network=ctx.network,
-        add_peer=add_peer,
-        membership=membership,
-        joining=joining,
-        directory=directory,
+        chain_index=ChainIndex(ctx.data_dir / "chain.sqlite"),
         rpc=bitcoind,
         bond_key=await derive_secret(ctx.rpc, BONDKEY_LABEL),
         bond_wallet=ClnBondWallet(LightningSocket(ctx.rpc.socket_path)),
-        chain_index=ChainIndex(ctx.data_dir / "chain.sqlite"),
-        **(member_options or {}),
+        add_peer=add_peer,
     )
+    tuning = {k: v for k, v in (member_options or {}).items() if k not in SETTINGS_OPTIONS}
+    member = build_member(settings, parts, **tuning)
     running.append(member)
     await member.start()
     return PluginService(member, bitcoind)

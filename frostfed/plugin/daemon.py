@@ -14,18 +14,20 @@ import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
-from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc
+from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainError
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.federation import health
+from frostfed.bitcoin.networks import NetworkError, check_chain
 from frostfed.federation.bond_wallet import BitcoindBondWallet
 from frostfed.federation.config import Config, load_config
 from frostfed.federation.identity import load_identity_file
-from frostfed.federation.node import Member
+from frostfed.federation.member_config import MemberConfig, MemberParts, build_member, check_store_network
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.service import FederationService
 from frostfed.federation.store import Store
-from frostfed.net.channel import Channel
+from frostfed.net.addresses import PeerAddress, peer_address
+from frostfed.net.channel import Channel, PeerId
 from frostfed.net.latency import LatencyChannel
 from frostfed.net.tcp import NoiseChannel
 from frostfed.plugin import logfiles
@@ -51,9 +53,62 @@ def bitcoind_rpc(config: Config) -> BitcoindRpc | None:
     )
 
 
-def _hostport(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host, int(port)
+NETWORK_RETRY_SECONDS = 5.0
+
+
+def member_config(config: Config, me: PeerId) -> MemberConfig:
+    """The daemon's file as the settings every front end shares (checked alike)."""
+    return MemberConfig.create(
+        me=me,
+        network=config.network,
+        members=[m.id for m in config.members],
+        threshold=config.threshold,
+        where_threshold="federation.threshold",
+        policy=config.policy,
+        membership=config.membership,
+        joining=config.joining,
+        heartbeat_seconds=config.heartbeat_seconds,
+        offline_after_seconds=config.offline_after_seconds,
+        directory={m.id: str(PeerAddress(m.id, m.host, m.port)) for m in config.members},
+    )
+
+
+def peer_host_port(peer: PeerId, address: str) -> tuple[str, int]:
+    """Where to dial `peer` from its directory entry; an entry naming another key is refused (the Noise
+    handshake would fail against it anyway)."""
+    addr = peer_address(address, "member address")
+    if addr.peer is not None and addr.peer != peer:
+        raise ValueError(f"address {address} names another member than {peer.hex()[:16]}")
+    return addr.host_port
+
+
+def check_network(rpc: BitcoindRpc, network: str) -> str | None:
+    """None once bitcoind confirmed it is on `network`; the reason it could not tell otherwise. A mismatch
+    raises NetworkError: such a member must not start."""
+    try:
+        info = rpc.call("getblockchaininfo")
+    except ChainError as e:
+        return str(e)
+    check_chain(network, str(info.get("chain", "")), f"bitcoind at {rpc.host}:{rpc.port}")
+    return None
+
+
+async def watch_network(rpc: BitcoindRpc, network: str, stop: asyncio.Event, failed: list[Exception]) -> None:
+    """A bitcoind that was unreachable at the start is checked once it answers; a wrong one stops the
+    daemon before the member acts on its chain."""
+    while not stop.is_set():
+        try:
+            why = await asyncio.to_thread(check_network, rpc, network)
+        except NetworkError as e:
+            log.error("%s", e)
+            failed.append(e)
+            stop.set()
+            return
+        if why is None:
+            log.info("bitcoind is on %s", network)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), NETWORK_RETRY_SECONDS)
 
 
 def sealer_for(config: Config, seal_seed: bytes) -> Sealer:
@@ -90,13 +145,22 @@ def setup_logging(data_dir: Path, level: int | str = logging.INFO) -> None:
 
 async def run(config: Config) -> None:
     identity = load_identity_file(config.identity_key_file, read_passphrase(config))
+    settings = member_config(config, identity.id)
+    rpc = bitcoind_rpc(config)
+    unchecked = None
+    if rpc is not None:  # a bitcoind on another network: one clear line, nothing started
+        unchecked = await asyncio.to_thread(check_network, rpc, settings.network)
+        if unchecked is not None:
+            log.warning("cannot check bitcoind's network yet (%s); checking again until it answers", unchecked)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(config.data_dir / "frostfed.sqlite")
+    try:
+        check_store_network(store, settings.network, str(config.data_dir))
+    except Exception:
+        store.close()
+        raise
     ledger = Ledger(config.data_dir / "ledger.sqlite")
-    rpc = bitcoind_rpc(config)
     chain = BitcoindChainSource(rpc) if rpc is not None else None
-    members = [] if config.joining else [m.id for m in config.members]
-    directory = {m.id: f"{m.host}:{m.port}" for m in config.members}
     wallet_rpc = rpc.for_wallet(config.bitcoind.wallet) if rpc is not None and config.bitcoind else None
     channel = NoiseChannel(
         identity.private_key.secret,
@@ -107,30 +171,22 @@ async def run(config: Config) -> None:
     faults = frozenset(f for f in os.environ.get("FROSTFED_TEST_FAULTS", "").split(",") if f)
     latency_ms = float(os.environ.get("FROSTFED_TEST_LATENCY_MS", "0") or 0)
     link: Channel = LatencyChannel(channel, latency_ms / 1000) if latency_ms > 0 else channel
-    member = Member(
+    parts = MemberParts(
         me=identity.id,
         echo_secret=identity.private_key.secret,
         host_seckey=identity.host_seed(),
         sealer=sealer_for(config, identity.seal_seed()),
         store=store,
         channel=link,
-        members=members,
-        threshold=config.threshold,
         chain=chain,
         ledger=ledger,
-        policy=config.policy,
-        heartbeat_seconds=config.heartbeat_seconds,
-        offline_after_seconds=config.offline_after_seconds,
-        faults=faults,
-        membership=config.membership,
-        joining=config.joining,
-        directory=directory,
+        chain_index=ChainIndex(config.data_dir / "chain.sqlite"),
         rpc=wallet_rpc,
         bond_key=identity.bond_secret(),
         bond_wallet=BitcoindBondWallet(wallet_rpc) if wallet_rpc is not None else None,
-        add_peer=lambda peer, address: channel.add_member(peer, _hostport(address)),
-        chain_index=ChainIndex(config.data_dir / "chain.sqlite"),
+        add_peer=lambda peer, address: channel.add_member(peer, peer_host_port(peer, address)),
     )
+    member = build_member(settings, parts, faults=faults)
     service = FederationService(member, wallet_rpc)
     server = RpcServer(service, config.data_dir / SOCKET_NAME)
     stop = asyncio.Event()
@@ -139,13 +195,21 @@ async def run(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, logfiles.reopen)
     await health.check_chain_at_start(member)
+    failed: list[Exception] = []
+    watcher = None
+    if rpc is not None and unchecked is not None:
+        watcher = asyncio.create_task(watch_network(rpc, settings.network, stop, failed))
     await channel.start()
     await member.start()
     await server.start()
     log.info("member %s listening on %s:%d", identity.id.hex(), config.listen_host, config.listen_port)
     try:
         await stop.wait()
+        if failed:
+            raise failed[0]
     finally:
+        if watcher is not None:
+            watcher.cancel()
         log.info("stopping")
         await server.close()
         await member.stop()

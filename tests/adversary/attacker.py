@@ -30,6 +30,7 @@ from bitcoin.core.script import CScript
 from adversary.evilrpc import SOCKET_NAME, EvilRpcServer, command
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, taproot_sighash
 from frostfed.bitcoin.taproot import p2tr_address
+from frostfed.federation import member_config
 from frostfed.federation.coins import find_coins
 from frostfed.federation.config import load_config
 from frostfed.federation.messages import Message, encode
@@ -304,7 +305,8 @@ def main() -> None:
 
     config = load_config(args.config)
     daemon.setup_logging(config.data_dir)
-    daemon.Member = functools.partial(EvilMember, evil_socket=config.data_dir / SOCKET_NAME)  # type: ignore[misc]
+    # the daemon builds its member through member_config: the attacker's member class goes in there
+    member_config.Member = functools.partial(EvilMember, evil_socket=config.data_dir / SOCKET_NAME)  # type: ignore[misc]
     asyncio.run(daemon.run(config))
 
 
