@@ -275,3 +275,20 @@ def test_a_peers_digest_only_shows_in_status_and_bad_ones_are_logged_once(caplog
             health.on_heartbeat(member, liar, {"t": 1, "ledger": {"h": "x" * 100_000}})
     assert len([r for r in caplog.records if "ledger digest from" in r.getMessage()]) == 1
     assert health.of(member).peers[liar].digest.credited == "ff" * 32  # the malformed ones were dropped
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["member-id", "a\x00b"],
+        ["keygen", "a\x00b"],
+        ["-d", "a\x00b", "frost-status"],
+        ["-d", "a\x00b", "ledger-credit", ADDRESS, "5"],
+        ["run", "--config", "/dev/null"],
+        ["run", "--config", "/"],
+        ["keygen", "/", "--passphrase-file", "/nonexistent"],
+    ],
+)
+def test_odd_paths_get_one_line_and_a_non_zero_exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(argv) != 0
+    one_line_error(capsys)
