@@ -196,6 +196,9 @@ def test_a_join_waiting_for_an_unreachable_joiner_says_whom_it_waits_for(fed: Cl
         assert waiting["waiting_for"].startswith("the DKG of epoch 1")
         assert [p["id"] for p in waiting["from"]] == [joiner] and waiting["from"][0]["online"] is False
         assert proposer.call("frost-status")["in_progress"]["change"]["subject"] == joiner
+        # a member taking part sees the DKG it runs wait for the same silent joiner
+        theirs = until("the DKG at another member", lambda: others[0].call("frost-status")["in_progress"]["waiting"])
+        assert theirs["waiting_for"].startswith("the DKG of epoch 1") and [p["id"] for p in theirs["from"]] == [joiner]
     finally:
         thread.join(60)
     error = outcome["error"]
