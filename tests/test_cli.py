@@ -292,3 +292,25 @@ def test_a_peers_digest_only_shows_in_status_and_bad_ones_are_logged_once(caplog
 def test_odd_paths_get_one_line_and_a_non_zero_exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_code(argv) != 0
     one_line_error(capsys)
+
+
+def test_the_daemons_files_an_older_version_left_readable_become_owner_only(tmp_path: Path) -> None:
+    from frostfed.plugin import logfiles
+
+    mask = os.umask(0o022)
+    try:
+        for name in ("frostfed.sqlite", "ledger.sqlite-wal", "frostfed.log", "notes.txt"):
+            (tmp_path / name).write_text("x")
+            os.chmod(tmp_path / name, 0o644)
+        logfiles.private_files(tmp_path)
+        (tmp_path / "new.sqlite").write_text("x")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        os.umask(mask)
+    assert modes == {
+        "frostfed.sqlite": 0o600,
+        "ledger.sqlite-wal": 0o600,
+        "frostfed.log": 0o600,
+        "notes.txt": 0o644,  # not the daemon's: left as it was
+        "new.sqlite": 0o600,  # created after: owner-only by the umask
+    }
