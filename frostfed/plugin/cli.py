@@ -56,11 +56,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _value(text: str) -> Any:
-    """A JSON literal as itself (number, list, object, true, null, "quoted"), anything else as a string."""
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return text
+    """A JSON list, object, "quoted string", true, false or null as itself, anything else as the string
+    it is. Numbers stay strings: every numeric parameter of the table takes its digits, and a request
+    id or key made only of digits (or like `12e45`) must not turn into a number on the way."""
+    if text in ("true", "false", "null") or text[:1] in ("[", "{", '"'):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+    return text
 
 
 def parse_params(method: str, raw: list[str], mode: str = "auto") -> list[Any] | dict[str, Any]:
