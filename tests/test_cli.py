@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from coincurve import PrivateKey
-from test_commands import ScriptedService
+from test_commands import MEMBER, ScriptedService
 
 from frostfed.bitcoin.taproot import p2tr_address
 from frostfed.federation import commands
@@ -36,12 +36,27 @@ def test_a_base64_psbt_ending_in_equals_is_a_positional_value() -> None:
 def test_keywords_are_detected_by_the_commands_own_parameter_names() -> None:
     assert cli.parse_params("frost-payout", ['outputs=[{"address":"a","sats":5}]', "feerate=3"]) == {
         "outputs": [{"address": "a", "sats": 5}],
-        "feerate": 3,
+        "feerate": "3",
     }
-    assert cli.parse_params("frost-requests", ["abc", "5"]) == ["abc", 5]
+    assert cli.parse_params("frost-requests", ["abc", "5"]) == ["abc", "5"]
     assert cli.parse_params("frost-requests", ["id=abc", "tx=true"]) == {"id": "abc", "tx": True}
     # a command the table does not know (a newer daemon's): any identifier-like key counts
-    assert cli.parse_params("frost-future", ["depth=3"]) == {"depth": 3}
+    assert cli.parse_params("frost-future", ["depth=3"]) == {"depth": "3"}
+
+
+async def test_numbers_stay_strings_and_every_numeric_parameter_takes_them() -> None:
+    # a request id of digits, or one that reads as a float, reaches the command as the id it is
+    assert cli.parse_params("frost-requests", ["1234567890123456", "12e45"]) == ["1234567890123456", "12e45"]
+    svc = Records()
+    out = await commands.dispatch(svc, "frost-requests", cli.parse_params("frost-requests", ["limit=3", "tx=false"]))
+    assert len(out["requests"]) == 3
+    svc2 = ScriptedService()
+    outputs = f'[{{"address":"{ADDRESS}","sats":5}}]'
+    await commands.dispatch(svc2, "frost-payout", cli.parse_params("frost-payout", [outputs, "2.5"]))
+    assert svc2.calls[-1][1][1] == 2.5
+    join = cli.parse_params("frost-join", [MEMBER, "127.0.0.1:9735", "60000", "20"])
+    await commands.dispatch(svc2, "frost-join", join)
+    assert svc2.calls[-1][1][2:] == (60000, 20)
 
 
 def test_k_and_o_force_the_form() -> None:
@@ -275,3 +290,42 @@ def test_a_peers_digest_only_shows_in_status_and_bad_ones_are_logged_once(caplog
             health.on_heartbeat(member, liar, {"t": 1, "ledger": {"h": "x" * 100_000}})
     assert len([r for r in caplog.records if "ledger digest from" in r.getMessage()]) == 1
     assert health.of(member).peers[liar].digest.credited == "ff" * 32  # the malformed ones were dropped
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["member-id", "a\x00b"],
+        ["keygen", "a\x00b"],
+        ["-d", "a\x00b", "frost-status"],
+        ["-d", "a\x00b", "ledger-credit", ADDRESS, "5"],
+        ["run", "--config", "/dev/null"],
+        ["run", "--config", "/"],
+        ["keygen", "/", "--passphrase-file", "/nonexistent"],
+    ],
+)
+def test_odd_paths_get_one_line_and_a_non_zero_exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(argv) != 0
+    one_line_error(capsys)
+
+
+def test_the_daemons_files_an_older_version_left_readable_become_owner_only(tmp_path: Path) -> None:
+    from frostfed.plugin import logfiles
+
+    mask = os.umask(0o022)
+    try:
+        for name in ("frostfed.sqlite", "ledger.sqlite-wal", "frostfed.log", "notes.txt"):
+            (tmp_path / name).write_text("x")
+            os.chmod(tmp_path / name, 0o644)
+        logfiles.private_files(tmp_path)
+        (tmp_path / "new.sqlite").write_text("x")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        os.umask(mask)
+    assert modes == {
+        "frostfed.sqlite": 0o600,
+        "ledger.sqlite-wal": 0o600,
+        "frostfed.log": 0o600,
+        "notes.txt": 0o644,  # not the daemon's: left as it was
+        "new.sqlite": 0o600,  # created after: owner-only by the umask
+    }

@@ -147,12 +147,20 @@ def test_the_cli_against_a_running_member(fed: Cluster) -> None:
     assert limited.returncode == 0
 
 
-def test_a_member_whose_bitcoind_refuses_it_says_so_at_start_and_in_status(
-    tmp_path: Path, regtest: RegtestBitcoind
+@pytest.mark.parametrize("fault", ["wrong password", "no bitcoind"])
+def test_a_member_that_cannot_reach_its_bitcoind_says_so_at_start_and_in_status(
+    tmp_path: Path, regtest: RegtestBitcoind, fault: str
 ) -> None:
-    bad_cookie = tmp_path / "wrong.cookie"
-    bad_cookie.write_text("__cookie__:not-the-password\n")
-    [member, _] = write_cluster(tmp_path / "lonely", 2, 2, regtest.rpc_port, bad_cookie)
+    cookie = regtest.datadir / "regtest" / ".cookie"
+    port, said = regtest.rpc_port, "refused our credentials"
+    if fault == "wrong password":
+        cookie = tmp_path / "wrong.cookie"
+        cookie.write_text("__cookie__:not-the-password\n")
+    else:
+        port, said = free_port(), "is unreachable"
+    deep = tmp_path / ("d" * 60) / ("e" * 40)  # its control socket's path is past the AF_UNIX limit: it serves anyway
+    [member, _] = write_cluster(deep, 2, 2, port, cookie)
+    assert len(os.fsencode(str(member.socket))) > 107
     proc = subprocess.Popen(
         [sys.executable, "-m", "frostfed", "run", "--config", str(member.config), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
@@ -161,14 +169,15 @@ def test_a_member_whose_bitcoind_refuses_it_says_so_at_start_and_in_status(
     )
     try:
         chain = until("status", lambda: member.socket.exists() and member.call("frost-status")["chain"], timeout=30)
-        assert chain["reachable"] is False and "refused our credentials" in chain["last_error"]
+        assert chain["reachable"] is False and said in chain["last_error"]
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    assert "THE CHAIN SOURCE CANNOT BE REACHED" in err and "refused our credentials" in err
+    assert "THE CHAIN SOURCE CANNOT BE REACHED" in err and said in err
     logged = (member.data_dir / "frostfed.log").read_text()
     assert "THE CHAIN SOURCE CANNOT BE REACHED" in logged
     assert "listening on" not in logged and "listening on" not in err  # info lines, below --log-level warning
+    assert "Traceback" not in err
 
 
 def test_a_join_waiting_for_an_unreachable_joiner_says_whom_it_waits_for(fed: Cluster, tmp_path: Path) -> None:
@@ -193,6 +202,9 @@ def test_a_join_waiting_for_an_unreachable_joiner_says_whom_it_waits_for(fed: Cl
         assert waiting["waiting_for"].startswith("the DKG of epoch 1")
         assert [p["id"] for p in waiting["from"]] == [joiner] and waiting["from"][0]["online"] is False
         assert proposer.call("frost-status")["in_progress"]["change"]["subject"] == joiner
+        # a member taking part sees the DKG it runs wait for the same silent joiner
+        theirs = until("the DKG at another member", lambda: others[0].call("frost-status")["in_progress"]["waiting"])
+        assert theirs["waiting_for"].startswith("the DKG of epoch 1") and [p["id"] for p in theirs["from"]] == [joiner]
     finally:
         thread.join(60)
     error = outcome["error"]

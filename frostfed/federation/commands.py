@@ -255,7 +255,8 @@ def _commands() -> dict[str, Command]:
     cmds = [
         Command(
             "frost-status",
-            "Members, liveness, epoch, threshold and group key of this federation.",
+            "Members, liveness, epoch, threshold and group key of this federation; the chain source, the "
+            "federation's coins, how far the members' ledgers agree, and the work in progress.",
             (),
             lambda s: s.status(),
         ),

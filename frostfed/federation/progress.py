@@ -97,9 +97,19 @@ def open_requests(member: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _running_dkg(member: Any) -> Wait | None:
+    """A DKG this member takes part in (the founding one, or a change another member proposed); its
+    seconds count from the run's last progress."""
+    run = getattr(member, "_dkg", None)
+    if run is None:
+        return None
+    since = getattr(member, "_dkg_progress", None) or time.time()
+    return Wait(f"the DKG of epoch {run.epoch} (attempt {run.attempt})", tuple(run.members), since)
+
+
 def status(member: Any) -> dict[str, Any]:
     membership = member.membership
-    wait = getattr(membership, "waiting", None)
+    wait = getattr(membership, "waiting", None) or _running_dkg(member)
     return {
         "change": membership.status()["in_progress"],
         "waiting": None if wait is None else describe(member, wait),

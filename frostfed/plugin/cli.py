@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -55,11 +56,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _value(text: str) -> Any:
-    """A JSON literal as itself (number, list, object, true, null, "quoted"), anything else as a string."""
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return text
+    """A JSON list, object, "quoted string", true, false or null as itself, anything else as the string
+    it is. Numbers stay strings: every numeric parameter of the table takes its digits, and a request
+    id or key made only of digits (or like `12e45`) must not turn into a number on the way."""
+    if text in ("true", "false", "null") or text[:1] in ("[", "{", '"'):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+    return text
 
 
 def parse_params(method: str, raw: list[str], mode: str = "auto") -> list[Any] | dict[str, Any]:
@@ -233,7 +238,7 @@ def _member_id(args: list[str]) -> None:
     opts = sub.parse_args(args)
     try:
         ident = load_identity_file(opts.path, _passphrase(opts.passphrase_file))
-    except IdentityError as e:
+    except (IdentityError, ValueError) as e:  # ValueError: a path with a NUL byte
         print(f"frostfed: {e}", file=sys.stderr)
         sys.exit(2)
     print(ident.id.hex())
@@ -264,6 +269,9 @@ def _run(args: list[str]) -> None:
     except OSError as e:  # e.g. the listen port is taken
         print(f"frostfed: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
         sys.exit(2)
+    except Exception:  # a failure of the daemon itself: its traceback belongs in its log
+        logging.getLogger("frostfed").exception("the daemon stopped on an error")
+        sys.exit(1)
 
 
 def _version() -> str:
@@ -278,7 +286,16 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # whatever the input, one line and a non-zero exit, never a traceback
+        print(f"frostfed: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _main(argv: list[str]) -> None:
     parser = _Parser(prog="frostfed", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-d", "--data-dir", type=Path, default=Path("."), help="the member's data directory")
     parser.add_argument("--network", default="regtest")

@@ -20,13 +20,17 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _file_handler: logging.FileHandler | None = None
 
 
+DATA_FILES = ("frostfed.sqlite*", "ledger.sqlite*", "chain.sqlite*", "frostfed.log*", "seal.salt")
+"""The daemon's own files in its data directory (which may hold other files too: those are left be)."""
+
+
 def private_files(data_dir: Path) -> None:
-    """From now on files are created 0600 (directories 0700); files an earlier version left readable
-    by others in the data directory are made owner-only."""
+    """From now on files are created 0600 (directories 0700); the daemon's files an earlier version
+    left readable by others are made owner-only."""
     os.umask(0o077)
     if not data_dir.is_dir():
         return
-    for path in data_dir.iterdir():
+    for path in (p for pattern in DATA_FILES for p in data_dir.glob(pattern)):
         try:
             st = path.lstat()
             if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
