@@ -8,15 +8,31 @@ crashed, at 0 ms and (optionally) an injected 153 ms round-trip time, the settin
 The same run measures a baseline: one bitcoind `walletprocesspsbt` signing a single-key payout, the
 cost of a payout without any federation. Published ROAST prototype figures are printed beside ours
 (11-of-15: 0.32 s with no fault, 0.62 s with 4 faulty; 67-of-100: 0.37 s / 0.71 s at 153 ms RTT).
+
+    python bench/federation.py --cost     # bytes and CPU per payout at n = 15, 50, 100 (--sizes 15,50)
+
+`--cost` measures what one payout costs, with heartbeats every 120 s so that the payout is alone on
+the wire: the bytes the coordinator's TCP sockets send (Noise frames included, from the kernel's
+`bytes_sent` counters, `ss -ti`) and all members' together, and the CPU time (user + system, from
+/proc) of the coordinator and of each other member, from the request until every member has
+recorded the outcome. The "issue" column holds the figures measured before the changes of issue 17
+(67-of-100: the coordinator sent 1.25 MB per payout; a signer spent 179 ms in its policy check and
+384 ms in sign + store). `--baseline DIR` runs the same cases first with the members importing the
+code in DIR (an exported checkout of the previous version), for a before column in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -98,11 +114,156 @@ def baseline(btc: RegtestBitcoind, runs: int) -> float:
     return statistics.median(times)
 
 
+# -- bytes and CPU per payout -------------------------------------------------------------------
+
+ISSUE_BEFORE = {100: (1.25e6, 179 + 384)}  # coordinator bytes per payout; a signer's CPU ms (policy + sign/store)
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK  # utime, stime (fields 14 and 15 of stat)
+
+
+def bytes_sent(pids: set[int]) -> dict[int, int]:
+    """Bytes each process's established TCP sockets have sent so far (retransmissions included)."""
+    out = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True, text=True, check=True).stdout
+    sent: dict[int, int] = dict.fromkeys(pids, 0)
+    owner: int | None = None
+    for line in out.splitlines():
+        m = re.search(r"pid=(\d+),", line)
+        if m:
+            owner = int(m.group(1))
+        b = re.search(r"bytes_sent:(\d+)", line)
+        if b and owner in sent:
+            sent[owner] += int(b.group(1))
+            owner = None
+    return sent
+
+
+def recorded(member: LocalMember, request_id: str) -> bool:
+    """Whether the member has recorded the request's outcome in its own store (sdone arrived)."""
+    try:
+        with closing(
+            sqlite3.connect(f"file:{member.data_dir / 'frostfed.sqlite'}?mode=ro", uri=True, timeout=10)
+        ) as db:
+            row = db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] not in ("accepted", "signing")
+
+
+def payout_cost(btc: RegtestBitcoind, members: list[LocalMember], runs: int) -> dict[str, float]:
+    coordinator = members[0]
+    pids = {m.proc.pid for m in members if m.proc is not None}
+    rows: dict[str, list[float]] = {k: [] for k in ("coord_bytes", "all_bytes", "coord_cpu", "signer_cpu", "max_cpu")}
+    sessions = []
+    for run in range(runs + 1):  # the first payout warms up (connections, caches): not counted
+        miner = btc.rpc("getnewaddress", wallet="miner")
+        credit(members, miner, 10_000)
+        cpu0 = {m.index: cpu_seconds(m.proc.pid) for m in members if m.proc is not None}
+        sent0 = bytes_sent(pids)
+        r = coordinator.call("frost-payout", {"outputs": [{"address": miner, "sats": 10_000}]})
+        assert r["status"] == "broadcast", r
+        deadline = time.monotonic() + 120
+        while not all(recorded(m, r["id"]) for m in members) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sent1 = bytes_sent(pids)
+        cpu = {m.index: cpu_seconds(m.proc.pid) - cpu0[m.index] for m in members if m.proc is not None}
+        btc.mine(1)  # the change confirms, so the next payout can spend it
+        if run == 0:
+            continue
+        sessions.append(r.get("sessions", 0))
+        rows["coord_bytes"].append(sent1[coordinator.proc.pid] - sent0[coordinator.proc.pid])  # type: ignore[union-attr]
+        rows["all_bytes"].append(sum(sent1.values()) - sum(sent0.values()))
+        rows["coord_cpu"].append(cpu[coordinator.index] * 1000)
+        others = [v * 1000 for i, v in cpu.items() if i != coordinator.index]
+        rows["signer_cpu"].append(statistics.mean(others))
+        rows["max_cpu"].append(max(others))
+    result = {k: statistics.median(v) for k, v in rows.items()}
+    result["sessions"] = statistics.median(sessions)
+    return result
+
+
+def run_cost_case(base: Path, btc: RegtestBitcoind, n: int, runs: int, code: Path | None) -> dict[str, float]:
+    t = default_threshold(n)
+    members = write_cluster(
+        base, n, t, btc.rpc_port, btc.datadir / "regtest" / ".cookie", heartbeat=120.0, offline_after=600.0
+    )
+    env = {"PYTHONPATH": str(code)} if code is not None else {}
+    try:
+        for m in members:
+            m.start(env)
+        for m in members:
+            m.wait_ready(300)
+        wait_for_epoch(members, 1800)
+        coordinator = members[0]
+        for _ in range(2):
+            addr = coordinator.call("frost-newaddr")["address"]
+            btc.rpc("sendtoaddress", addr, Decimal("1.0"), wallet="miner")
+        btc.mine(1)
+        return payout_cost(btc, members, runs)
+    finally:
+        for m in members:
+            m.stop()
+
+
+def cost_main(sizes: list[int], runs: int, baseline_code: Path | None) -> None:
+    print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min), {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="frostfed-bench-") as tmp:
+        btc = RegtestBitcoind(Path(tmp) / "bitcoind")
+        btc.start()
+        try:
+            btc.create_mining_wallet("miner")
+            measured: dict[tuple[str, int], dict[str, float]] = {}
+            for n in sizes:
+                if baseline_code is not None:
+                    measured[("before", n)] = run_cost_case(Path(tmp) / f"before{n}", btc, n, runs, baseline_code)
+                measured[("after", n)] = run_cost_case(Path(tmp) / f"after{n}", btc, n, runs, None)
+                print(f"  n={n} done, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        finally:
+            btc.stop()
+    print(f"\nper payout (1 input, 1 payee; median of {runs}; heartbeats every 120 s)\n")
+    head = (
+        f"| {'n':>4} | {'t':>3} | {'':6} | {'coordinator sends':>17} | {'all members send':>16} | "
+        f"{'coordinator CPU':>15} | {'signer CPU mean':>15} | {'signer CPU max':>14} | {'sessions':>8} |"
+    )
+    print(head)
+    print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|")
+    for n in sizes:
+        t = default_threshold(n)
+        issue = ISSUE_BEFORE.get(n)
+        if issue is not None:
+            print(
+                f"| {n:>4} | {t:>3} | {'issue':6} | {issue[0] / 1000:>14.0f} kB | {'':>16} | {'':>15} | "
+                f"{issue[1]:>12.0f} ms | {'':>14} | {'2':>8} |"
+            )
+        for label in ("before", "after"):
+            m = measured.get((label, n))
+            if m is None:
+                continue
+            print(
+                f"| {n:>4} | {t:>3} | {label:6} | {m['coord_bytes'] / 1000:>14.1f} kB"
+                f" | {m['all_bytes'] / 1000:>13.1f} kB"
+                f" | {m['coord_cpu']:>12.0f} ms | {m['signer_cpu']:>12.0f} ms | {m['max_cpu']:>11.0f} ms"
+                f" | {m['sessions']:>8.0f} |"
+            )
+    print(f"\nload after: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cost", action="store_true", help="bytes and CPU per payout instead of latency")
+    ap.add_argument("--sizes", default="15,50,100", help="member counts for --cost")
+    ap.add_argument("--baseline", type=Path, help="with --cost: also run members from this code directory")
     args = ap.parse_args()
+    if args.cost:
+        cost_main([int(x) for x in args.sizes.split(",")], args.runs, args.baseline)
+        return 0
     sizes = [5, 15] if args.quick else [5, 15, 50]
     rtts = [0.0] if args.quick else [0.0, 153.0]
     with tempfile.TemporaryDirectory(prefix="frostfed-bench-") as tmp:
