@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainError
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import Ledger
-from frostfed.federation import health
 from frostfed.bitcoin.networks import NetworkError, check_chain
+from frostfed.federation import health
 from frostfed.federation.bond_wallet import BitcoindBondWallet
 from frostfed.federation.config import Config, load_config
 from frostfed.federation.identity import load_identity_file
