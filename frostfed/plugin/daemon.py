@@ -138,7 +138,7 @@ async def run(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, logfiles.reopen)
-    await health.check_chain_at_start(member)
+    health.check_chain_at_start(member)
     await channel.start()
     await member.start()
     await server.start()
