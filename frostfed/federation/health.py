@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 HEARTBEAT_FIELD = "ledger"
 DIGEST_TTL = 5.0
 """Seconds the member's own digest is reused in heartbeats (a pool's ledger may hold many miners)."""
-PROBE_TIMEOUT = 5.0
-"""Seconds `frost-status` waits for the chain source before it reports it unreachable."""
+PROBE_TIMEOUT = 10.0
+"""Seconds a probe waits for the chain source before it reports it unreachable."""
+PROBE_EVERY = 2.0
+"""`frost-status` answers from the last probe and starts a new one when that is older than this: a slow
+chain source never makes the status slow."""
 LOG_EVERY = 60.0
 """Seconds between two log lines about malformed digests from the same member."""
 _MAX_HEIGHT = 100_000_000
@@ -89,6 +92,7 @@ class Health:
         self.chain_error: str | None = None
         self.chain_error_at: float | None = None
         self.checked_at: float | None = None
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def member(self) -> Any:
@@ -203,6 +207,7 @@ class Health:
             "indexed_height": member.chain_view.index.tip_height(),
             "last_error": self.chain_error,
             "last_error_at": self.chain_error_at,
+            "checked_seconds_ago": None if self.checked_at is None else round(time.time() - self.checked_at, 1),
         }
 
     def balance(self) -> dict[str, Any]:
@@ -226,8 +231,22 @@ class Health:
                 out["coins"] += 1
         return out
 
+    def refresh_chain(self) -> None:
+        """Start a probe in the background unless one runs or the last is recent."""
+        if self._probe is not None and not self._probe.done():
+            return
+        if self.checked_at is not None and time.time() - self.checked_at < PROBE_EVERY:
+            return
+        self._probe = asyncio.get_running_loop().create_task(self.probe_chain())
+
     async def status(self) -> dict[str, Any]:
-        await self.probe_chain()
+        if self.checked_at is None:  # nothing known yet: wait for the first answer (bounded)
+            if self._probe is not None and not self._probe.done():
+                await asyncio.shield(self._probe)
+            else:
+                await self.probe_chain()
+        else:
+            self.refresh_chain()
         return {"chain": self.chain_status(), "balance": self.balance(), "ledger_agreement": self.agreement()}
 
 
@@ -251,10 +270,15 @@ def on_heartbeat(member: Any, peer: bytes, body: dict[str, Any]) -> None:
     of(member).on_heartbeat(peer, body)
 
 
-async def check_chain_at_start(member: Any) -> None:
+def check_chain_at_start(member: Any) -> None:
     """Say loudly, at start, that the chain source cannot be reached: the member starts anyway (bitcoind
-    may come up later) and keeps retrying, but its operator must not learn it from the log alone."""
+    may come up later) and keeps retrying, but its operator must not learn it from the log alone. Runs
+    in the background, so a slow chain source does not hold the start up."""
     record = of(member)
+    record._probe = asyncio.get_running_loop().create_task(_say_at_start(record))
+
+
+async def _say_at_start(record: Health) -> None:
     await record.probe_chain()
     if record.chain_ok:
         log.info("chain source answers: tip at height %s", record.chain_tip)

@@ -82,18 +82,10 @@ def no_answer(member: Any, wait: Wait | None) -> str:
 
 def open_requests(member: Any) -> list[dict[str, Any]]:
     """Signing requests not yet final, newest first (the most recent few)."""
-    rows = [r for r in member.store.requests() if r["status"] in OPEN_REQUESTS]
     now = time.time()
     return [
-        {
-            "id": r["id"],
-            "kind": r["kind"],
-            "status": r["status"],
-            "coordinator": r["coordinator"],
-            "txid": (r.get("outcome") or {}).get("txid"),
-            "seconds_ago": round(now - r["created"], 1),
-        }
-        for r in reversed(rows[-MAX_SHOWN:])
+        {"id": rid, "kind": kind, "status": status, "coordinator": coordinator, "seconds_ago": round(now - created, 1)}
+        for rid, kind, coordinator, status, created in member.store.open_request_rows(OPEN_REQUESTS, MAX_SHOWN)
     ]
 
 

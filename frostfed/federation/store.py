@@ -387,6 +387,15 @@ class Store:
             (time.time(), txid),
         )
 
+    def open_request_rows(self, statuses: tuple[str, ...], limit: int) -> list[tuple[str, str, str, str, float]]:
+        """(id, kind, coordinator, status, created) of the most recent requests in these statuses."""
+        marks = ",".join("?" * len(statuses))
+        return self._exec(
+            f"SELECT id, kind, coordinator, status, created FROM requests WHERE status IN ({marks}) "
+            "ORDER BY created DESC LIMIT ?",
+            (*statuses, limit),
+        ).fetchall()
+
     def requests(self, rid: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, kind, coordinator, status, payload, outcome, created, updated FROM requests"
         rows = (

@@ -194,7 +194,7 @@ async def run(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, logfiles.reopen)
-    await health.check_chain_at_start(member)
+    health.check_chain_at_start(member)
     failed: list[Exception] = []
     watcher = None
     if rpc is not None and unchecked is not None:
