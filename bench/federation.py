@@ -40,6 +40,7 @@ from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.bitcoin.taproot import script_from_address
 from frostfed.federation.config import default_threshold
+from frostfed.plugin import rpcclient
 from frostfed.plugin.localcluster import LocalMember, wait_for_epoch, write_cluster
 
 PUBLISHED = {15: ("0.32", "0.62"), 100: ("0.37", "0.71")}
@@ -187,6 +188,23 @@ def payout_cost(btc: RegtestBitcoind, members: list[LocalMember], runs: int) -> 
     return result
 
 
+def wait_for_key(members: list[LocalMember], timeout: float) -> None:
+    """Every member holds the same epoch key; a member too busy (DKG on a loaded machine) to answer its
+    status within a minute is asked again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        keys = set()
+        for m in members:
+            try:
+                keys.add(m.call("frost-status", timeout=60)["group_key"])
+            except (OSError, rpcclient.RpcCallError):
+                keys.add(None)
+        if len(keys) == 1 and None not in keys:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"{len(members)} members did not agree on a key within {timeout} s")
+
+
 def run_cost_case(base: Path, btc: RegtestBitcoind, n: int, runs: int, code: Path | None) -> dict[str, float]:
     t = default_threshold(n)
     members = write_cluster(
@@ -198,7 +216,7 @@ def run_cost_case(base: Path, btc: RegtestBitcoind, n: int, runs: int, code: Pat
             m.start(env)
         for m in members:
             m.wait_ready(300)
-        wait_for_epoch(members, 1800)
+        wait_for_key(members, 1800)
         coordinator = members[0]
         for _ in range(2):
             addr = coordinator.call("frost-newaddr")["address"]
