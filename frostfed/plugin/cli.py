@@ -49,12 +49,13 @@ def _call(data_dir: Path, method: str, raw: list[str]) -> int:
     return 0
 
 
-def _ledger_credit(data_dir: Path, address: str, sats: str, network: str) -> int:
+def _ledger_credit(data_dir: Path, address: str, sats: str, network: str | None) -> int:
     from frostfed.bitcoin.ledger import Ledger, LedgerError
     from frostfed.bitcoin.taproot import AddressError, script_from_address
+    from frostfed.federation.member_config import offline_network
 
     try:
-        script = script_from_address(address, network)
+        script = script_from_address(address, offline_network(data_dir, network))
         amount = int(sats)
         ledger = Ledger(data_dir / "ledger.sqlite")
         ledger.credit(script, amount)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="frostfed", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("-d", "--data-dir", type=Path, default=Path("."), help="the member's data directory")
-    parser.add_argument("--network", default="regtest")
+    parser.add_argument("--network", default=None, help="for ledger-credit: default the data directory's network")
     parser.add_argument("command", help="run | keygen | demo | ledger-credit | frost-*")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
