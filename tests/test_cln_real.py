@@ -156,6 +156,17 @@ def test_one_node_long_socket_path_help_and_bad_arguments(node_factory):
     assert not l1.daemon.is_in_log(r"Traceback")
 
 
+def test_a_frost_network_other_than_lightningds_refuses_to_start(node_factory):
+    member = "02" + "ab" * 32
+    options = {"plugin": PLUGIN, "frost-network": "signet", "frost-members": f"{member}@127.0.0.1:1"}
+    l1 = node_factory.get_node(options=options, broken_log="network mismatch")  # the one broken line expected
+    wait_for(lambda: l1.daemon.is_in_log(r"BROKEN.*network mismatch: .* for signet .* lightningd is on regtest"))
+    err = error_of(l1, "frost-status")
+    assert err["code"] == commands.NOT_READY and "network mismatch" in err["message"]
+    assert not Path(l1.daemon.lightning_dir, "regtest", "frostfed", "frostfed.sqlite").exists()  # nothing made
+    assert not l1.daemon.is_in_log(r"Traceback")
+
+
 # ---- non-members: no answer, no record, a rate-limited log line --------------------------------------
 
 
@@ -238,6 +249,13 @@ def test_federation_life_cycle_on_real_nodes(node_factory, bitcoind, tmp_path):
     for node in nodes:
         start_plugin(node, options(node))
     key0 = wait_for_epoch(nodes, 0, 4)
+
+    # lightningd's network decides the keys: regtest addresses and a tpub descriptor bitcoind derives alike
+    new = l1.rpc.call("frost-newaddr")
+    assert new["address"].startswith("bcrt1p")
+    receive = l2.rpc.call("frost-descriptor")["descriptor"]
+    assert receive.startswith("tr(tpub")
+    assert bitcoind.rpc.deriveaddresses(receive, [new["index"], new["index"]]) == [new["address"]]
 
     # a payout the ledger never owed is refused, with every member's reason, and each refusal is logged
     fund(bitcoind, l1, 200_000)

@@ -1,6 +1,7 @@
 """The installed dependency set must work together: coincurve's files are easily overwritten by a
 conflicting package (pyln-proto >= 26.6.6 ships the coincurve fork coincurve-cp314-fix)."""
 
+import contextlib
 from importlib import metadata
 
 from coincurve import PrivateKey, PublicKeyXOnly
@@ -17,10 +18,8 @@ def test_exactly_one_package_provides_coincurve() -> None:
     breaks the other: pyproject.toml asks for exactly one per Python version."""
     installed = []
     for name in ("coincurve", "coincurve-cp314-fix"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             installed.append(metadata.distribution(name).metadata["Name"])
-        except metadata.PackageNotFoundError:
-            pass
     assert len(installed) == 1, installed
 
 

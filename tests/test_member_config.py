@@ -219,3 +219,28 @@ def test_a_data_directory_keeps_its_network(tmp_path: Path) -> None:
             check_store_network(store, "main", "d")
     finally:
         store.close()
+
+
+def test_offline_ledger_credit_follows_the_data_directorys_network(tmp_path: Path, capsys: Any) -> None:
+    from frostfed.bitcoin.taproot import p2tr_address
+    from frostfed.federation.member_config import offline_network
+    from frostfed.plugin.cli import _ledger_credit
+
+    assert offline_network(tmp_path, None) == "regtest"  # a directory no member has used yet
+    store = Store(tmp_path / "frostfed.sqlite")
+    check_store_network(store, "signet", str(tmp_path))
+    store.close()
+    key = bytes(range(32))
+    assert _ledger_credit(tmp_path, p2tr_address(key, "signet"), "1000", None) == 0
+    assert _ledger_credit(tmp_path, p2tr_address(key, "regtest"), "1000", None) == 1
+    assert "another network" in capsys.readouterr().err
+    assert _ledger_credit(tmp_path, p2tr_address(key, "bitcoin"), "1000", "bitcoin") == 1
+    assert "belongs to network signet, not main" in capsys.readouterr().err
+    from frostfed.bitcoin.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    try:  # only the signet credit went in
+        assert ledger.scripts() == [b"\x51\x20" + key]
+        assert ledger.status(b"\x51\x20" + key).credited == 1000
+    finally:
+        ledger.close()

@@ -201,3 +201,38 @@ def test_daemons_on_a_test_network_hand_out_its_keys_and_refuse_other_networks(t
     said = [line for line in r.stderr.splitlines() if "network mismatch" in line]
     assert len(said) == 1 and net in said[0] and "main" in said[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+class _LateBitcoind:
+    """A chain source that cannot be reached for its first answers, then says which chain it is on."""
+
+    host, port = "127.0.0.1", 1
+
+    def __init__(self, chain: str, failures: int) -> None:
+        self.chain, self.failures, self.calls = chain, failures, 0
+
+    def call(self, method: str, *params: object) -> dict[str, str]:
+        from frostfed.bitcoin.chain import ChainUnavailable
+
+        assert method == "getblockchaininfo"
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ChainUnavailable("connection refused")
+        return {"chain": self.chain}
+
+
+async def test_a_bitcoind_unreachable_at_the_start_is_checked_once_it_answers() -> None:
+    import asyncio
+
+    from frostfed.plugin.daemon import watch_network
+
+    wrong = _LateBitcoind("signet", failures=2)
+    stop, failed = asyncio.Event(), []
+    await asyncio.wait_for(watch_network(wrong, "main", stop, failed, retry=0.01), 5)  # type: ignore[arg-type]
+    assert stop.is_set() and wrong.calls == 3
+    assert len(failed) == 1 and "network mismatch" in str(failed[0])
+
+    right = _LateBitcoind("main", failures=1)
+    stop, failed = asyncio.Event(), []
+    await asyncio.wait_for(watch_network(right, "bitcoin", stop, failed, retry=0.01), 5)  # type: ignore[arg-type]
+    assert not stop.is_set() and failed == [] and right.calls == 2

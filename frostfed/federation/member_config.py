@@ -10,8 +10,11 @@ opened on mainnet.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from frostfed.bitcoin.chain import BitcoindRpc, ChainSource
@@ -26,6 +29,7 @@ from frostfed.federation.store import Store
 from frostfed.net.channel import Channel, PeerId
 
 NETWORK_META = "network"
+STORE_FILE = "frostfed.sqlite"
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,35 @@ def check_store_network(store: Store, network: str, where: str) -> None:
         )
     if not recorded:
         store.set_meta(NETWORK_META, network)
+
+
+def recorded_network(data_dir: Path) -> str | None:
+    """The network a member's data directory was made for (None before its first start); read-only, so an
+    offline command never creates or changes a store."""
+    path = data_dir / STORE_FILE
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (NETWORK_META,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def offline_network(data_dir: Path, given: str | None) -> str:
+    """The network an offline command on `data_dir` works in: the directory's own; a `--network` naming
+    another is refused (ValueError), and without either it is regtest."""
+    recorded = recorded_network(data_dir)
+    if given is None:
+        return recorded or "regtest"
+    try:
+        name = canonical(given)
+    except NetworkError as e:
+        raise ValueError(str(e)) from None
+    if recorded is not None and recorded != name:
+        raise ValueError(f"data directory {data_dir} belongs to network {recorded}, not {name}")
+    return name
 
 
 def build_member(config: MemberConfig, parts: MemberParts, **options: Any) -> Member:

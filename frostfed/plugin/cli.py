@@ -167,9 +167,10 @@ def _call(data_dir: Path, method: str, raw: list[str], mode: str, human_readable
     return 0
 
 
-def _ledger_credit(data_dir: Path, address: str, sats: str, network: str) -> int:
+def _ledger_credit(data_dir: Path, address: str, sats: str, network: str | None) -> int:
     from frostfed.bitcoin.ledger import Ledger, LedgerError
     from frostfed.bitcoin.taproot import AddressError, script_from_address
+    from frostfed.federation.member_config import offline_network
 
     if not (sats.isascii() and sats.isdigit() and len(sats) <= 20 and 0 < int(sats) <= MAX_SATS):
         print(f"frostfed: cannot credit: SATS must be a whole number in 1..{MAX_SATS}, not {sats!r}", file=sys.stderr)
@@ -178,7 +179,7 @@ def _ledger_credit(data_dir: Path, address: str, sats: str, network: str) -> int
         print(f"frostfed: cannot credit: no data directory {data_dir}", file=sys.stderr)
         return RPC_ERROR
     try:
-        script = script_from_address(address, network)
+        script = script_from_address(address, offline_network(data_dir, network))
         ledger = Ledger(data_dir / "ledger.sqlite")
         try:
             ledger.credit(script, int(sats))
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str]) -> None:
     parser = _Parser(prog="frostfed", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-d", "--data-dir", type=Path, default=Path("."), help="the member's data directory")
-    parser.add_argument("--network", default="regtest")
+    parser.add_argument("--network", default=None, help="for ledger-credit: default the data directory's network")
     form = parser.add_mutually_exclusive_group()
     form.add_argument("-k", "--keywords", action="store_const", dest="mode", const="keywords", default="auto",
                       help="parameters are key=value")

@@ -94,9 +94,10 @@ async def from_plugin_context(
     info = await ctx.rpc.call("getinfo")
     try:
         network = plugin_network(ctx.options.get("frost-network"), str(info.get("network") or ctx.network))
-    except NetworkError as e:
+    except NetworkError as e:  # nothing is made or dialled on the wrong network
         ctx.report(str(e))
         ctx.log(str(e), level="broken")
+        await ctx.channel.close()
         return None
     policy, membership = load_plugin_settings(ctx.options.get("frost-config"))
     joining = bool(ctx.options.get("frost-joining"))

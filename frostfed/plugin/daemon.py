@@ -93,9 +93,11 @@ def check_network(rpc: BitcoindRpc, network: str) -> str | None:
     return None
 
 
-async def watch_network(rpc: BitcoindRpc, network: str, stop: asyncio.Event, failed: list[Exception]) -> None:
-    """A bitcoind that was unreachable at the start is checked once it answers; a wrong one stops the
-    daemon before the member acts on its chain."""
+async def watch_network(
+    rpc: BitcoindRpc, network: str, stop: asyncio.Event, failed: list[Exception], retry: float = NETWORK_RETRY_SECONDS
+) -> None:
+    """A bitcoind that was unreachable at the start is asked again every `retry` seconds; one that answers
+    from another network stops the daemon within `retry` seconds of its first answer."""
     while not stop.is_set():
         try:
             why = await asyncio.to_thread(check_network, rpc, network)
@@ -108,7 +110,7 @@ async def watch_network(rpc: BitcoindRpc, network: str, stop: asyncio.Event, fai
             log.info("bitcoind is on %s", network)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), NETWORK_RETRY_SECONDS)
+            await asyncio.wait_for(stop.wait(), retry)
 
 
 def sealer_for(config: Config, seal_seed: bytes) -> Sealer:
