@@ -10,9 +10,10 @@ SQLite (stdlib, WAL), keyed by the miner's output script:
 - a payout the member approves is `reserve()`d at once: until a confirmed transaction spends one of
   its inputs (itself or a conflict), its amounts count as spent, so a second request cannot pay the
   same debt meanwhile. A payout that spends an input of a reserved one is a replacement (fee bump)
-  and does not count that one against the debt. **Only the chain releases a reservation**: no peer's
-  message does (a partial signature of this member might exist, or other members might still
-  complete the request).
+  and does not count that one against the debt; a fee bump the member approved (`replace()`: the same
+  coins, the same payees and amounts) takes over the reservation of the payout it replaces. **Only the
+  chain releases a reservation**: no peer's message does (a partial signature of this member might
+  exist, or other members might still complete the request).
 
 The member must reserve every payout it approves, whether or not its signature share ends up used.
 """
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS reserved_output (
     txid TEXT NOT NULL REFERENCES reserved(txid) ON DELETE CASCADE,
     script BLOB NOT NULL,
     sats INTEGER NOT NULL CHECK (sats > 0)
+);
+CREATE TABLE IF NOT EXISTS reserved_replaced (
+    txid TEXT PRIMARY KEY REFERENCES reserved(txid) ON DELETE CASCADE,
+    by_txid TEXT NOT NULL REFERENCES reserved(txid) ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS payout (
     txid TEXT NOT NULL,
@@ -130,7 +135,8 @@ class Ledger:
             paid = self._paid(bytes(script))
             rows = self._db.execute(
                 "SELECT o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
-                "WHERE o.script = ? AND r.settled_by IS NULL",
+                "WHERE o.script = ? AND r.settled_by IS NULL "
+                "AND o.txid NOT IN (SELECT txid FROM reserved_replaced)",
                 (bytes(script),),
             ).fetchall()
             reserved = 0
@@ -176,6 +182,19 @@ class Ledger:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def replace(self, txid: str, by: str) -> None:
+        """`by` (reserved, approved as a fee bump of `txid`: the same coins, payees and amounts) carries
+        `txid`'s reservation from now on, so the debts are not counted reserved twice. Nothing is
+        released: `by` reserves the same amounts, and the chain settles both once either confirms."""
+        with self._lock:
+            if txid == by or not self._db.execute("SELECT 1 FROM reserved WHERE txid = ?", (by,)).fetchone():
+                return
+            self._db.execute(
+                "INSERT OR IGNORE INTO reserved_replaced (txid, by_txid) "
+                "SELECT txid, ? FROM reserved WHERE txid = ?",
+                (by, txid),
+            )
 
     def reserved_txids(self) -> list[str]:
         """Approved payouts no confirmed transaction has settled yet."""
