@@ -19,6 +19,10 @@ from frostfed.bitcoin.fee_estimate import FALLBACK_SAT_PER_VB, choose_feerate
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.policy import CheckedPayout, PolicyRejection, keypath_vsize
 from frostfed.bitcoin.replacement import INCREMENTAL_RELAY_FEE, bump_tx, check_replacement, min_bump_fee
+from frostfed.federation.fee_bump import recorded_original
+from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.signing_request import SigningRequest
+from frostfed.federation.store import Store
 
 FED = script("federation")
 CHANGE = script("change")
@@ -257,3 +261,60 @@ def test_a_bump_carries_the_reservation_and_whichever_confirms_settles_both() ->
     ledger.reconcile(index)
     st = ledger.status(MINER)
     assert (st.paid, st.reserved) == (0, 30_000)
+
+
+# -- the payout a bump replaces must be in this member's own records -----------------------------------
+
+
+def records(tmp_path: Any) -> tuple[Store, FeeBudget]:
+    store = Store(tmp_path / "member.sqlite")
+    return store, FeeBudget(store.path, budget_sats=100_000, window_blocks=144)
+
+
+def body(tx: CTransaction, epoch: int = 0) -> dict[str, Any]:
+    return {"id": "p1", "epoch": epoch, "kind": "payout", "tx": tx.serialize().hex(), "input_paths": [[1, 0]]}
+
+
+def bump_request(replaces: str, epoch: int = 0) -> SigningRequest:
+    tx = bump_tx(ORIGINAL, COIN_SATS, 1, 10.0).tx
+    return SigningRequest("b1", epoch, "bump", tx, ((1, 0),), {1: (1, 1)}, replaces=replaces)
+
+
+def test_a_bump_replaces_only_a_payout_this_member_approved_itself(tmp_path: Any) -> None:
+    store, budget = records(tmp_path)
+    peer = b"\x02" * 33
+
+    def refused(req: SigningRequest) -> str:
+        with pytest.raises(PolicyRejection) as e:
+            recorded_original(store, budget, req)
+        return e.value.code
+
+    assert refused(bump_request("p1")) == "unknown_original"
+    assert refused(bump_request("b1")) == "malformed"  # itself
+    store.save_request("t1", "transition", peer, "accepted", {**body(ORIGINAL), "kind": "transition"})
+    assert refused(bump_request("t1")) == "original_not_payout"
+    # recorded as accepted, but this member's journal holds no approval of that transaction
+    store.save_request("p1", "payout", peer, "accepted", body(ORIGINAL))
+    assert refused(bump_request("p1")) == "original_not_approved"
+    # refused for what it pays: never approved
+    store.save_request("p2", "payout", peer, "refused", body(ORIGINAL), {"reason": "unknown_output: ..."})
+    assert refused(bump_request("p2")) == "original_not_approved"
+    # refused only because its coins were spent when it arrived (it came after the broadcast)
+    store.save_request("p3", "payout", peer, "refused", body(ORIGINAL), {"reason": "input_spent: input 0 ..."})
+    assert recorded_original(store, budget, bump_request("p3")).txid == b2lx(ORIGINAL.GetTxid())
+    budget.approved(checked(ORIGINAL, 200))
+    found = recorded_original(store, budget, bump_request("p1"))
+    assert found.tx.serialize() == ORIGINAL.serialize() and found.outpoints == [ANCHOR]
+    assert refused(bump_request("p1", epoch=1)) == "original_other_epoch"
+
+
+def test_a_bump_request_names_what_it_replaces_and_only_a_bump_does() -> None:
+    req = bump_request("p1")
+    again = SigningRequest.from_message(Message("sreq", req.to_body()))
+    assert (again.kind, again.replaces) == ("bump", "p1")
+    with pytest.raises(MessageError):
+        SigningRequest.from_message(Message("sreq", {**req.to_body(), "kind": "payout"}))
+    no_target = req.to_body()
+    del no_target["replaces"]
+    with pytest.raises(MessageError):
+        SigningRequest.from_message(Message("sreq", no_target))

@@ -155,6 +155,9 @@ def test_a_stuck_payout_is_bumped_and_the_debt_is_paid_once(fed: Cluster) -> Non
         lambda: c.call("frost-requests", [second["id"]])["requests"][0]["status"] == "confirmed",
         "the coordinator to record the bump confirmed",
     )
+    for member, rid in ((a, stuck["id"]), (b, first["id"])):  # what the bump replaced says so
+        row = member.call("frost-requests", [rid])["requests"][0]
+        assert (row["status"], row["replaced_by"]) == ("replaced", second["txid"]), row
 
     # the debt the replacement paid is not paid again, and nothing is left to bump
     with pytest.raises(RpcCallError) as e:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from bitcoin.core import CTransaction, b2lx
 
 from frostfed.bitcoin.chain import ChainBlock, ChainSource, FeeEstimate, MempoolVerdict, Utxo
+from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.fee_budget import FeeBudget
 from frostfed.bitcoin.fee_estimate import FeeChoice, choose_feerate
 from frostfed.bitcoin.ledger import Ledger
@@ -207,6 +208,20 @@ def replacement_policy(member: Member, req: SigningRequest, policy: PayoutPolicy
     return PayoutPolicy(checks, rest)
 
 
+def replaced_by(index: ChainIndex, row: dict[str, Any]) -> str | None:
+    """The confirmed transaction that took the place of a broadcast payout or bump (it spent the same
+    coins: the payout's fee bump, whichever member coordinated it), or None."""
+    if row.get("status") != "broadcast" or row.get("kind") not in BUMPABLE:
+        return None
+    try:
+        tx = CTransaction.deserialize(bytes.fromhex(row["request"]["tx"]))
+    except Exception:
+        return None
+    txid = b2lx(tx.GetTxid())
+    spender = index.spender((b2lx(tx.vin[0].prevout.hash), tx.vin[0].prevout.n)) if tx.vin else None
+    return spender if spender is not None and spender != txid else None
+
+
 # -- the coordinator's side -------------------------------------------------------------------------
 
 
@@ -234,7 +249,7 @@ def plan_bump(member: Member, rid: str, feerate: float | None) -> BumpPlan:
     kind = member.store.requests(rid)[0]["kind"]
     if kind not in BUMPABLE:
         raise _fail(f"request {rid} is a {kind} request; only payouts are bumped")
-    if original.status in ("refused", "rejected"):
+    if original.status == "rejected" or (original.status == "refused" and not _came_late(member.store, rid)):
         raise _fail(f"request {rid} was {original.status}; only a payout the federation signed is bumped")
     if original.body.get("epoch") != keys.epoch:
         raise _fail(f"request {rid} is of epoch {original.body.get('epoch')}, the federation is in {keys.epoch}")

@@ -24,7 +24,7 @@ from frostfed.bitcoin.taproot import AddressError, address_from_script, p2tr_add
 from frostfed.federation import commands
 from frostfed.federation.coins import AnchorPending, CoinError, payout_coins, select_coins
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys, PathError, check_path
-from frostfed.federation.fee_bump import plan_bump
+from frostfed.federation.fee_bump import plan_bump, replaced_by
 from frostfed.federation.membership import MembershipError
 from frostfed.federation.node import Member
 from frostfed.federation.roast_signing import SigningError
@@ -145,6 +145,9 @@ class FederationService(_LedgerCommands):
         rows = self.member.store.requests(request_id)
         if request_id is not None and not rows:
             raise RpcError(commands.NOT_FOUND, f"no request with id {request_id}")
+        for row in rows:  # a payout a fee bump replaced on chain: say so, and by which transaction
+            if (by := replaced_by(self.member.chain_view.index, row)) is not None:
+                row["status"], row["replaced_by"] = "replaced", by
         if request_id is not None:
             return {"requests": rows}
         return {"requests": rows, "refused_changes": self.member.store.refusals()}
