@@ -1,7 +1,8 @@
 """Forged fee bumps: a malicious member of a 4-member federation (t = 3) asks the others to sign a
 "replacement" of a stuck honest payout that is anything but a fee bump: one that adds a payee,
 changes an amount (even to what the ledger still owes), spends another coin or drops the anchor, pays
-a fee above the budget, or replaces a payout the members never signed or refused.
+a fee above the budget or the fee-rate bound, or replaces a payout the members never signed or
+refused.
 
 Each is refused by every honest member on its own record of the payout; asserted from their stores
 (the refusal and its code, no nonce, nothing in the fee-budget journal or the ledger's reservations)
@@ -160,6 +161,16 @@ def test_forged_bumps_are_refused_and_the_honest_bump_pays_the_debt_once(fed: Ad
                 stuck["id"],
             ),
             "fee_budget_exceeded",
+        ),
+        "a fee rate above the policy's bound": (
+            forged_bump(
+                original,
+                with_outputs([(miner_script, PAID), (change_script, change.nValue - 30_000)]),
+                [anchor],
+                1,
+                stuck["id"],
+            ),
+            "fee_too_high",
         ),
         "a payout never sent to anyone": (
             forged_bump(
