@@ -36,6 +36,13 @@ BAD_ARGS: dict[str, list[tuple[list[Any] | dict[str, Any], int]]] = {
         ({"feerate": 2}, -32602),
         (["a", "b", "c"], -32602),
     ],
+    "frost-bumpfee": [
+        ([], -32602),
+        (["abc", "fast"], -32602),
+        ({"id": "abc", "feerate": 0}, -32602),
+        ({"feerate": 5}, -32602),
+        (["abc", 5, 6], -32602),
+    ],
     "frost-sign": [
         ([], -32602),
         ([""], -32602),
@@ -84,6 +91,7 @@ GOOD_ARGS: dict[str, list[Any] | dict[str, Any]] = {
     "frost-descriptor": [],
     "frost-members": {},
     "frost-payout": {"outputs": [{"address": "bcrt1p" + "q" * 58, "sats": 1000}], "feerate": 2},
+    "frost-bumpfee": ["abc", 5],
     "frost-sign": ["cHNidP8BAAoCAAAAAAAAAAAAAAAA"],
     "frost-requests": {"id": "abc"},
     "frost-join": [MEMBER, MEMBER + "@127.0.0.1:9735"],

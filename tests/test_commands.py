@@ -48,6 +48,10 @@ class ScriptedService:
         self.calls.append(("payout", (outputs, feerate)))
         return {"txid": "00" * 32, "feerate": feerate}
 
+    async def bumpfee(self, id: str, feerate: float | None) -> dict[str, Any]:
+        self.calls.append(("bumpfee", (id, feerate)))
+        return {"replaces": id}
+
     async def sign(self, psbt: str) -> dict[str, Any]:
         self.calls.append(("sign", (psbt,)))
         if psbt == "slow":
@@ -127,6 +131,7 @@ MEMBER = PrivateKey(b"\x07" * 32).public_key.format().hex()
 def test_every_command_is_covered_here() -> None:
     with_params = {
         "frost-payout",
+        "frost-bumpfee",
         "frost-sign",
         "frost-requests",
         "frost-join",
@@ -170,6 +175,9 @@ def test_every_command_is_covered_here() -> None:
         ("frost-ledger", [], ("ledger", (None,))),
         ("frost-ledger", [ADDR], ("ledger", (ADDR,))),
         ("frost-ledger-history", {"address": ADDR}, ("ledger_history", (ADDR,))),
+        ("frost-bumpfee", ["a1b2"], ("bumpfee", ("a1b2", None))),
+        ("frost-bumpfee", ["a1b2", "7.5"], ("bumpfee", ("a1b2", 7.5))),
+        ("frost-bumpfee", {"id": "a1b2", "feerate": 12}, ("bumpfee", ("a1b2", 12.0))),
     ],
 )
 async def test_membership_commands_bind(name: str, params: Any, call: tuple[str, tuple[Any, ...]]) -> None:

@@ -73,6 +73,16 @@ def parse_block(height: int, raw: bytes) -> ChainBlock:
     return ChainBlock(height, b2lx(block.GetHash()), b2lx(block.hashPrevBlock), list(block.vtx))
 
 
+@dataclass(frozen=True)
+class FeeEstimate:
+    """A fee rate the chain source estimates (sat/vB), or None with the reason it has none (regtest's
+    estimatesmartfee has no data until blocks confirm transactions it saw in its mempool)."""
+
+    sat_per_vb: float | None
+    source: str  # what answered, e.g. "estimatesmartfee 6"
+    reason: str | None = None
+
+
 class ChainSource(ABC):
     """What the payout policy and the ledger ask of the chain."""
 
@@ -107,6 +117,11 @@ class ChainSource(ABC):
     @abstractmethod
     def fee_rate(self, target_blocks: int = 6) -> float | None:
         """Estimated fee rate in sat/vB for confirmation within `target_blocks`, None if unknown."""
+
+    def estimate_fee(self, target_blocks: int = 6) -> FeeEstimate:
+        """The fee rate for confirmation within `target_blocks`, with what gave it (or why none)."""
+        rate = self.fee_rate(target_blocks)
+        return FeeEstimate(rate, f"fee_rate {target_blocks}", None if rate is not None else "no estimate")
 
 
 def btc_to_sats(value: Any) -> int:
@@ -346,3 +361,12 @@ class BitcoindChainSource(ChainSource):
         if rate is None:
             return None
         return float(Decimal(rate) * SATS_PER_BTC / 1000)  # BTC/kvB -> sat/vB
+
+    def estimate_fee(self, target_blocks: int = 6) -> FeeEstimate:
+        result = self.rpc.call("estimatesmartfee", target_blocks)
+        source = f"estimatesmartfee {target_blocks}"
+        rate = result.get("feerate") if isinstance(result, dict) else None
+        if rate is None:
+            errors = result.get("errors") if isinstance(result, dict) else None
+            return FeeEstimate(None, source, "; ".join(map(str, errors or ["no fee rate in the answer"])))
+        return FeeEstimate(float(Decimal(rate) * SATS_PER_BTC / 1000), source)

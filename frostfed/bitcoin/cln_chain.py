@@ -24,6 +24,7 @@ from .chain import (
     ChainRpcError,
     ChainSource,
     ChainUnavailable,
+    FeeEstimate,
     Utxo,
     parse_block,
 )
@@ -155,3 +156,27 @@ class ClnChainSource(ChainSource):
 
     def fee_rate(self, target_blocks: int = 6) -> float | None:
         return self._need_bitcoind("a fee estimate").fee_rate(target_blocks)
+
+    def estimate_fee(self, target_blocks: int = 6) -> FeeEstimate:
+        """lightningd's own `feerates` (what the node itself would pay), so the plugin needs no bitcoind
+        settings for it: the estimate for the largest block count within the target (else the nearest)."""
+        got = self.lightning.call("feerates", {"style": "perkb"})
+        return feerates_estimate(got, target_blocks)
+
+
+def feerates_estimate(got: Any, target_blocks: int) -> FeeEstimate:
+    """A `feerates perkb` answer as a FeeEstimate in sat/vB (perkb / 1000)."""
+    source = f"lightningd feerates ({target_blocks} blocks)"
+    perkb = got.get("perkb") if isinstance(got, dict) else None
+    estimates = perkb.get("estimates") if isinstance(perkb, dict) else None
+    usable = [
+        (int(e["blockcount"]), int(e["feerate"]))
+        for e in estimates or []
+        if isinstance(e, dict) and isinstance(e.get("blockcount"), int) and isinstance(e.get("feerate"), int)
+    ]
+    if not usable:
+        warning = got.get("warning_missing_feerates") if isinstance(got, dict) else None
+        return FeeEstimate(None, source, str(warning or "lightningd has no fee estimates"))
+    within = [u for u in usable if u[0] <= target_blocks]
+    blocks, rate = max(within) if within else min(usable)
+    return FeeEstimate(rate / 1000, f"lightningd feerates ({blocks} blocks)")

@@ -7,12 +7,14 @@ time. The journal records the fee of every transaction this member approves, wit
 approval, and refuses one whose fee would bring the window's total above the budget.
 
 Conservative on purpose: every approval counts, whether or not the transaction is ever signed by
-enough members, broadcast or confirmed, and a replacement counts again; the same transaction approved
-twice (same txid) counts once. So do the fees of every federation transaction the chain index shows
-confirmed in the window, whoever signed it: with t below n, a coordinator that asks a different set
-of members each time would otherwise show each member only part of what the federation burns. The
-window moves with the chain, so an honest federation that hits the budget waits for blocks, it never
-loses funds.
+enough members, broadcast or confirmed, and a new payout of the same debts counts again; the same
+transaction approved twice (same txid) counts once. A fee bump, judged as a replacement, counts only
+its extra fee: it spends the same coins as the transaction it replaces, so at most one of them
+confirms, and it pays more (`replaced`). So do the fees of every federation transaction the chain
+index shows confirmed in the window, whoever signed it: with t below n, a coordinator that asks a
+different set of members each time would otherwise show each member only part of what the federation
+burns. The window moves with the chain, so an honest federation that hits the budget waits for
+blocks, it never loses funds.
 """
 
 from __future__ import annotations
@@ -59,23 +61,43 @@ class FeeBudget:
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(fee_budget)")}
+        if "replaced_by" not in columns:
+            self._db.execute("ALTER TABLE fee_budget ADD COLUMN replaced_by TEXT")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def spent(self, tip_height: int, excluding: str | None = None) -> int:
-        """Fees approved at tips within the window that ends at `tip_height`, and those of the
-        federation's transactions confirmed within it that this member did not approve there."""
+    def spent(self, tip_height: int, excluding: str | None = None, replacing: str | None = None) -> int:
+        """Fees approved at tips within the window that ends at `tip_height` (of a transaction and its
+        replacements, the last one's only), and those of the federation's transactions confirmed
+        within it that this member did not approve there. `replacing`: the transaction the one at hand
+        replaces, whose fee it supersedes."""
         since = tip_height - self.window_blocks
         with self._lock:
-            own = dict(self._db.execute("SELECT txid, fee FROM fee_budget WHERE height > ?", (since,)).fetchall())
+            rows = self._db.execute(
+                "SELECT txid, fee, replaced_by FROM fee_budget WHERE height > ?", (since,)
+            ).fetchall()
+        own = {t: f for t, f, _ in rows}
+        live = {t: f for t, f, by in rows if by is None}
         confirmed = self.chain_fees(since) if self.chain_fees is not None else {}
         others = {t: f for t, f in confirmed.items() if t not in own}
-        return sum(f for t, f in {**own, **others}.items() if t != excluding)
+        return sum(f for t, f in {**live, **others}.items() if t not in (excluding, replacing))
 
-    def check(self, payout: CheckedPayout) -> None:
-        used = self.spent(payout.tip_height, excluding=payout.txid)
+    def approval(self, txid: str) -> tuple[int, int] | None:
+        """(tip height, fee) at which this member approved `txid`, if it did."""
+        with self._lock:
+            row = self._db.execute("SELECT height, fee FROM fee_budget WHERE txid = ?", (txid,)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def replaced(self, txid: str, by: str) -> None:
+        """`by`, approved, replaces `txid` (same coins, a higher fee): from now on only `by`'s fee counts."""
+        with self._lock:
+            self._db.execute("UPDATE fee_budget SET replaced_by = ? WHERE txid = ? AND txid != ?", (by, txid, by))
+
+    def check(self, payout: CheckedPayout, replacing: str | None = None) -> None:
+        used = self.spent(payout.tip_height, excluding=payout.txid, replacing=replacing)
         if used + payout.fee_sats > self.budget_sats:
             raise PolicyRejection(
                 "fee_budget_exceeded",

@@ -10,9 +10,10 @@ SQLite (stdlib, WAL), keyed by the miner's output script:
 - a payout the member approves is `reserve()`d at once: until a confirmed transaction spends one of
   its inputs (itself or a conflict), its amounts count as spent, so a second request cannot pay the
   same debt meanwhile. A payout that spends an input of a reserved one is a replacement (fee bump)
-  and does not count that one against the debt. **Only the chain releases a reservation**: no peer's
-  message does (a partial signature of this member might exist, or other members might still
-  complete the request).
+  and does not count that one against the debt; a fee bump the member approved (`replace()`: the same
+  coins, the same payees and amounts) takes over the reservation of the payout it replaces. **Only the
+  chain releases a reservation**: no peer's message does (a partial signature of this member might
+  exist, or other members might still complete the request).
 
 The member must reserve every payout it approves, whether or not its signature share ends up used.
 """
@@ -54,6 +55,10 @@ CREATE TABLE IF NOT EXISTS reserved_output (
 );
 CREATE INDEX IF NOT EXISTS reserved_output_script ON reserved_output(script);
 CREATE INDEX IF NOT EXISTS reserved_output_txid ON reserved_output(txid);
+CREATE TABLE IF NOT EXISTS reserved_replaced (
+    txid TEXT PRIMARY KEY REFERENCES reserved(txid) ON DELETE CASCADE,
+    by_txid TEXT NOT NULL REFERENCES reserved(txid) ON DELETE CASCADE
+);
 CREATE TABLE IF NOT EXISTS payout (
     txid TEXT NOT NULL,
     height INTEGER NOT NULL,
@@ -178,12 +183,19 @@ class Ledger:
             marks = ",".join("?" * len(scripts))
             rows = self._db.execute(
                 "SELECT o.script, o.txid, o.sats FROM reserved_output o JOIN reserved r ON r.txid = o.txid "
-                f"WHERE o.script IN ({marks}) AND r.settled_by IS NULL",
+                f"WHERE o.script IN ({marks}) AND r.settled_by IS NULL "
+                "AND o.txid NOT IN (SELECT txid FROM reserved_replaced)",
                 scripts,
             ).fetchall()
             return [(bytes(s), t, n) for s, t, n in rows]
         wanted = set(scripts)
-        open_txids = [t for (t,) in self._db.execute("SELECT txid FROM reserved WHERE settled_by IS NULL")]
+        open_txids = [
+            t
+            for (t,) in self._db.execute(
+                "SELECT txid FROM reserved WHERE settled_by IS NULL "
+                "AND txid NOT IN (SELECT txid FROM reserved_replaced)"
+            )
+        ]
         out = []
         for i in range(0, len(open_txids), _CHUNK):
             chunk = open_txids[i : i + _CHUNK]
@@ -229,6 +241,19 @@ class Ledger:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def replace(self, txid: str, by: str) -> None:
+        """`by` (reserved, approved as a fee bump of `txid`: the same coins, payees and amounts) carries
+        `txid`'s reservation from now on, so the debts are not counted reserved twice. Nothing is
+        released: `by` reserves the same amounts, and the chain settles both once either confirms."""
+        with self._lock:
+            if txid == by or not self._db.execute("SELECT 1 FROM reserved WHERE txid = ?", (by,)).fetchone():
+                return
+            self._db.execute(
+                "INSERT OR IGNORE INTO reserved_replaced (txid, by_txid) "
+                "SELECT txid, ? FROM reserved WHERE txid = ?",
+                (by, txid),
+            )
 
     def reserved_txids(self) -> list[str]:
         """Approved payouts no confirmed transaction has settled yet."""

@@ -50,6 +50,7 @@ class Service(Protocol):
     async def newaddr(self) -> dict[str, Any]: ...
     async def descriptor(self) -> dict[str, Any]: ...
     async def payout(self, outputs: list[dict[str, Any]], feerate: float | None) -> dict[str, Any]: ...
+    async def bumpfee(self, id: str, feerate: float | None) -> dict[str, Any]: ...
     async def sign(self, psbt: str) -> dict[str, Any]: ...
     async def members(self) -> dict[str, Any]: ...
     async def requests(self, request_id: str | None) -> dict[str, Any]: ...
@@ -277,9 +278,30 @@ def _commands() -> dict[str, Command]:
             "Build a payout to [{address, sats}], have every member check it, FROST-sign and broadcast.",
             (
                 Param("outputs", _outputs, doc='JSON list of {"address": ..., "sats": ...}'),
-                Param("feerate", _feerate, required=False, doc="sat/vB (default 2, within the policy's bounds)"),
+                Param(
+                    "feerate",
+                    _feerate,
+                    required=False,
+                    doc="sat/vB (default: the chain source's estimate within the policy's bounds; 2 without one)",
+                ),
             ),
             lambda s, outputs, feerate: s.payout(outputs, feerate),
+        ),
+        Command(
+            "frost-bumpfee",
+            "Replace a signed payout that has not confirmed by one paying a higher fee (BIP 125): the same "
+            "coins and payees, the extra fee taken from the change; every member checks it against its own "
+            "record of the payout.",
+            (
+                Param("id", _text, doc="the id of the payout request (frost-payout's 'id', or an earlier bump's)"),
+                Param(
+                    "feerate",
+                    _feerate,
+                    required=False,
+                    doc="sat/vB (default: the chain source's estimate, at least the least BIP 125 increment)",
+                ),
+            ),
+            lambda s, id, feerate: s.bumpfee(id, feerate),
         ),
         Command(
             "frost-sign",

@@ -40,6 +40,7 @@ from frostfed.bitcoin.policy import (
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, with_keypath_witnesses
 from frostfed.federation.chain_view import AnchorPolicy, ChainRefresh
 from frostfed.federation.compact import decode_nonces, encode_nonces
+from frostfed.federation.fee_bump import replacement_policy
 from frostfed.federation.messages import Message, MessageError
 from frostfed.federation.signing_request import (
     SigningRequest,
@@ -168,12 +169,14 @@ class RoastSigning:
         policies: list[Policy] = [ChainRefresh(self.member.chain_view)]
         if self.member.ledger is not None:
             policies.append(LedgerPolicy(self.member.ledger, self.member.network))
-        if req.kind in ("payout", "psbt"):  # a transition is held to the anchor by its own checks
+        if req.kind in ("payout", "psbt", "bump"):  # a transition is held to the anchor by its own checks
             policies.append(AnchorPolicy(self.member.chain_view, self.member.keys, req, refresh=False))
         if s.payout_check_command:
             policies.append(CommandPolicy(s.payout_check_command, self.member.network))
         policies += self.member.extra_policies
         policies.append(self._fee_budget)  # last: a refusal names the payout's own fault first
+        if req.kind == "bump":  # judged as a replacement of this member's own record of the payout
+            return replacement_policy(self.member, req, PayoutPolicy(checks, policies), self._fee_budget)
         return PayoutPolicy(checks, policies)
 
     # -- signing: coordinator --------------------------------------------------------------------
@@ -341,7 +344,7 @@ class RoastSigning:
             "sessions": result.sessions_started,
             "rejections": dict(coord.rejections),
         }
-        if req.kind in ("payout", "transition") and self.member.chain is not None:
+        if req.kind in ("payout", "transition", "bump") and self.member.chain is not None:
             try:
                 await asyncio.to_thread(self.member.chain.broadcast, signed)
                 outcome["status"] = "broadcast"

@@ -15,6 +15,7 @@ from bitcoin.core import CTransaction, b2lx
 
 from frostfed.bitcoin.bond import claim_bond
 from frostfed.bitcoin.chain import BitcoindRpc, ChainError
+from frostfed.bitcoin.fee_estimate import choose_feerate
 from frostfed.bitcoin.ledger import Ledger, LedgerError
 from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx
 from frostfed.bitcoin.policy import keypath_vsize
@@ -23,6 +24,7 @@ from frostfed.bitcoin.taproot import AddressError, address_from_script, p2tr_add
 from frostfed.federation import commands, health, progress
 from frostfed.federation.coins import AnchorPending, CoinError, payout_coins, select_coins
 from frostfed.federation.epoch_keys import CHANGE, RECEIVE, EpochKeys, PathError, check_path
+from frostfed.federation.fee_bump import plan_bump, replaced_by
 from frostfed.federation.membership import MembershipError
 from frostfed.federation.node import Member
 from frostfed.federation.roast_signing import SigningError
@@ -145,6 +147,9 @@ class FederationService(_LedgerCommands):
         rows = self.member.store.requests(request_id)
         if request_id is not None and not rows:
             raise RpcError(commands.NOT_FOUND, f"no request with id {request_id}")
+        for row in rows:  # a payout a fee bump replaced on chain: say so, and by which transaction
+            if (by := replaced_by(self.member.chain_view.index, row)) is not None:
+                row["status"], row["replaced_by"] = "replaced", by
         if request_id is not None:
             return {"requests": rows}
         return {"requests": rows, "refused_changes": self.member.store.refusals()}
@@ -161,9 +166,11 @@ class FederationService(_LedgerCommands):
             except AddressError as e:
                 raise RpcError(commands.INVALID_PARAMS, f"outputs[{i}]: {e}") from None
         s = member.policy_settings
-        rate = feerate if feerate is not None else max(s.min_feerate, min(2.0, s.max_feerate))
         async with self._payout_lock:  # two payouts at once would pick the same coins
             try:
+                # the proposal only: every signer checks the fee against its own bounds and budget
+                choice = await asyncio.to_thread(choose_feerate, member.chain, s.min_feerate, s.max_feerate, feerate)
+                rate = choice.sat_per_vb
                 plan = await asyncio.to_thread(
                     payout_coins, member.chain_view, member.chain, keys, s.min_confirmations
                 )
@@ -198,19 +205,51 @@ class FederationService(_LedgerCommands):
             "sessions": outcome["sessions"],
             "rejections": outcome["rejections"],
             "tx": outcome["tx"],
+            **choice.to_json(),
+        }
+
+    async def bumpfee(self, id: str, feerate: float | None) -> dict[str, Any]:
+        keys = self._keys()
+        member = self.member
+        if member.chain is None:
+            raise RpcError(commands.CHAIN_ERROR, "this member has no chain source to check the payout's coins")
+        async with self._payout_lock:
+            try:
+                plan = await asyncio.to_thread(plan_bump, member, id, feerate)
+            except ChainError as e:
+                raise RpcError(commands.CHAIN_ERROR, f"bitcoind: {e}") from None
+            outcome = await self._sign(plan.request)
+        bump = plan.bump
+        return {
+            "id": plan.request.id,
+            "replaces": id,
+            "replaced_txid": plan.original.txid,
+            "txid": outcome["txid"],
+            "status": outcome["status"],
+            "fee_sats": bump.fee_sats,
+            "original_fee_sats": bump.original_fee_sats,
+            "vsize": bump.vsize,
+            "epoch": keys.epoch,
+            "signers": outcome["signers"],
+            "malicious": outcome["malicious"],
+            "sessions": outcome["sessions"],
+            "rejections": outcome["rejections"],
+            "tx": outcome["tx"],
+            **plan.choice.to_json(),
+            "feerate": round(bump.fee_rate, 3),
         }
 
     def _pending_payout(self, anchor: tuple[str, int]) -> str:
         """Names the request this member knows of whose broadcast transaction spends the anchor."""
         for r in reversed(self.member.store.requests()):
-            if r.get("status") != "broadcast" or r.get("kind") not in ("payout", "psbt"):
+            if r.get("status") != "broadcast" or r.get("kind") not in ("payout", "psbt", "bump"):
                 continue
             try:
                 tx = CTransaction.deserialize(bytes.fromhex(r["request"]["tx"]))
             except Exception:  # a record this member cannot read names nothing
                 continue
             if any((b2lx(i.prevout.hash), i.prevout.n) == anchor for i in tx.vin):
-                return f"payout {r['id']} awaits confirmation: "
+                return f"payout {r['id']} awaits confirmation (frost-bumpfee {r['id']} raises its fee): "
         return ""
 
     async def _sign(self, req: SigningRequest) -> dict[str, Any]:

@@ -6,7 +6,9 @@ spent output from the member's own chain source, and the scripts behind the clai
 derived locally, so a wrong path only makes the member refuse.
 
 A `psbt` request carries the PSBT itself, so every signer (not only the member whose user handed it
-in) checks what the PSBT claims about the coins it spends against its own chain data.
+in) checks what the PSBT claims about the coins it spends against its own chain data. A `bump`
+request names the payout it replaces (`replaces`); each member judges it against its own record of
+that payout (`fee_bump.py`).
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ MAX_PSBT_BYTES = 1_000_000
 class SigningRequest:
     id: str
     epoch: int
-    kind: str  # "payout", "psbt" or "transition"
+    kind: str  # "payout", "psbt", "transition" or "bump"
     tx: CTransaction
     input_paths: tuple[tuple[int, int] | None, ...]  # None: not the federation's (a joiner's bond input)
     change_paths: dict[int, tuple[int, int]]  # output index -> path
     transition: dict[str, Any] | None = None  # proposal, new epoch recovery data, bond key
     psbt: bytes | None = None  # kind "psbt": the serialized PSBT whose claims every signer checks
     deadline: int | None = None  # unix time after which the coordinator has given up: late copies are dropped
+    replaces: str | None = None  # kind "bump": the id of the request whose payout it replaces
 
     def to_body(self) -> dict[str, Any]:
         body = {
@@ -54,6 +57,8 @@ class SigningRequest:
             body["psbt"] = self.psbt.hex()
         if self.deadline is not None:
             body["deadline"] = self.deadline
+        if self.replaces is not None:
+            body["replaces"] = self.replaces
         return body
 
     @property
@@ -66,7 +71,7 @@ class SigningRequest:
         if not rid or not all(c.isascii() and (c.isalnum() or c in "-_") for c in rid):
             raise MessageError("request id must be letters, digits, '-' or '_'")
         kind = msg.text("kind", 16)
-        if kind not in ("payout", "psbt", "transition"):
+        if kind not in ("payout", "psbt", "transition", "bump"):
             raise MessageError(f"unknown request kind {kind!r}")
         raw = msg.hexbytes("tx", max_len=MAX_TX_BYTES)
         try:
@@ -95,7 +100,14 @@ class SigningRequest:
                 raise MessageError(f"a {kind} request carries no PSBT")
             psbt = msg.hexbytes("psbt", max_len=MAX_PSBT_BYTES)
         deadline = msg.integer("deadline") if "deadline" in msg.body else None
-        return cls(rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition, psbt, deadline)
+        replaces = None
+        if kind == "bump":
+            replaces = msg.text("replaces", 64)
+        elif "replaces" in msg.body:
+            raise MessageError(f"a {kind} request replaces nothing")
+        return cls(
+            rid, msg.integer("epoch"), kind, tx, input_paths, change_paths, transition, psbt, deadline, replaces
+        )
 
 
 def _output_index(key: str) -> int:
