@@ -12,7 +12,7 @@ in) checks what the PSBT claims about the coins it spends against its own chain 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from bitcoin.core import CTransaction
 
@@ -20,7 +20,7 @@ from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, PolicyRejection
 from frostfed.bitcoin.psbt import Psbt, PsbtError
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, taproot_sighash
 from frostfed.federation.epoch_keys import EpochKeys, PathError, check_path
-from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.messages import Kind, Message, MessageError, Typed
 from frostfed.frost.roast import SigningTask
 
 MAX_TX_BYTES = 400_000
@@ -28,7 +28,10 @@ MAX_PSBT_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
-class SigningRequest:
+class SigningRequest(Typed):
+    """The `sign_request` message: what the coordinator asks every member to sign."""
+
+    KIND: ClassVar[Kind] = Kind.SIGN_REQUEST
     id: str
     epoch: int
     kind: str  # "payout", "psbt" or "transition"
@@ -55,6 +58,13 @@ class SigningRequest:
         if self.deadline is not None:
             body["deadline"] = self.deadline
         return body
+
+    def body(self) -> dict[str, Any]:
+        return self.to_body()
+
+    @classmethod
+    def decode(cls, msg: Message) -> SigningRequest:
+        return cls.from_message(msg)
 
     @property
     def fed_inputs(self) -> list[tuple[int, tuple[int, int]]]:
