@@ -48,7 +48,7 @@ class View:
 
 
 def signing(view: View) -> RoastSigning:
-    return RoastSigning(SimpleNamespace(chain_view=view, request_timeout=60.0))  # type: ignore[arg-type]
+    return RoastSigning(SimpleNamespace(chain_view=view), {})  # type: ignore[arg-type]
 
 
 def funded_chain() -> tuple[FakeChain, tuple[str, int]]:

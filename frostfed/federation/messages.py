@@ -356,3 +356,163 @@ class Address(Typed):
     @classmethod
     def decode(cls, msg: Message) -> Self:
         return cls(msg.integer("epoch"), msg.integer("index", 0, 2**31 - 1))
+
+
+# -- membership kinds ------------------------------------------------------------------------------
+# The typed forms of the membership messages, each with the checks `membership` applies today. The
+# proposal itself is `transition.Proposal` and the bond offer `transition.BondOffer` (they carry the
+# change's rules). `membership` still reads these kinds from the raw `Message`.
+
+MAX_EPOCH = 2**31
+MAX_TX = 400_000
+MAX_REASON_CHANGE = 500
+
+
+@dataclass(frozen=True)
+class ChangeAck(Typed):
+    """A member's answer to a proposal: it takes part, or refuses and says why."""
+
+    KIND: ClassVar[Kind] = Kind.CHANGE_ACK
+    epoch: int
+    ok: bool
+    reason: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "ok": self.ok, "reason": self.reason[:MAX_REASON_CHANGE]}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, MAX_EPOCH), msg.get("ok", bool), msg.text("reason", MAX_REASON_CHANGE))
+
+
+@dataclass(frozen=True)
+class ChangeKey(Typed):
+    """A new member's report to the proposer: the new epoch's DKG ended, with this recovery data."""
+
+    KIND: ClassVar[Kind] = Kind.CHANGE_KEY
+    epoch: int
+    recovery: bytes
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "recovery": self.recovery.hex()}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, MAX_EPOCH), msg.hexbytes("recovery", max_len=MAX_RECOVERY))
+
+
+@dataclass(frozen=True)
+class ChangeDone(Typed):
+    """The proposer's word that the transition is broadcast: only a hint where to look on chain."""
+
+    KIND: ClassVar[Kind] = Kind.CHANGE_DONE
+    epoch: int
+    txid: str
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "txid": self.txid}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, MAX_EPOCH), msg.hexbytes("txid", 32).hex())
+
+
+@dataclass(frozen=True)
+class ChangeAbort(Typed):
+    """The proposer drops its change (only its own abort of its own proposal counts)."""
+
+    KIND: ClassVar[Kind] = Kind.CHANGE_ABORT
+    epoch: int
+    nonce: str
+    reason: str
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "nonce": self.nonce, "reason": self.reason[:MAX_REASON_CHANGE]}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(
+            msg.integer("epoch", 0, MAX_EPOCH), msg.text("nonce", 32), msg.text("reason", MAX_REASON_CHANGE)
+        )
+
+
+@dataclass(frozen=True)
+class BondRequest(Typed):
+    """The proposer asks the joiner for its bond coin."""
+
+    KIND: ClassVar[Kind] = Kind.BOND_REQUEST
+    epoch: int
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, MAX_EPOCH))
+
+
+@dataclass(frozen=True)
+class Prevout:
+    txid: str
+    vout: int
+    script_pubkey: bytes
+    amount: int
+
+
+@dataclass(frozen=True)
+class BondSign(Typed):
+    """The proposer asks the joiner to sign its bond input of the transition (the joiner's wallet
+    checks the transaction against the agreed bond and change; the prevouts let it compute sighashes)."""
+
+    KIND: ClassVar[Kind] = Kind.BOND_SIGN
+    epoch: int
+    tx: bytes
+    prevouts: tuple[Prevout, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "tx": self.tx.hex(),
+            "prevouts": [
+                {"txid": p.txid, "vout": p.vout, "scriptPubKey": p.script_pubkey.hex(), "amount": p.amount}
+                for p in self.prevouts
+            ],
+        }
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        prevouts = []
+        for i, raw in enumerate(msg.get("prevouts", list)):
+            if not isinstance(raw, dict):
+                raise MessageError(f"{msg.kind}: prevouts[{i}] has the wrong type")
+            po = Message(msg.kind, raw)
+            prevouts.append(
+                Prevout(
+                    po.hexbytes("txid", 32).hex(),
+                    po.integer("vout", 0, 2**32 - 1),
+                    po.hexbytes("scriptPubKey", max_len=10_000),
+                    po.integer("amount", 0, 21_000_000 * 10**8),
+                )
+            )
+        return cls(msg.integer("epoch", 0, MAX_EPOCH), msg.hexbytes("tx", max_len=MAX_TX), tuple(prevouts))
+
+
+@dataclass(frozen=True)
+class BondSigned(Typed):
+    """The joiner's signed bond input: its scriptSig and witness."""
+
+    KIND: ClassVar[Kind] = Kind.BOND_SIGNED
+    epoch: int
+    script_sig: bytes
+    witness: tuple[bytes, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "script_sig": self.script_sig.hex(), "witness": [w.hex() for w in self.witness]}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(
+            msg.integer("epoch", 0, MAX_EPOCH),
+            msg.hexbytes("script_sig", max_len=1650),
+            tuple(msg.hexlist("witness", max_items=20)),
+        )
