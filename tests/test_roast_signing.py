@@ -19,7 +19,8 @@ from bitcoin.core import b2lx
 from signing_net import Net, Sent, message, nonce_rows
 
 from frostfed.federation.messages import Kind, SignDone, SignReady, SignSession, SignShare
-from frostfed.federation.roast_signing import CLOCK_SKEW, SigningError
+from frostfed.federation.roast_signer import CLOCK_SKEW
+from frostfed.federation.roast_signing import SigningError
 from frostfed.federation.store import NonceReuseError, Store
 from frostfed.frost.roast import Presignature, RoastCoordinator, SignerReply
 from frostfed.frost.secp import schnorr_verify

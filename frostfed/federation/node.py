@@ -163,10 +163,6 @@ class Member:
     def threshold(self) -> int:
         return self.ctx.threshold
 
-    @property
-    def _secshare(self) -> bytes | None:
-        return self.ctx.secshare
-
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -1,10 +1,11 @@
-"""ROAST signing among the members, over the network: a member coordinating a request and a member
-signing one.
+"""ROAST signing among the members, over the network: a member coordinating a request (here) and a
+member signing one (`roast_signer`).
 
 The coordinator drives the sans-I/O `RoastCoordinator` of `frost/`; each signer drives a
 `RoastSigner`. Two rules hold whatever the network does: a member signs only what its own policy
 accepted on its own chain data, and a nonce is journalled as used before a partial signature made
-with it is sent.
+with it is sent. The coordinator trusts no answer: every presignature and partial signature is
+checked by the ROAST core, and the aggregate against the key of its path before it is broadcast.
 
 Messages (see `messages.Kind`): sign_request (coordinator -> all), sign_ready / sign_reject (the
 first presignature, or the reason for refusing), sign_session (coordinator -> a session's signers),
@@ -30,20 +31,18 @@ from frostfed.federation.context import MemberContext
 from frostfed.federation.messages import (
     Kind,
     Message,
-    MessageError,
     SignDone,
     SignReady,
     SignReject,
     SignSession,
     SignShare,
 )
+from frostfed.federation.roast_signer import SignerRole
 from frostfed.federation.signing_judges import Judge
 from frostfed.federation.signing_request import SigningRequest, signed_transaction
-from frostfed.federation.store import NonceReuseError
 from frostfed.frost.roast import (
     Presignature,
     RoastCoordinator,
-    RoastSigner,
     SessionRequest,
     SignerReply,
     SigningTask,
@@ -51,10 +50,6 @@ from frostfed.frost.roast import (
 from frostfed.net.channel import PeerId
 
 log = logging.getLogger(__name__)
-
-CLOCK_SKEW = 30.0
-"""Seconds a member's clock may be behind the coordinator's before a request it still could sign is dropped."""
-
 
 class SigningError(Exception):
     """A request ended without a signature; `outcome` says why, member by member."""
@@ -78,27 +73,9 @@ class _Coordination:
     finishing: bool = False  # the signature is complete: aggregated and broadcast once, whatever arrives later
 
 
-@dataclass
-class _Signing:
-    """A request this member agreed to sign."""
-
-    request: SigningRequest
-    signer: RoastSigner
-    coordinator: PeerId
-    pubnonce_key: bytes  # journal key of the outstanding presignature
-    signed: bool = False  # a partial signature has left this member
-
-
-def _journal_key(pubnonces: tuple[bytes, ...]) -> bytes:
-    return b"".join(pubnonces)
-
-
-class RoastSigning:
-    """Both sides of ROAST for one member: the requests it coordinates and those it agreed to sign.
-
-    It knows no request kind: `judges` maps each kind ("payout", "psbt", "transition") to the judge
-    that says what to sign; a kind without a judge is refused. `catch_up` runs before a request for
-    another epoch is refused (the epoch watcher may have a newer epoch to activate)."""
+class RoastSigning(SignerRole):
+    """Both sides of ROAST for one member: the requests it coordinates, and (from `SignerRole`) those
+    it agreed to sign; a coordinator is also a signer of its own requests."""
 
     def __init__(
         self,
@@ -106,13 +83,8 @@ class RoastSigning:
         judges: Mapping[str, Judge],
         catch_up: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.ctx = ctx
-        self.judges = dict(judges)
-        self.catch_up = catch_up
+        super().__init__(ctx, judges, catch_up)
         self._coordinating: dict[str, _Coordination] = {}
-        self._signing: dict[str, _Signing] = {}
-        self._judged: dict[str, list[SigningTask]] = {}
-        self._judging: set[str] = set()
         self.handlers: dict[str, Callable[[PeerId, Message], Any]] = {
             Kind.SIGN_REQUEST: self._on_sign_request,
             Kind.SIGN_READY: self._on_sign_ready,
@@ -128,12 +100,6 @@ class RoastSigning:
                 c.done.cancel()
         for j in self.judges.values():
             j.close()
-
-    def _judge(self, req: SigningRequest) -> Judge:
-        judge = self.judges.get(req.kind)
-        if judge is None:
-            raise PolicyRejection("unknown_kind", f"this member judges no {req.kind} request")
-        return judge
 
     # -- signing: coordinator --------------------------------------------------------------------
 
@@ -287,136 +253,3 @@ class RoastSigning:
                 outcome["reason"] = f"signed, but the broadcast failed: {e}"
         if not coord.done.done():
             coord.done.set_result(outcome)
-
-    # -- signing: signer -------------------------------------------------------------------------
-
-    async def _on_sign_request(self, peer: PeerId, msg: Message) -> None:
-        req = SigningRequest.decode(msg)
-        ctx = self.ctx
-        if ctx.keys is not None and ctx.keys.member_index(peer) is None:
-            return  # only a member of the current epoch coordinates its signing
-        if req.id in self._signing or req.id in self._judging or (peer != ctx.me and ctx.store.requests(req.id)):
-            return  # a repeated request: answered once only
-        self._judging.add(req.id)  # before the first await: a duplicate arriving meanwhile is dropped
-        try:
-            if await self._late(peer, req):
-                return
-            await self._answer_request(peer, req)
-        finally:
-            self._judging.discard(req.id)
-
-    async def _late(self, peer: PeerId, req: SigningRequest) -> bool:
-        """A request past its deadline or already settled on chain (a member back from being offline gets
-        the queued copies): dropped quietly, neither judged nor answered nor recorded."""
-        if req.deadline is not None and time.time() > req.deadline + CLOCK_SKEW:
-            log.info("request %s from %s is past its deadline: dropped", req.id, peer.hex()[:16])
-            return True
-        view = self.ctx.chain_view
-        try:
-            await asyncio.to_thread(view.refresh)
-        except ChainError:
-            return False  # judged as usual: a check without the chain refuses
-        for txin in req.tx.vin:  # any input spent on chain: the request confirmed, or never can
-            outpoint = (b2lx(txin.prevout.hash), txin.prevout.n)
-            spender = view.index.spender(outpoint)
-            if spender is not None:
-                log.info(
-                    "request %s from %s is settled on chain (%s:%d spent by %s): dropped",
-                    req.id,
-                    peer.hex()[:16],
-                    *outpoint,
-                    spender,
-                )
-                return True
-        return False
-
-    async def _answer_request(self, peer: PeerId, req: SigningRequest) -> None:
-        ctx = self.ctx
-        reason = await self._check_request(req)
-        if reason is not None:
-            log.info("request %s from %s refused: %s", req.id, peer.hex()[:16], reason)
-            if peer != ctx.me:
-                ctx.store.save_request(req.id, req.kind, peer, "refused", req.to_body(), {"reason": reason})
-            await ctx.send(peer, SignReject(req.id, reason))
-            return
-        tasks = self._judged.pop(req.id)
-        assert ctx.keys is not None and ctx.secshare is not None
-        my_id = ctx.keys.member_index(ctx.me)
-        assert my_id is not None
-        signer = RoastSigner(ctx.keys.roast_key, my_id, ctx.secshare, tasks)
-        pre = signer.presign()
-        key = _journal_key(pre.pubnonces)
-        ctx.store.issue_nonce(key, req.id)
-        self._signing[req.id] = _Signing(req, signer, peer, key)
-        if peer != ctx.me:
-            ctx.store.save_request(req.id, req.kind, peer, "accepted", req.to_body())
-        await ctx.send(peer, SignReady(req.id, pre.pubnonces))
-
-    async def _check_request(self, req: SigningRequest) -> str | None:
-        """None if this member will sign `req`, else the reason it refuses."""
-        ctx = self.ctx
-        if ctx.keys is None or ctx.secshare is None:
-            return "no active epoch"
-        if req.epoch != ctx.keys.epoch and self.catch_up is not None:
-            await self.catch_up()  # perhaps the next epoch has just become active
-        if req.epoch != ctx.keys.epoch:
-            return f"request is for epoch {req.epoch}, this member is in epoch {ctx.keys.epoch}"
-        try:
-            self._judged[req.id] = await asyncio.to_thread(self._judge(req).approve, req)
-        except PolicyRejection as e:
-            return f"{e.code}: {e.message}"
-        except ChainError as e:
-            return f"chain_unavailable: {e}"
-        except Exception as e:  # a check that breaks is a refusal, never a signature
-            log.exception("policy check failed")
-            return f"check_failed: {type(e).__name__}: {e}"
-        return None
-
-    async def _on_sign_session(self, peer: PeerId, msg: Message) -> None:
-        try:  # every field checked before the nonce journal is touched
-            session = SignSession.decode(msg)
-        except MessageError as e:
-            rid, sid = str(msg.body.get("id"))[:64], str(msg.body.get("sid"))[:20]
-            log.warning("session %s/%s from %s refused: %s", rid, sid, peer.hex()[:16], e)
-            return
-        rid = session.id
-        state = self._signing.get(rid)
-        if state is None or peer != state.coordinator:
-            return
-        request = SessionRequest(session.sid, session.signers, session.pubnonces)
-        try:
-            state.signer.check_session(request)
-        except ValueError as e:
-            log.warning("session %s/%s from %s refused: %s", rid, session.sid, peer.hex()[:16], e)
-            return
-        try:
-            self.ctx.store.use_nonce(state.pubnonce_key)  # durable before any partial signature exists
-        except NonceReuseError as e:
-            log.error("session %s/%d refused: %s", rid, request.sid, e)
-            return
-        try:
-            reply = state.signer.on_session(request)
-        except ValueError as e:
-            log.warning("session %s/%d could not be signed: %s", rid, request.sid, e)
-            return
-        next_key = _journal_key(reply.next_pubnonces)
-        self.ctx.store.issue_nonce(next_key, rid)
-        state.pubnonce_key = next_key
-        state.signed = True
-        await self.ctx.send(peer, SignShare(rid, reply.sid, tuple(reply.psigs), tuple(reply.next_pubnonces)))
-
-    def _on_sign_done(self, peer: PeerId, msg: Message) -> None:
-        done = SignDone.decode(msg)
-        state = self._signing.get(done.id)
-        if state is None or peer != state.coordinator:
-            return
-        del self._signing[done.id]
-        self._settle(state, done.status)
-        self.ctx.store.update_request(done.id, done.status, {"txid": done.txid})
-
-    def _settle(self, state: _Signing, status: str) -> None:
-        """The request is over: its outstanding nonce is discarded. The ledger's reservation stays:
-        only a confirmed transaction spending one of its inputs releases it (whatever a coordinator
-        says, a partial signature of this member may exist, or others may still complete the
-        request). A retry of the same debt spends the same anchor, so it replaces the reservation."""
-        self.ctx.store.discard_nonce(state.pubnonce_key)
