@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Iterable
@@ -80,10 +81,20 @@ def main() -> None:
     faults = frozenset(f for f in args.faults.split(",") if f)
     config = load_config(args.config)
     daemon.setup_logging(config.data_dir)
-    daemon.Member = functools.partial(  # type: ignore[misc]
-        FaultyMember, faults=faults, latency_seconds=args.latency_ms / 1000
-    )
+    build_members_with(functools.partial(FaultyMember, faults=faults, latency_seconds=args.latency_ms / 1000))
     asyncio.run(daemon.run(config))
+
+
+def build_members_with(factory: Any) -> None:
+    """Make the daemon's one `Member(...)` call build `factory`'s members instead, wherever that call
+    looks the name up (the daemon itself, or the member builder it shares with the plugin)."""
+    for name in ("frostfed.plugin.daemon", "frostfed.federation.member_config"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "Member"):
+            module.Member = factory
 
 
 if __name__ == "__main__":
