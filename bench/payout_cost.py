@@ -52,10 +52,9 @@ from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.bitcoin.taproot import p2tr_address, script_from_address
 from frostfed.federation.chain_view import AnchorPolicy, ChainRefresh, ChainView
 from frostfed.federation.coins import payout_coins
-from frostfed.federation.compact import encode_nonces
 from frostfed.federation.config import default_threshold
 from frostfed.federation.epoch_keys import RECEIVE, EpochKeys
-from frostfed.federation.messages import encode
+from frostfed.federation.messages import encode, encode_nonces
 from frostfed.federation.signing_request import SigningRequest, federation_scripts, signing_tasks
 from frostfed.federation.store import EpochRecord, Store
 from frostfed.frost import secp, signing

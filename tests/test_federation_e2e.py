@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faulty_member import start_faulty
 from federation_cluster import Cluster, heard_from, nonces_used
 from waiting import wait_for
 
@@ -81,7 +82,7 @@ def test_two_members_crashed_before_and_during_signing(all_running: Cluster) -> 
     slow = fed.members[4]
     slow.stop()
     restarted = time.time()
-    slow.start({"FROSTFED_TEST_FAULTS": "delay-psig"})  # answers a session only after 3 s
+    start_faulty(slow, "delay-psig")  # answers a session only after 3 s
     slow.wait_ready()
     wait_for(lambda: heard_from(fed.members[0], slow, restarted), 30, "the coordinator to hear from the slow member")
     box: dict[str, Any] = {}
@@ -106,7 +107,7 @@ def test_invalid_partial_signatures_are_excluded_and_named(all_running: Cluster)
     restarted = time.time()
     for m, fault in [(bad, "bad-psig"), (slow[0], "slow-ready"), (slow[1], "slow-ready")]:
         m.stop()
-        m.start({"FROSTFED_TEST_FAULTS": fault})
+        start_faulty(m, fault)
     for m in (bad, *slow):
         m.wait_ready()
     for m in (bad, *slow):
@@ -137,7 +138,7 @@ def test_member_killed_mid_signing_restarts_and_carries_on(all_running: Cluster)
     fed = all_running
     victim = fed.members[2]
     victim.stop()
-    victim.start({"FROSTFED_TEST_FAULTS": "delay-psig"})
+    start_faulty(victim, "delay-psig")
     victim.wait_ready()
     fed.fund(100_000)
     a = fed.miner_address()

@@ -84,6 +84,6 @@ def test_no_presignature_outlives_its_request(tmp_path, regtest: RegtestBitcoind
         def issued() -> dict[int, int]:
             return {m.index: m.call("frost-status")["nonces"].get("issued", 0) for m in cluster.members}
 
-        wait_for(lambda: not any(issued().values()), 10, "every presignature to be discarded once `sdone` arrives")
+        wait_for(lambda: not any(issued().values()), 10, "every presignature to be discarded once `sign_done` arrives")
     finally:
         cluster.stop()

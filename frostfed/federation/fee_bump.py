@@ -39,7 +39,7 @@ from frostfed.federation.signing_request import SigningRequest
 from frostfed.federation.store import Store
 
 if TYPE_CHECKING:
-    from frostfed.federation.node import Member
+    from frostfed.federation.context import MemberContext
 
 Outpoint = tuple[str, int]
 BUMPABLE = ("payout", "bump")
@@ -184,14 +184,16 @@ class ReplacementBudget:
             self.ledger.replace(self.original.txid, payout.txid)
 
 
-def replacement_policy(member: Member, req: SigningRequest, policy: PayoutPolicy, budget: FeeBudget) -> PayoutPolicy:
+def replacement_policy(
+    ctx: MemberContext, req: SigningRequest, policy: PayoutPolicy, budget: FeeBudget
+) -> PayoutPolicy:
     """`policy` (the member's payout policy for `req`) judging `req` as a bump of a recorded payout."""
-    if member.chain is None:
+    if ctx.chain is None:
         raise PolicyRejection("chain_unavailable", "this member has no chain source")
-    original = recorded_original(member.store, budget, req)
+    original = recorded_original(ctx.store, budget, req)
     base = policy.chain_checks
     checks = ChainChecks(
-        ConfirmedSpends(member.chain, member.chain_view, original.outpoints),
+        ConfirmedSpends(ctx.chain, ctx.chain_view, original.outpoints),
         base.owned,
         base.fee_bounds,
         base.min_confirmations,
@@ -201,7 +203,7 @@ def replacement_policy(member: Member, req: SigningRequest, policy: PayoutPolicy
     rest: list[Policy] = [p for p in policy.policies if p is not budget]
     first = 1 if rest and isinstance(rest[0], ChainRefresh) else 0
     rest.insert(first, ReplacementCheck(original))
-    rest.append(ReplacementBudget(budget, original, member.ledger))
+    rest.append(ReplacementBudget(budget, original, ctx.ledger))
     return PayoutPolicy(checks, rest)
 
 
@@ -234,23 +236,23 @@ def _fail(message: str, code: int = commands.SIGNING_FAILED) -> commands.RpcErro
     return commands.RpcError(code, message)
 
 
-def plan_bump(member: Member, rid: str, feerate: float | None) -> BumpPlan:
+def plan_bump(ctx: MemberContext, rid: str, feerate: float | None) -> BumpPlan:
     """The bump of request `rid` this member would coordinate: its own record of the payout, the
     coins from its own chain index, a fee rate from the chain source's estimate (or `feerate`) and at
     least the BIP 125 minimum. Raises RpcError with a reason a person can act on."""
-    keys = member.keys
-    assert keys is not None and member.chain is not None
-    original = recorded_request(member.store, rid)
+    keys = ctx.keys
+    assert keys is not None and ctx.chain is not None
+    original = recorded_request(ctx.store, rid)
     if original is None:
         raise _fail(f"no request with id {rid}", commands.NOT_FOUND)
-    kind = member.store.requests(rid)[0]["kind"]
+    kind = ctx.store.requests(rid)[0]["kind"]
     if kind not in BUMPABLE:
         raise _fail(f"request {rid} is a {kind} request; only payouts are bumped")
-    if original.status == "rejected" or (original.status == "refused" and not _came_late(member.store, rid)):
+    if original.status == "rejected" or (original.status == "refused" and not _came_late(ctx.store, rid)):
         raise _fail(f"request {rid} was {original.status}; only a payout the federation signed is bumped")
     if original.body.get("epoch") != keys.epoch:
         raise _fail(f"request {rid} is of epoch {original.body.get('epoch')}, the federation is in {keys.epoch}")
-    view = member.chain_view
+    view = ctx.chain_view
     view.refresh()
     input_sats = 0
     for txid, vout in original.outpoints:
@@ -270,14 +272,14 @@ def plan_bump(member: Member, rid: str, feerate: float | None) -> BumpPlan:
     vsize = keypath_vsize(original.tx)
     old_fee = input_sats - sum(o.nValue for o in original.tx.vout)
     least = min_bump_fee(old_fee, vsize)
-    s = member.policy_settings
+    s = ctx.policy
     if feerate is not None and feerate * vsize < least:
         raise _fail(
             f"feerate {feerate} sat/vB is below what a replacement of payout {rid} must pay: "
             f"at least {least} sats, {least / vsize:.2f} sat/vB (it pays {old_fee / vsize:.2f})",
             commands.INVALID_PARAMS,
         )
-    choice = choose_feerate(member.chain, s.min_feerate, s.max_feerate, feerate)
+    choice = choose_feerate(ctx.chain, s.min_feerate, s.max_feerate, feerate)
     rate = max(choice.sat_per_vb, least / vsize)
     if rate > s.max_feerate:
         raise _fail(

@@ -215,7 +215,7 @@ class FederationService(_LedgerCommands):
             raise RpcError(commands.CHAIN_ERROR, "this member has no chain source to check the payout's coins")
         async with self._payout_lock:
             try:
-                plan = await asyncio.to_thread(plan_bump, member, id, feerate)
+                plan = await asyncio.to_thread(plan_bump, member.ctx, id, feerate)
             except ChainError as e:
                 raise RpcError(commands.CHAIN_ERROR, f"bitcoind: {e}") from None
             outcome = await self._sign(plan.request)

@@ -27,8 +27,7 @@ from frostfed.federation.sealing import Sealer
 from frostfed.federation.service import FederationService
 from frostfed.federation.store import Store
 from frostfed.net.addresses import PeerAddress, peer_address
-from frostfed.net.channel import Channel, PeerId
-from frostfed.net.latency import LatencyChannel
+from frostfed.net.channel import PeerId
 from frostfed.net.tcp import NoiseChannel
 from frostfed.plugin import logfiles
 from frostfed.plugin.rpcserver import RpcServer
@@ -170,16 +169,13 @@ async def run(config: Config) -> None:
         listen=(config.listen_host, config.listen_port),
         reconnect_max=2.0,  # a member coming up late is reached within 2 s
     )
-    faults = frozenset(f for f in os.environ.get("FROSTFED_TEST_FAULTS", "").split(",") if f)
-    latency_ms = float(os.environ.get("FROSTFED_TEST_LATENCY_MS", "0") or 0)
-    link: Channel = LatencyChannel(channel, latency_ms / 1000) if latency_ms > 0 else channel
     parts = MemberParts(
         me=identity.id,
         echo_secret=identity.private_key.secret,
         host_seckey=identity.host_seed(),
         sealer=sealer_for(config, identity.seal_seed()),
         store=store,
-        channel=link,
+        channel=channel,
         chain=chain,
         ledger=ledger,
         chain_index=ChainIndex(config.data_dir / "chain.sqlite"),
@@ -188,7 +184,7 @@ async def run(config: Config) -> None:
         bond_wallet=BitcoindBondWallet(wallet_rpc) if wallet_rpc is not None else None,
         add_peer=lambda peer, address: channel.add_member(peer, peer_host_port(peer, address)),
     )
-    member = build_member(settings, parts, faults=faults)
+    member = build_member(settings, parts)
     service = FederationService(member, wallet_rpc)
     server = RpcServer(service, config.data_dir / SOCKET_NAME)
     stop = asyncio.Event()

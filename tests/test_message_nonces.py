@@ -8,8 +8,7 @@ import os
 import pytest
 from dealer import trusted_dealer
 
-from frostfed.federation.compact import NONCE_BYTES, decode_nonces, encode_nonces
-from frostfed.federation.messages import Message, MessageError, encode
+from frostfed.federation.messages import NONCE_BYTES, Message, MessageError, decode_nonces, encode, encode_nonces
 from frostfed.frost.roast import RoastSigner, SessionRequest, SigningTask, ThresholdKey
 
 
