@@ -3,7 +3,7 @@
 The member sits on any `Channel` (Noise over TCP standalone, custom messages inside Core
 Lightning): a reliable layer on top, multiplexed into the round echo broadcast (DKG rounds) and the
 member's own point-to-point messages. ROAST signing (`roast_signing`) and membership changes
-(`membership`) run on the same member and share its messages, store and chain source; crypto and
+(`membership/`, a state machine and its driver) run on the same member and share its messages, store and chain source; crypto and
 policy are the sans-I/O pieces of `frost/` and `bitcoin/`.
 """
 
@@ -458,7 +458,7 @@ class Member:
     def _state(self) -> str:
         if self.keys is not None:
             return "active"
-        if self.store.get_meta("left_at_epoch"):
+        if self.membership.left_at_epoch() is not None:
             return "left"
         if self._dkg is not None:
             return "dkg"
