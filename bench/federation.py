@@ -20,6 +20,10 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from faulty_member import start_faulty
+
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.bitcoin.taproot import script_from_address
@@ -55,10 +59,12 @@ def run_case(base: Path, btc: RegtestBitcoind, n: int, rtt_ms: float, runs: int)
     members = write_cluster(
         base, n, t, btc.rpc_port, btc.datadir / "regtest" / ".cookie", heartbeat=0.5, offline_after=3.0
     )
-    env = {"FROSTFED_TEST_LATENCY_MS": str(rtt_ms / 2)} if rtt_ms else {}
     try:
         for m in members:
-            m.start(env)
+            if rtt_ms:
+                start_faulty(m, latency_ms=rtt_ms / 2)  # every message waits half the round trip
+            else:
+                m.start()
         for m in members:
             m.wait_ready(120)
         wait_for_epoch(members, 600)

@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from faulty_member import start_faulty
+
 from frostfed.bitcoin.chain import ChainRpcError
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.regtest import RegtestBitcoind
@@ -21,9 +23,14 @@ class Cluster:
         self.members = write_cluster(base, n, t, btc.rpc_port, btc.datadir / "regtest" / ".cookie", **kw)
         self.t = t
 
-    def start(self, env_for: dict[int, dict[str, str]] | None = None) -> str:
+    def start(self, faults_for: dict[int, list[str]] | None = None) -> str:
+        """Start every member (those in `faults_for` with those faults, see faulty_member); wait for epoch 0."""
         for m in self.members:
-            m.start((env_for or {}).get(m.index))
+            faults = (faults_for or {}).get(m.index)
+            if faults:
+                start_faulty(m, *faults)
+            else:
+                m.start()
         for m in self.members:
             m.wait_ready()
         return wait_for_epoch(self.members)

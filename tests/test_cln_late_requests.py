@@ -13,7 +13,8 @@ from fake_chain import FakeChain, payment, script, spend
 from frostfed.bitcoin.chain import ChainError
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.federation.messages import Message
-from frostfed.federation.roast_signing import CLOCK_SKEW, RoastSigning
+from frostfed.federation.roast_signer import CLOCK_SKEW
+from frostfed.federation.roast_signing import RoastSigning
 from frostfed.federation.signing_request import SigningRequest
 
 PEER = bytes([2]) + b"\x01" * 32
@@ -48,7 +49,7 @@ class View:
 
 
 def signing(view: View) -> RoastSigning:
-    return RoastSigning(SimpleNamespace(chain_view=view, request_timeout=60.0))  # type: ignore[arg-type]
+    return RoastSigning(SimpleNamespace(chain_view=view), {})  # type: ignore[arg-type]
 
 
 def funded_chain() -> tuple[FakeChain, tuple[str, int]]:

@@ -180,7 +180,7 @@ async def test_one_members_address_announcement_cannot_blow_up_the_coin_scan(tmp
     """`addr` from a peer moves this member's address index; the coin scan of every later payout and
     transition derives every script up to it (find_coins: range(receive_count + LOOKAHEAD))."""
     member, ids = _member(tmp_path, chain, 0)
-    member._on_address(ids[2], Message("addr", {"epoch": 0, "index": 2**31 - 1}))
+    member._on_address(ids[2], Message("address", {"epoch": 0, "index": 2**31 - 1}))
     assert member.store.next_address_index(0) <= 10_000, "the next payout scans 2^31 scripts"
     member.store.close()
 
@@ -203,7 +203,7 @@ async def test_hints_from_one_member_cannot_crowd_out_the_proposers_transaction(
     )
     for i in range(40):
         txid = hashlib.sha256(f"made up {i}".encode()).hexdigest()
-        member._on_message(ids[2], encode("hb", {"t": 0, "epoch": 1, "txid": txid}))
+        member._on_message(ids[2], encode("heartbeat", {"t": 0, "epoch": 1, "txid": txid}))
     real = hashlib.sha256(b"the transition").hexdigest()
     await member.membership.receive(ids[1], Message("tdone", {"epoch": 1, "txid": real}))
     assert real in rec.candidates, "the proposer's transaction was dropped"
@@ -221,7 +221,7 @@ async def test_address_announcements_cannot_push_new_addresses_past_what_the_cha
     member, ids = _member(tmp_path, chain, 0)
     for _ in range(5):
         ahead = member.store.next_address_index(0) + MAX_ADDRESS_GAP
-        member._on_address(ids[2], Message("addr", {"epoch": 0, "index": ahead}))
+        member._on_address(ids[2], Message("address", {"epoch": 0, "index": ahead}))
     used = member.chain_view.index.used_indexes(0)[RECEIVE]
     assert member.store.next_address_index(0) <= used + RECEIVE_LOOKAHEAD, "the next address is watched by nobody"
     member.store.close()

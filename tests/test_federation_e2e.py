@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faulty_member import start_faulty
 from federation_cluster import Cluster
 
 from frostfed.bitcoin.regtest import RegtestBitcoind
@@ -79,7 +80,7 @@ def test_two_members_crashed_before_and_during_signing(all_running: Cluster) -> 
     fed.members[3].kill()  # before
     slow = fed.members[4]
     slow.stop()
-    slow.start({"FROSTFED_TEST_FAULTS": "delay-psig"})  # answers a session only after 3 s
+    start_faulty(slow, "delay-psig")  # answers a session only after 3 s
     slow.wait_ready()
     time.sleep(1.5)  # heartbeats: the coordinator sees who is up
     box: dict[str, Any] = {}
@@ -102,7 +103,7 @@ def test_invalid_partial_signatures_are_excluded_and_named(all_running: Cluster)
     # the cheater answers fast and two honest members late, so ROAST's first session includes it
     for m, fault in [(bad, "bad-psig"), (slow[0], "slow-ready"), (slow[1], "slow-ready")]:
         m.stop()
-        m.start({"FROSTFED_TEST_FAULTS": fault})
+        start_faulty(m, fault)
     for m in (bad, *slow):
         m.wait_ready()
     time.sleep(1.0)
@@ -132,7 +133,7 @@ def test_member_killed_mid_signing_restarts_and_carries_on(all_running: Cluster)
     fed = all_running
     victim = fed.members[2]
     victim.stop()
-    victim.start({"FROSTFED_TEST_FAULTS": "delay-psig"})
+    start_faulty(victim, "delay-psig")
     victim.wait_ready()
     fed.fund(100_000)
     a = fed.miner_address()

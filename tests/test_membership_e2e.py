@@ -234,7 +234,7 @@ def test_a_long_offline_member_is_expelled_automatically(tmp_path, regtest: Regt
 
 def test_a_member_killed_while_the_transition_is_signed_catches_up(tmp_path, regtest: RegtestBitcoind) -> None:
     cluster = Cluster(tmp_path, regtest, 5, 3, membership=MEMBERSHIP)
-    cluster.start({4: {"FROSTFED_TEST_FAULTS": "delay-psig"}})
+    cluster.start({4: ["delay-psig"]})
     try:
         cluster.fund(100_000)
         m0, m1, m2, expelled, slow = cluster.members  # the expelled member, online, signs no expulsion of itself

@@ -32,7 +32,7 @@ from frostfed.federation.change_judgement import OperatorDecisions
 from frostfed.federation.membership import effects as fx
 from frostfed.federation.membership.machine import TRANSITIONS, Event, Machine
 from frostfed.federation.membership.record import TERMINAL, ChangeRecord, State
-from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.messages import Message, MessageError, Prevout
 from frostfed.federation.transition import TransitionPlan
 
 S = State
@@ -385,8 +385,8 @@ def test_the_joiner_offers_and_signs_only_when_its_proposer_asks() -> None:
     rec = m.current
     assert m.receive(IDS[2], msg("bond_req", epoch=1), 2.0) == []
     assert m.receive(p.proposer, msg("bond_req", epoch=1), 2.0) == [fx.MakeOffer(rec)]
-    assert m.receive(IDS[2], msg("bond_sign", epoch=1, tx="00"), 2.0) == []
-    [sign] = m.receive(p.proposer, msg("bond_sign", epoch=1, tx="00"), 2.0)
+    assert m.receive(IDS[2], msg("bond_sign", epoch=1, tx="00", prevouts=[]), 2.0) == []
+    [sign] = m.receive(p.proposer, msg("bond_sign", epoch=1, tx="00", prevouts=[]), 2.0)
     assert isinstance(sign, fx.SignBond) and sign.record is rec
     m.bond_recorded(rec, {"txid": "11" * 32, "vout": 1, "sats": p.bond_sats, "locktime": p.bond_locktime})
     m.receive(p.proposer, msg("tdone", epoch=1, txid="22" * 32), 3.0)
@@ -440,7 +440,8 @@ def joining_proposer(until: str):
     }
     [build] = only(m.receive(JOINER, msg("bond_offer", epoch=1, **offer), 2.0), fx.BuildTransition)
     assert m.current.state is S.BUILDING and build.offer is not None
-    out = m.built(m.current, TransitionPlan(CTransaction(), [(0, (0, 0))], 1), [{"txid": "ab" * 32}], 3.0)  # type: ignore[arg-type]
+    plan = TransitionPlan(CTransaction(), [(0, (0, 0))], 1)
+    out = m.built(m.current, plan, [Prevout("ab" * 32, 0, b"\x51", 1000)], 3.0)
     assert m.current.state is S.AWAIT_BOND_SIG
     return m, p, out
 
@@ -496,7 +497,9 @@ def test_the_proposers_own_key_counts_for_itself() -> None:
 def test_a_join_exchanges_the_bond_before_signing() -> None:
     m, _p, out = joining_proposer("bond_sig")
     [ask] = sends(out, "bond_sign")
-    assert ask.peer == JOINER and ask.body["prevouts"] == [{"txid": "ab" * 32}]
+    assert ask.peer == JOINER and ask.body["prevouts"] == [
+        {"txid": "ab" * 32, "vout": 0, "scriptPubKey": "51", "amount": 1000}
+    ]
     out = m.receive(JOINER, msg("bond_signed", epoch=1, script_sig="", witness=["aa"]), 4.0)
     [sign] = only(out, fx.SignTransition)
     assert sign.extra == {1: (b"", [b"\xaa"])} and m.current.state is S.SIGNING

@@ -79,7 +79,7 @@ def test_no_presignature_outlives_its_request(tmp_path, regtest: RegtestBitcoind
     try:
         cluster.fund(100_000)
         pay_one(cluster, cluster.members, cluster.members[0])
-        time.sleep(1.0)  # let the last `sdone` arrive
+        time.sleep(1.0)  # let the last `sign_done` arrive
         issued = {m.index: m.call("frost-status")["nonces"].get("issued", 0) for m in cluster.members}
         assert issued == dict.fromkeys(issued, 0), issued
     finally:

@@ -1,12 +1,23 @@
-"""Federation protocol messages: canonical JSON (sorted keys, byte strings in hex), versioned, with
-every field type- and length-checked on decode, so that a malformed or hostile message becomes a
-`MessageError` naming the problem and never reaches protocol logic half-parsed."""
+"""Federation protocol messages, the protocol's reference: every kind a member sends (`Kind`), and for
+each its typed form (a frozen dataclass with `encode()` and `decode(Message)`).
+
+On the wire a message is canonical JSON (sorted keys, byte strings in hex), versioned. Every field is
+type- and length-checked in the kind's `decode`, so a malformed or hostile message becomes a
+`MessageError` naming the problem and never reaches protocol logic half-parsed. Checks that need the
+receiver's state (is this the request I signed? does the count match my tasks?) belong to the
+receiver's state machine, not here.
+
+The signing request itself is `signing_request.SigningRequest` (it carries a transaction and its
+judgement); the membership kinds are the types of `membership` (`Proposal`, `BondOffer`) until they
+move here.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar, Self
 
 VERSION = 1
 MAX_MESSAGE = 4 * 1024 * 1024
@@ -18,8 +29,36 @@ class MessageError(Exception):
     """A received message is malformed; the sender is at fault."""
 
 
+class Kind(StrEnum):
+    """Every message kind, by its wire name (a `StrEnum`: a kind is the string it sends)."""
+
+    # signing (roast_signing): coordinator -> all, signer -> coordinator, coordinator -> a session's signers
+    SIGN_REQUEST = "sign_request"  # the request (signing_request.SigningRequest)
+    SIGN_READY = "sign_ready"  # the signer accepts: its first presignature
+    SIGN_REJECT = "sign_reject"  # the signer refuses, with its reason
+    SIGN_SESSION = "sign_session"  # a ROAST session: its signers and their presignatures
+    SIGN_SHARE = "sign_share"  # a partial signature per input and the next presignature
+    SIGN_DONE = "sign_done"  # the outcome, coordinator -> all
+    # the epoch's DKG (dkg_driver)
+    DKG_HELLO = "dkg_hello"  # "I run attempt N of epoch E": everyone moves to the highest attempt
+    EPOCH_RECOVERY = "epoch_recovery"  # a finished DKG's public recovery data, for a member that missed the end
+    # liveness and addresses (node)
+    HEARTBEAT = "heartbeat"  # the sender is up; its epoch and the transaction that opened it
+    ADDRESS = "address"  # an address index is taken
+    # membership changes (membership); wire names of protocol version 1
+    CHANGE_PROPOSAL = "tprop"
+    CHANGE_ACK = "tack"
+    CHANGE_KEY = "tdkg"
+    CHANGE_DONE = "tdone"
+    CHANGE_ABORT = "tabort"
+    BOND_REQUEST = "bond_req"
+    BOND_OFFER = "bond_offer"
+    BOND_SIGN = "bond_sign"
+    BOND_SIGNED = "bond_signed"
+
+
 def encode(kind: str, body: dict[str, Any]) -> bytes:
-    return json.dumps({"v": VERSION, "type": kind, "body": body}, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps({"v": VERSION, "type": str(kind), "body": body}, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -100,3 +139,380 @@ def decode(data: bytes) -> Message:
     if not 0 < len(kind) <= MAX_KIND or not kind.isascii() or not kind.isprintable():
         raise MessageError("message type must be a short printable name")
     return Message(kind, obj["body"])
+
+
+# -- typed messages --------------------------------------------------------------------------------
+
+MAX_TASKS = 10_000
+"""The most signing tasks (federation inputs) a message may carry: more than a standard transaction
+(400,000 bytes) can hold. The exact count is the receiver's check, against its own tasks."""
+MAX_REASON = 1000
+TXID_HEX = 64
+
+
+class Typed:
+    """The base of every typed message: its `KIND`, its body as a dict, and the strict reading back.
+
+    Subclasses are frozen dataclasses; `decode` does every field check, so a handler receives either a
+    whole, well-typed message or a `MessageError`."""
+
+    KIND: ClassVar[Kind]
+
+    def body(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        return encode(self.KIND, self.body())
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        raise NotImplementedError
+
+
+def _request_id(msg: Message) -> str:
+    return msg.text("id", 64)
+
+
+def _optional_int(msg: Message, key: str, lo: int = 0, hi: int = 2**63) -> int | None:
+    return msg.integer(key, lo, hi) if key in msg.body else None
+
+
+@dataclass(frozen=True)
+class SignReady(Typed):
+    KIND: ClassVar[Kind] = Kind.SIGN_READY
+    id: str
+    pubnonces: tuple[bytes, ...]  # 66 bytes each, one per task
+
+    def body(self) -> dict[str, Any]:
+        return {"id": self.id, "pubnonces": [p.hex() for p in self.pubnonces]}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(_request_id(msg), tuple(msg.hexlist("pubnonces", 66, max_items=MAX_TASKS)))
+
+
+@dataclass(frozen=True)
+class SignReject(Typed):
+    KIND: ClassVar[Kind] = Kind.SIGN_REJECT
+    id: str
+    reason: str
+
+    def body(self) -> dict[str, Any]:
+        return {"id": self.id, "reason": self.reason}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(_request_id(msg), msg.text("reason", MAX_REASON))
+
+
+MAX_SESSION_ID = 2**31
+
+
+@dataclass(frozen=True)
+class SignSession(Typed):
+    """A session: the signer ids, and one presignature (a pubnonce per task) per signer. Which ids and
+    nonces are right is `RoastSigner.check_session`'s judgement."""
+
+    KIND: ClassVar[Kind] = Kind.SIGN_SESSION
+    id: str
+    sid: int
+    signers: tuple[int, ...]
+    pubnonces: tuple[tuple[bytes, ...], ...]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sid": self.sid,
+            "signers": list(self.signers),
+            "pubnonces": [[p.hex() for p in ps] for ps in self.pubnonces],
+        }
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        rid = _request_id(msg)
+        sid = msg.integer("sid", 0, MAX_SESSION_ID)
+        signers = msg.get("signers", list)
+        raw = msg.get("pubnonces", list)
+        if len(signers) > MAX_TASKS or not all(type(i) is int for i in signers):
+            raise MessageError(f"{msg.kind}: signer ids must be whole numbers")
+        if len(raw) != len(signers):
+            raise MessageError(f"{msg.kind}: {len(signers)} signers but {len(raw)} presignatures")
+        pubnonces = []
+        for ps in raw:
+            if not isinstance(ps, list):
+                raise MessageError(f"{msg.kind}: a presignature must be a list of pubnonces")
+            pubnonces.append(tuple(Message(msg.kind, {"p": ps}).hexlist("p", 66, max_items=MAX_TASKS)))
+        return cls(rid, sid, tuple(signers), tuple(pubnonces))
+
+
+@dataclass(frozen=True)
+class SignShare(Typed):
+    KIND: ClassVar[Kind] = Kind.SIGN_SHARE
+    id: str
+    sid: int
+    psigs: tuple[bytes, ...]  # 32 bytes each, one per task
+    next: tuple[bytes, ...]  # the signer's next presignature
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sid": self.sid,
+            "psigs": [p.hex() for p in self.psigs],
+            "next": [p.hex() for p in self.next],
+        }
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(
+            _request_id(msg),
+            msg.integer("sid", 0, MAX_SESSION_ID),
+            tuple(msg.hexlist("psigs", 32, max_items=MAX_TASKS)),
+            tuple(msg.hexlist("next", 66, max_items=MAX_TASKS)),
+        )
+
+
+@dataclass(frozen=True)
+class SignDone(Typed):
+    """The coordinator's word on how a request ended: it only ends the signer's part (the nonce is
+    discarded); no member believes the status beyond that."""
+
+    KIND: ClassVar[Kind] = Kind.SIGN_DONE
+    id: str
+    status: str
+    txid: str  # "" when nothing was signed
+
+    def body(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "txid": self.txid}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(_request_id(msg), msg.text("status", 32), msg.text("txid", TXID_HEX))
+
+
+@dataclass(frozen=True)
+class DkgHello(Typed):
+    KIND: ClassVar[Kind] = Kind.DKG_HELLO
+    epoch: int
+    attempt: int
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "attempt": self.attempt}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, 2**31), msg.integer("attempt", 1, 2**31))
+
+
+MAX_RECOVERY = 1 << 20
+
+
+@dataclass(frozen=True)
+class EpochRecovery(Typed):
+    KIND: ClassVar[Kind] = Kind.EPOCH_RECOVERY
+    epoch: int
+    recovery: bytes  # ChillDKG recovery data: public, checked by participant_recover
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "recovery": self.recovery.hex()}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, 2**31), msg.hexbytes("recovery", max_len=MAX_RECOVERY))
+
+
+@dataclass(frozen=True)
+class Heartbeat(Typed):
+    """Sent every few seconds: the receiver counts the sender as online. The epoch and the transaction
+    that opened it are only a hint where to look on chain."""
+
+    KIND: ClassVar[Kind] = Kind.HEARTBEAT
+    t: int
+    epoch: int | None = None
+    txid: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"t": self.t}
+        if self.epoch is not None:
+            body["epoch"] = self.epoch
+        if self.txid is not None:
+            body["txid"] = self.txid
+        return body
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        txid = msg.hexbytes("txid", 32).hex() if "txid" in msg.body else None
+        return cls(msg.integer("t"), _optional_int(msg, "epoch", 0, 2**31), txid)
+
+
+@dataclass(frozen=True)
+class Address(Typed):
+    KIND: ClassVar[Kind] = Kind.ADDRESS
+    epoch: int
+    index: int  # a receive index, m/0/index
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch"), msg.integer("index", 0, 2**31 - 1))
+
+
+# -- membership kinds ------------------------------------------------------------------------------
+# The typed forms of the membership messages; the membership machine (`membership/`) reads and sends
+# them. The proposal itself is `transition.Proposal` and the bond offer `transition.BondOffer` (they
+# carry the change's rules).
+
+MAX_EPOCH = 2**31
+MAX_TX = 400_000
+MAX_REASON_CHANGE = 500
+
+
+@dataclass(frozen=True)
+class ChangeAck(Typed):
+    """A member's answer to a proposal: it takes part, or refuses and says why."""
+
+    KIND: ClassVar[Kind] = Kind.CHANGE_ACK
+    epoch: int
+    ok: bool
+    reason: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "ok": self.ok, "reason": self.reason[:MAX_REASON_CHANGE]}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, MAX_EPOCH), msg.get("ok", bool), msg.text("reason", MAX_REASON_CHANGE))
+
+
+@dataclass(frozen=True)
+class ChangeKey(Typed):
+    """A new member's report to the proposer: the new epoch's DKG ended, with this recovery data."""
+
+    KIND: ClassVar[Kind] = Kind.CHANGE_KEY
+    epoch: int
+    recovery: bytes
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "recovery": self.recovery.hex()}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, MAX_EPOCH), msg.hexbytes("recovery", max_len=MAX_RECOVERY))
+
+
+@dataclass(frozen=True)
+class ChangeDone(Typed):
+    """The proposer's word that the transition is broadcast: only a hint where to look on chain."""
+
+    KIND: ClassVar[Kind] = Kind.CHANGE_DONE
+    epoch: int
+    txid: str
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "txid": self.txid}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, MAX_EPOCH), msg.hexbytes("txid", 32).hex())
+
+
+@dataclass(frozen=True)
+class ChangeAbort(Typed):
+    """The proposer drops its change (only its own abort of its own proposal counts)."""
+
+    KIND: ClassVar[Kind] = Kind.CHANGE_ABORT
+    epoch: int
+    nonce: str
+    reason: str
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "nonce": self.nonce, "reason": self.reason[:MAX_REASON_CHANGE]}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(
+            msg.integer("epoch", 0, MAX_EPOCH), msg.text("nonce", 32), msg.text("reason", MAX_REASON_CHANGE)
+        )
+
+
+@dataclass(frozen=True)
+class BondRequest(Typed):
+    """The proposer asks the joiner for its bond coin."""
+
+    KIND: ClassVar[Kind] = Kind.BOND_REQUEST
+    epoch: int
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(msg.integer("epoch", 0, MAX_EPOCH))
+
+
+@dataclass(frozen=True)
+class Prevout:
+    txid: str
+    vout: int
+    script_pubkey: bytes
+    amount: int
+
+
+@dataclass(frozen=True)
+class BondSign(Typed):
+    """The proposer asks the joiner to sign its bond input of the transition (the joiner's wallet
+    checks the transaction against the agreed bond and change; the prevouts let it compute sighashes)."""
+
+    KIND: ClassVar[Kind] = Kind.BOND_SIGN
+    epoch: int
+    tx: bytes
+    prevouts: tuple[Prevout, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "tx": self.tx.hex(),
+            "prevouts": [
+                {"txid": p.txid, "vout": p.vout, "scriptPubKey": p.script_pubkey.hex(), "amount": p.amount}
+                for p in self.prevouts
+            ],
+        }
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        prevouts = []
+        for i, raw in enumerate(msg.get("prevouts", list)):
+            if not isinstance(raw, dict):
+                raise MessageError(f"{msg.kind}: prevouts[{i}] has the wrong type")
+            po = Message(msg.kind, raw)
+            prevouts.append(
+                Prevout(
+                    po.hexbytes("txid", 32).hex(),
+                    po.integer("vout", 0, 2**32 - 1),
+                    po.hexbytes("scriptPubKey", max_len=10_000),
+                    po.integer("amount", 0, 21_000_000 * 10**8),
+                )
+            )
+        return cls(msg.integer("epoch", 0, MAX_EPOCH), msg.hexbytes("tx", max_len=MAX_TX), tuple(prevouts))
+
+
+@dataclass(frozen=True)
+class BondSigned(Typed):
+    """The joiner's signed bond input: its scriptSig and witness."""
+
+    KIND: ClassVar[Kind] = Kind.BOND_SIGNED
+    epoch: int
+    script_sig: bytes
+    witness: tuple[bytes, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "script_sig": self.script_sig.hex(), "witness": [w.hex() for w in self.witness]}
+
+    @classmethod
+    def decode(cls, msg: Message) -> Self:
+        return cls(
+            msg.integer("epoch", 0, MAX_EPOCH),
+            msg.hexbytes("script_sig", max_len=1650),
+            tuple(msg.hexlist("witness", max_items=20)),
+        )

@@ -12,23 +12,28 @@ in) checks what the PSBT claims about the coins it spends against its own chain 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from bitcoin.core import CTransaction
+from bitcoin.core import CTransaction, CTxIn
+from bitcoin.core.script import CScript
 
 from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, PolicyRejection, check_psbt_claims
 from frostfed.bitcoin.psbt import Psbt, PsbtError
-from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, taproot_sighash
+from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, taproot_sighash, with_keypath_witnesses
 from frostfed.federation.epoch_keys import EpochKeys, PathError, check_path
-from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.messages import Kind, Message, MessageError, Typed
 from frostfed.frost.roast import SigningTask
+from frostfed.frost.secp import schnorr_verify
 
 MAX_TX_BYTES = 400_000
 MAX_PSBT_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
-class SigningRequest:
+class SigningRequest(Typed):
+    """The `sign_request` message: what the coordinator asks every member to sign."""
+
+    KIND: ClassVar[Kind] = Kind.SIGN_REQUEST
     id: str
     epoch: int
     kind: str  # "payout", "psbt" or "transition"
@@ -55,6 +60,13 @@ class SigningRequest:
         if self.deadline is not None:
             body["deadline"] = self.deadline
         return body
+
+    def body(self) -> dict[str, Any]:
+        return self.to_body()
+
+    @classmethod
+    def decode(cls, msg: Message) -> SigningRequest:
+        return cls.from_message(msg)
 
     @property
     def fed_inputs(self) -> list[tuple[int, tuple[int, int]]]:
@@ -168,3 +180,28 @@ def judge(keys: EpochKeys, req: SigningRequest, policy: PayoutPolicy) -> list[Si
 
     policy.approve(req.tx, also_check=request_checks)
     return tasks
+
+
+def signed_transaction(
+    keys: EpochKeys,
+    req: SigningRequest,
+    tasks: list[SigningTask],
+    signatures: list[bytes] | tuple[bytes, ...],
+    extra_inputs: dict[int, tuple[bytes, list[bytes]]],
+) -> CTransaction:
+    """The request's transaction with every federation input's key-path signature (each checked against
+    the key of its path before it goes in) and the finished scriptSig and witness of every other input.
+    Raises ValueError if an aggregate signature does not verify."""
+    stacks = {i: witness for i, (_, witness) in extra_inputs.items()}
+    for (i, path), task, sig in zip(req.fed_inputs, tasks, signatures, strict=True):
+        if not schnorr_verify(task.msg, keys.output_key(path), sig):
+            raise ValueError(f"aggregate signature {i} does not verify")
+        stacks[i] = keypath_witness_stack(sig, SIGHASH_DEFAULT)
+    signed = with_keypath_witnesses(req.tx, stacks)
+    if any(script_sig for script_sig, _ in extra_inputs.values()):
+        vin = [
+            CTxIn(txin.prevout, CScript(extra_inputs.get(i, (b"", []))[0]), txin.nSequence)
+            for i, txin in enumerate(signed.vin)
+        ]
+        signed = CTransaction(vin, signed.vout, signed.nLockTime, signed.nVersion, signed.wit)
+    return signed

@@ -24,8 +24,6 @@ from frostfed.federation.node import Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.service import FederationService
 from frostfed.federation.store import Store
-from frostfed.net.channel import Channel
-from frostfed.net.latency import LatencyChannel
 from frostfed.net.tcp import NoiseChannel
 from frostfed.plugin.rpcserver import RpcServer
 
@@ -107,16 +105,13 @@ async def run(config: Config) -> None:
         listen=(config.listen_host, config.listen_port),
         reconnect_max=2.0,  # a member coming up late is reached within 2 s
     )
-    faults = frozenset(f for f in os.environ.get("FROSTFED_TEST_FAULTS", "").split(",") if f)
-    latency_ms = float(os.environ.get("FROSTFED_TEST_LATENCY_MS", "0") or 0)
-    link: Channel = LatencyChannel(channel, latency_ms / 1000) if latency_ms > 0 else channel
     member = Member(
         me=identity.id,
         echo_secret=identity.private_key.secret,
         host_seckey=identity.host_seed(),
         sealer=sealer_for(config, identity.seal_seed()),
         store=store,
-        channel=link,
+        channel=channel,
         members=members,
         threshold=config.threshold,
         chain=chain,
@@ -124,7 +119,6 @@ async def run(config: Config) -> None:
         policy=config.policy,
         heartbeat_seconds=config.heartbeat_seconds,
         offline_after_seconds=config.offline_after_seconds,
-        faults=faults,
         membership=config.membership,
         joining=config.joining,
         directory=directory,

@@ -39,12 +39,13 @@ class LocalMember:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def start(self, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+        """`command` replaces `python -m frostfed` (a wrapped daemon); `run --config` follows it."""
         if self.socket.exists():
             self.socket.unlink()
         log = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "frostfed", "run", "--config", str(self.config)],
+            [*(command or [sys.executable, "-m", "frostfed"]), "run", "--config", str(self.config)],
             stdout=log,
             stderr=log,
             env={**os.environ, **(env or {})},

@@ -32,7 +32,8 @@ from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, taproot_sighash
 from frostfed.bitcoin.taproot import p2tr_address
 from frostfed.federation.coins import find_coins
 from frostfed.federation.config import load_config
-from frostfed.federation.messages import Message, encode
+from frostfed.federation.context import MemberContext
+from frostfed.federation.messages import Kind, Message, encode
 from frostfed.federation.node import Member
 from frostfed.federation.roast_signing import RoastSigning, _Coordination
 from frostfed.federation.signing_request import SigningRequest
@@ -43,7 +44,7 @@ from frostfed.plugin import daemon
 log = logging.getLogger("adversary")
 
 
-def chain_tasks(member: Member, req: SigningRequest) -> list[SigningTask]:
+def chain_tasks(member: Member | MemberContext, req: SigningRequest) -> list[SigningTask]:
     """What to sign for `req`, with no check at all: spent outputs from the chain, sighash DEFAULT."""
     assert member.keys is not None and member.chain is not None
     spent = []
@@ -69,14 +70,15 @@ class EvilRun:
 
 class EvilSigning(RoastSigning):
     def __init__(self, member: Member) -> None:
-        super().__init__(member)
+        super().__init__(member.ctx, member.signing.judges, member.signing.catch_up)
+        self.member = member
         self.runs: dict[str, EvilRun] = {}
 
     async def _check_request(self, req: SigningRequest) -> str | None:
-        if self.member.keys is None or self.member._secshare is None:
+        if self.ctx.keys is None or self.ctx.secshare is None:
             return "no active epoch"
         try:
-            self._judged[req.id] = await asyncio.to_thread(chain_tasks, self.member, req)
+            self._judged[req.id] = await asyncio.to_thread(chain_tasks, self.ctx, req)
         except Exception as e:
             return f"attacker cannot compute the sighashes: {e}"
         return None
@@ -87,7 +89,7 @@ class EvilSigning(RoastSigning):
             run.ready.add(peer)
             run.presignatures[peer] = list(msg.body.get("pubnonces", []))
             if run.hold:
-                found = self._coordination_for(peer, msg)
+                found = self._coordination_for(peer, str(msg.body.get("id", "")))
                 if found is not None:
                     found[0].answered.add(found[1])
                 return
@@ -126,7 +128,7 @@ class EvilSigning(RoastSigning):
         self._coordinating[req.id] = coord
         try:
             for peer in asked:
-                await member._send(peer, "sreq", req.to_body())
+                await member._send(peer, Kind.SIGN_REQUEST, req.to_body())
             deadline = time.monotonic() + timeout
             asked_ids = {keys.member_index(p) for p in asked}
             while time.monotonic() < deadline:

@@ -228,7 +228,7 @@ def test_a_forged_failed_completion_releases_no_reservation(fed: AdversaryCluste
     # the payout reaches the members outside the session too (as a request of its own, so their
     # presignatures never join a session): they approve and reserve it
     shown = {**first, "id": first["id"] + "-b"}
-    fed.attacker.evil("send", {"to": [m.id.hex() for m in outside], "kind": "sreq", "body": shown})
+    fed.attacker.evil("send", {"to": [m.id.hex() for m in outside], "kind": "sign_request", "body": shown})
     out = sign(fed, first, inside)
     assert out["signed"], out
     assert set(out["shares"]) <= {m.id.hex() for m in inside} | {fed.attacker.id.hex()}
@@ -236,10 +236,11 @@ def test_a_forged_failed_completion_releases_no_reservation(fed: AdversaryCluste
     for m in fed.honest:
         wait_for(lambda m=m: txid in ledger_reserved(m), f"member {m.index} to reserve the payout")
     for rid in (first["id"], shown["id"]):
-        fed.attacker.evil("send", {"to": "all", "kind": "sdone", "body": {"id": rid, "status": "failed", "txid": ""}})
+        forged = {"id": rid, "status": "failed", "txid": ""}
+        fed.attacker.evil("send", {"to": "all", "kind": "sign_done", "body": forged})
     for m, rid in [(m, first["id"]) for m in inside] + [(m, shown["id"]) for m in outside]:
         # the forged message was taken in (the nonce discarded), the ledger kept the reservation
-        wait_for(lambda m=m, rid=rid: "issued" not in nonces_for(m, rid), f"member {m.index} to read sdone")
+        wait_for(lambda m=m, rid=rid: "issued" not in nonces_for(m, rid), f"member {m.index} to read sign_done")
         assert txid in pending(m)
     for m in outside:
         assert nonces_for(m, shown["id"]) == ["discarded"]  # it never signed, yet keeps the reservation

@@ -90,7 +90,7 @@ def test_sessions_with_bad_signer_lists_are_refused_before_the_nonce_journal(fed
             "send",
             {
                 "to": [victim.id.hex()],
-                "kind": "ssess",
+                "kind": "sign_session",
                 "body": {"id": body["id"], "sid": sid, "signers": signers, "pubnonces": pubnonces},
             },
         )
@@ -107,12 +107,12 @@ def test_sessions_with_bad_signer_lists_are_refused_before_the_nonce_journal(fed
 @pytest.mark.parametrize(
     ("kind", "patch"),
     [
-        ("sready", {"pubnonces": ["02" + "00" * 65]}),  # one pubnonce, not a point
-        ("sready", {"pubnonces": []}),
-        ("sshare", {"sid": 2**40}),  # the share is dropped; ROAST starts a session without it
-        ("sshare", {"sid": 7}),  # a session it is not in
-        ("sshare", {"psigs": []}),
-        ("sshare", {"next": ["zz"]}),
+        ("sign_ready", {"pubnonces": ["02" + "00" * 65]}),  # one pubnonce, not a point
+        ("sign_ready", {"pubnonces": []}),
+        ("sign_share", {"sid": 2**40}),  # the share is dropped; ROAST starts a session without it
+        ("sign_share", {"sid": 7}),  # a session it is not in
+        ("sign_share", {"psigs": []}),
+        ("sign_share", {"next": ["zz"]}),
     ],
 )
 def test_an_honest_coordinator_pays_out_whatever_the_attacker_answers(
@@ -128,7 +128,7 @@ def test_an_honest_coordinator_pays_out_whatever_the_attacker_answers(
         fed.attacker.evil("tamper", {"kind": kind, "patch": None})
     assert result["status"] == "broadcast"
     assert fed.attacker.id.hex() not in result["signers"] and len(result["signers"]) == 3
-    if kind == "sready":  # a presignature that fails its checks names its sender at once
+    if kind == "sign_ready":  # a presignature that fails its checks names its sender at once
         assert result["malicious"] == [fed.attacker.id.hex()]
     fed.btc.mine(1)
     assert fed.received(miner) == 15_000

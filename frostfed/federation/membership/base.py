@@ -19,7 +19,6 @@ from frostfed.federation.membership.transitions import (
     Event,
     IllegalTransition,
 )
-from frostfed.federation.messages import Message
 from frostfed.federation.transition import BondOffer, Proposal
 
 PeerId = bytes
@@ -130,10 +129,11 @@ class MachineBase:
             peers.update(self.seat.contacts)
         return peers
 
-    def _mine(self, msg: Message, proposer: bool) -> ChangeRecord | None:
-        """The change in progress, if `msg` is for it and this member is (or is not) its proposer."""
+    def _mine(self, epoch: int, proposer: bool) -> ChangeRecord | None:
+        """The change in progress, if a message for `epoch` is for it and this member is (or is not) its
+        proposer."""
         rec = self.current
-        if rec is None or msg.integer("epoch") != rec.epoch or (rec.proposal.proposer == self.me) != proposer:
+        if rec is None or epoch != rec.epoch or (rec.proposal.proposer == self.me) != proposer:
             return None
         return rec
 

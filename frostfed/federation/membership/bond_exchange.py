@@ -11,7 +11,7 @@ from coincurve import PrivateKey
 
 from frostfed.bitcoin.bond import bond_script
 from frostfed.federation.bond_wallet import BondWallet
-from frostfed.federation.messages import Message
+from frostfed.federation.messages import BondSign
 from frostfed.federation.transition import BondOffer, Proposal
 
 
@@ -27,7 +27,7 @@ def make_offer(wallet: BondWallet | None, bond_key: PrivateKey | None, p: Propos
 
 
 def sign_bond_input(
-    wallet: BondWallet | None, bond_key: PrivateKey | None, p: Proposal, body: dict[str, Any]
+    wallet: BondWallet | None, bond_key: PrivateKey | None, p: Proposal, ask: BondSign
 ) -> tuple[bytes, list[bytes], dict[str, Any]]:
     """The joiner signs only a transaction that spends its offered coin into its bond (with the agreed
     lock time) and its change (the wallet checks both), and nothing of its own elsewhere. Returns the
@@ -35,17 +35,9 @@ def sign_bond_input(
     coin = wallet.coin if wallet is not None else None
     if wallet is None or bond_key is None or coin is None:
         raise BondRefused("no bond was offered")
-    msg = Message("bond_sign", body)
-    tx = CTransaction.deserialize(msg.hexbytes("tx", max_len=400_000))
+    tx = CTransaction.deserialize(ask.tx)
     bond = CTxOut(p.bond_sats, CScript(bond_script(bond_key.public_key.format()[1:], p.bond_locktime)))
-    prevouts: dict[tuple[str, int], CTxOut] = {}
-    for po in msg.get("prevouts", list):
-        try:
-            prevouts[(str(po["txid"]), int(po["vout"]))] = CTxOut(
-                int(po["amount"]), CScript(bytes.fromhex(str(po["scriptPubKey"])))
-            )
-        except (KeyError, TypeError, ValueError):
-            raise BondRefused("a prevout of the join transaction is malformed") from None
+    prevouts = {(po.txid, po.vout): CTxOut(po.amount, CScript(po.script_pubkey)) for po in ask.prevouts}
     script_sig, witness = wallet.sign(tx, prevouts, coin.outpoint, bond)
     vout = next(i for i, o in enumerate(tx.vout) if o.scriptPubKey == bond.scriptPubKey)
     record = {"txid": b2lx(tx.GetTxid()), "vout": vout, "sats": p.bond_sats, "locktime": p.bond_locktime}

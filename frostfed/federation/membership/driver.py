@@ -22,7 +22,7 @@ from frostfed.federation.membership.executor import EffectRunner, MembershipErro
 from frostfed.federation.membership.machine import Machine, Seat
 from frostfed.federation.membership.record import ChangeRecord
 from frostfed.federation.membership.transition_check import transition_tasks
-from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.messages import Kind, Message, MessageError
 from frostfed.federation.signing_request import SigningRequest
 from frostfed.federation.transition import Proposal, ProposalRefused, make_proposal
 from frostfed.frost import chilldkg
@@ -34,7 +34,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PeerId = bytes
-KINDS = ("tprop", "tack", "tdkg", "bond_req", "bond_offer", "bond_sign", "bond_signed", "tdone", "tabort")
+KINDS = (
+    Kind.CHANGE_PROPOSAL,
+    Kind.CHANGE_ACK,
+    Kind.CHANGE_KEY,
+    Kind.CHANGE_DONE,
+    Kind.CHANGE_ABORT,
+    Kind.BOND_REQUEST,
+    Kind.BOND_OFFER,
+    Kind.BOND_SIGN,
+    Kind.BOND_SIGNED,
+)
 
 
 def _load(raw: list[str]) -> list[ChangeRecord]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from frostfed.federation.dkg_run import DkgResult
 from frostfed.federation.membership.record import ChangeRecord
+from frostfed.federation.messages import BondSign, Typed
 from frostfed.federation.transition import BondOffer, Proposal
 
 PeerId = bytes
@@ -19,6 +20,10 @@ class Send:
     peer: PeerId
     kind: str
     body: dict[str, Any]
+
+
+def send(peer: PeerId, message: Typed) -> Send:
+    return Send(peer, message.KIND, message.body())
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ class SignBond:
     """The joiner: sign its input of the join transaction, if it spends its coin only into its bond."""
 
     record: ChangeRecord
-    body: dict[str, Any]
+    request: BondSign
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from frostfed.federation.membership import effects as fx
 from frostfed.federation.membership.admission import ask_admission_command
 from frostfed.federation.membership.machine import Machine
 from frostfed.federation.membership.record import ChangeRecord, epoch_json, epoch_of
-from frostfed.federation.messages import MessageError
+from frostfed.federation.messages import BondSign, BondSigned, ChangeAck, Kind, MessageError
 from frostfed.federation.store import EpochRecord
 from frostfed.federation.transition import Proposal
 
@@ -152,7 +152,7 @@ class EffectRunner:
         elif isinstance(e, fx.MakeOffer):
             return self._offer(e.record)
         elif isinstance(e, fx.SignBond):
-            return self._sign_bond(e.record, e.body)
+            return self._sign_bond(e.record, e.request)
         elif isinstance(e, fx.Watch):
             return self._watch(e.record)
         elif isinstance(e, fx.CheckDead):
@@ -259,24 +259,23 @@ class EffectRunner:
             )
         except (ChainError, bond_exchange.BondRefused, BondWalletError) as e:
             log.error("cannot offer a bond: %s", e)
-            await member._send(p.proposer, "tack", {"epoch": p.epoch, "ok": False, "reason": f"no bond: {e}"[:500]})
+            await member._send(p.proposer, Kind.CHANGE_ACK, ChangeAck(p.epoch, False, f"no bond: {e}"[:500]).body())
             return
-        await member._send(p.proposer, "bond_offer", {"epoch": p.epoch, **offer.to_body()})
+        await member._send(p.proposer, Kind.BOND_OFFER, {"epoch": p.epoch, **offer.to_body()})
 
-    async def _sign_bond(self, rec: ChangeRecord, body: dict[str, Any]) -> None:
+    async def _sign_bond(self, rec: ChangeRecord, ask: BondSign) -> None:
         p, member = rec.proposal, self.member
         try:
             script_sig, witness, bond = await asyncio.to_thread(
-                bond_exchange.sign_bond_input, self.bond_wallet, self.bond_key, p, body
+                bond_exchange.sign_bond_input, self.bond_wallet, self.bond_key, p, ask
             )
         except (ChainError, bond_exchange.BondRefused, BondWalletError, MessageError, ValueError) as e:
             log.error("refusing to sign the join transaction: %s", e)
             reason = f"joiner refuses: {e}"[:500]
-            await member._send(p.proposer, "tack", {"epoch": p.epoch, "ok": False, "reason": reason})
+            await member._send(p.proposer, Kind.CHANGE_ACK, ChangeAck(p.epoch, False, reason).body())
             return
         self._input(lambda: self.machine.bond_recorded(rec, bond))
-        reply = {"epoch": p.epoch, "script_sig": script_sig.hex(), "witness": [w.hex() for w in witness]}
-        await member._send(p.proposer, "bond_signed", reply)
+        await member._send(p.proposer, Kind.BOND_SIGNED, BondSigned(p.epoch, script_sig, tuple(witness)).body())
 
     async def _watch(self, rec: ChangeRecord) -> None:
         if self.member.chain is None:

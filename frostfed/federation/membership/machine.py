@@ -27,7 +27,7 @@ from frostfed.federation.membership.participant import ParticipantSide
 from frostfed.federation.membership.proposer import ProposerSide
 from frostfed.federation.membership.record import ChangeRecord, State
 from frostfed.federation.membership.transitions import TIMED_STATES, TRANSITIONS, Event, IllegalTransition
-from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.messages import ChangeKey, Kind, Message, MessageError
 
 PeerId = bytes
 S = State
@@ -38,15 +38,15 @@ __all__ = ["TRANSITIONS", "Event", "IllegalTransition", "Machine", "MachineBase"
 class Machine(ProposerSide, ParticipantSide):
     def receive(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
         handler = {
-            "tprop": self._on_tprop,
-            "tack": self._on_tack,
-            "tdkg": self._on_tdkg,
-            "bond_req": self._on_bond_req,
-            "bond_offer": self._on_bond_offer,
-            "bond_sign": self._on_bond_sign,
-            "bond_signed": self._on_bond_signed,
-            "tdone": self._on_tdone,
-            "tabort": self._on_tabort,
+            Kind.CHANGE_PROPOSAL: self._on_tprop,
+            Kind.CHANGE_ACK: self._on_tack,
+            Kind.CHANGE_KEY: self._on_tdkg,
+            Kind.BOND_REQUEST: self._on_bond_req,
+            Kind.BOND_OFFER: self._on_bond_offer,
+            Kind.BOND_SIGN: self._on_bond_sign,
+            Kind.BOND_SIGNED: self._on_bond_signed,
+            Kind.CHANGE_DONE: self._on_tdone,
+            Kind.CHANGE_ABORT: self._on_tabort,
         }.get(msg.kind)
         if handler is None:
             raise MessageError(f"not a membership message: {msg.kind!r}")
@@ -61,8 +61,7 @@ class Machine(ProposerSide, ParticipantSide):
         out: list[fx.Effect] = [fx.SaveShare(result, epoch), fx.Persist(rec)]
         if rec.proposal.proposer == self.me:
             return out + self._key_reported(rec, self.me, result.group_key, result.recovery, now)
-        body = {"epoch": epoch, "recovery": result.recovery.hex()}
-        return [*out, fx.Send(rec.proposal.proposer, "tdkg", body)]
+        return [*out, fx.send(rec.proposal.proposer, ChangeKey(epoch, result.recovery))]
 
     def approved(
         self, rec: ChangeRecord, judged: list[tuple[str, int]], txid: str | None, now: float

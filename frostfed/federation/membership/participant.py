@@ -15,7 +15,16 @@ from frostfed.federation.membership import effects as fx
 from frostfed.federation.membership.base import MachineBase, ProposerRun
 from frostfed.federation.membership.record import ChangeRecord, State
 from frostfed.federation.membership.transitions import _PARTICIPATING, MAX_ABORTS_HEARD, Event
-from frostfed.federation.messages import Message, MessageError
+from frostfed.federation.messages import (
+    BondRequest,
+    BondSign,
+    ChangeAbort,
+    ChangeAck,
+    ChangeDone,
+    Kind,
+    Message,
+    MessageError,
+)
 from frostfed.federation.transition import Proposal, ProposalRefused, check_proposal
 
 PeerId = bytes
@@ -69,7 +78,7 @@ class ParticipantSide(MachineBase):
             return self._refuse(p, peer, decision)
         return [
             *self._adopt(p, now, Event.ADOPT, anchor),
-            fx.Send(peer, "tack", {"epoch": p.epoch, "ok": True, "reason": ""}),
+            fx.send(peer, ChangeAck(p.epoch, True)),
         ]
 
     def refuse(self, p: Proposal, peer: PeerId, decision: Decision) -> list[fx.Effect]:
@@ -80,7 +89,7 @@ class ParticipantSide(MachineBase):
         if self.seat.keys is not None:
             out.append(fx.RecordRefusal("proposal", p.to_body(), decision.code, decision.reason))
         reason = f"{decision.code}: {decision.reason}"[:500]
-        return [*out, fx.Send(peer, "tack", {"epoch": p.epoch, "ok": False, "reason": reason})]
+        return [*out, fx.send(peer, ChangeAck(p.epoch, False, reason))]
 
     def _adopt(self, p: Proposal, now: float, event: Event, anchor: tuple[str, int] | None) -> list[fx.Effect]:
         keys = self.seat.keys
@@ -93,7 +102,7 @@ class ParticipantSide(MachineBase):
         if event is Event.PROPOSE:
             old = set(keys.members) if keys is not None else set()
             self.run = ProposerRun(sorted((old | set(p.members)) - {self.me}))
-            out += [fx.Send(t, "tprop", p.to_body()) for t in self.run.targets]
+            out += [fx.Send(t, Kind.CHANGE_PROPOSAL, p.to_body()) for t in self.run.targets]
         if self.me in p.members:
             out.append(fx.StartDkg(p.epoch, p.members, p.threshold))
         return out
@@ -113,31 +122,34 @@ class ParticipantSide(MachineBase):
             return self._refuse(p, peer, Decision(False, BAD_PROPOSAL, reason))
         return [fx.Judge(p, peer, False)]
 
-    def _joiner_asked(self, peer: PeerId, msg: Message) -> ChangeRecord | None:
-        rec = self._mine(msg, False)
+    def _joiner_asked(self, peer: PeerId, epoch: int) -> ChangeRecord | None:
+        rec = self._mine(epoch, False)
         if rec is None or rec.proposal.subject != self.me or peer != rec.proposal.proposer:
             return None
         return rec if rec.state in _PARTICIPATING else None
 
     def _on_bond_req(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        rec = self._joiner_asked(peer, msg)
+        rec = self._joiner_asked(peer, BondRequest.decode(msg).epoch)
         return [fx.MakeOffer(rec)] if rec is not None else []
 
     def _on_bond_sign(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        rec = self._joiner_asked(peer, msg)
-        return [fx.SignBond(rec, dict(msg.body))] if rec is not None else []
+        ask = BondSign.decode(msg)
+        rec = self._joiner_asked(peer, ask.epoch)
+        return [fx.SignBond(rec, ask)] if rec is not None else []
 
     def _on_tdone(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        rec = self._mine(msg, False)
+        done = ChangeDone.decode(msg)
+        rec = self._mine(done.epoch, False)
         if rec is None or peer != rec.proposal.proposer:
             return []
-        txid = msg.hexbytes("txid", 32).hex()
+        txid = done.txid
         if rec.bond is not None and rec.proposal.subject == self.me:  # a legacy joiner input changes the txid
             rec.bond = {**rec.bond, "txid": txid}
         return self.candidate(rec, txid, None, now)
 
     def _on_tabort(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        nonce = msg.text("nonce", 32)
+        abort = ChangeAbort.decode(msg)
+        nonce = abort.nonce
         if len(self.aborted) >= MAX_ABORTS_HEARD:  # a peer's stream of aborts must not grow without bound
             self.aborted.clear()
         self.aborted.add((peer, nonce))  # only its proposer's abort counts for a proposal
@@ -146,7 +158,7 @@ class ParticipantSide(MachineBase):
             return []
         if rec.judged is not None and rec.candidates:
             return []  # a signed transition cannot be called back: the chain decides (Watch, CheckDead)
-        return self._drop(rec, Event.ABORT_HEARD, f"the proposer aborted: {msg.text('reason', 500)}", True, now)
+        return self._drop(rec, Event.ABORT_HEARD, f"the proposer aborted: {abort.reason}", True, now)
 
     def hint(self, peer: PeerId, epoch: int, txid: str, now: float) -> list[fx.Effect]:
         """A member of the proposed epoch runs it already: its transaction id is a hint, if this member

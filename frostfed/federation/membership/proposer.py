@@ -10,7 +10,18 @@ from frostfed.federation.membership import effects as fx
 from frostfed.federation.membership.base import MachineBase
 from frostfed.federation.membership.record import ChangeRecord, State
 from frostfed.federation.membership.transitions import _BEFORE_SIGNING, TIMED_STATES, Event
-from frostfed.federation.messages import Message
+from frostfed.federation.messages import (
+    MAX_EPOCH,
+    BondRequest,
+    BondSign,
+    BondSigned,
+    ChangeAbort,
+    ChangeAck,
+    ChangeDone,
+    ChangeKey,
+    Message,
+    Prevout,
+)
 from frostfed.federation.transition import BondOffer, Proposal, verify_new_epoch_key
 
 PeerId = bytes
@@ -29,20 +40,22 @@ class ProposerSide(MachineBase):
         return [fx.Finished(p.nonce, error=reason)]
 
     def _on_tack(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        rec, run = self._mine(msg, True), self.run
-        if rec is None or run is None or msg.get("ok", bool):
+        ack = ChangeAck.decode(msg)
+        rec, run = self._mine(ack.epoch, True), self.run
+        if rec is None or run is None or ack.ok:
             return []
-        reason = msg.text("reason", 500)
+        reason = ack.reason
         run.refusals[peer.hex()] = reason
         if peer in rec.proposal.members and rec.state in _BEFORE_SIGNING:  # every new member is needed
             return self.fail(f"member {peer.hex()[:16]} refuses: {reason}", now)
         return []
 
     def _on_tdkg(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        rec = self._mine(msg, True)
+        key = ChangeKey.decode(msg)
+        rec = self._mine(key.epoch, True)
         if rec is None or peer not in rec.proposal.members or rec.state is not S.COLLECTING:
             return []
-        recovery = msg.hexbytes("recovery", max_len=1 << 20)
+        recovery = key.recovery
         try:
             group_key = verify_new_epoch_key(recovery, rec.proposal, self.seat.hostkeys())
         except PolicyRejection:
@@ -63,12 +76,12 @@ class ProposerSide(MachineBase):
         run.group_key, run.recovery = group_key, recovery
         if rec.proposal.kind == "join":
             self._move(rec, Event.KEYS_JOIN, now)
-            return [fx.Persist(rec), fx.Send(rec.proposal.subject, "bond_req", {"epoch": rec.epoch})]
+            return [fx.Persist(rec), fx.send(rec.proposal.subject, BondRequest(rec.epoch))]
         self._move(rec, Event.KEYS, now)
         return [fx.Persist(rec), fx.BuildTransition(rec, group_key, recovery, None)]
 
     def _on_bond_offer(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        rec, run = self._mine(msg, True), self.run
+        rec, run = self._mine(msg.integer("epoch", 0, MAX_EPOCH), True), self.run
         if rec is None or run is None or peer != rec.proposal.subject or rec.state is not S.AWAIT_OFFER:
             return []
         run.offer = BondOffer.from_message(msg)
@@ -76,15 +89,16 @@ class ProposerSide(MachineBase):
         return [fx.Persist(rec), fx.BuildTransition(rec, run.group_key, run.recovery, run.offer)]
 
     def _on_bond_signed(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        rec, run = self._mine(msg, True), self.run
+        signed = BondSigned.decode(msg)
+        rec, run = self._mine(signed.epoch, True), self.run
         if rec is None or run is None or peer != rec.proposal.subject or rec.state is not S.AWAIT_BOND_SIG:
             return []
-        signature = (msg.hexbytes("script_sig", max_len=1650), msg.hexlist("witness", max_items=20))
+        signature = (signed.script_sig, list(signed.witness))
         self._move(rec, Event.BOND_SIGNED, now)
         extra = {run.plan.bond_input: signature}
         return [fx.Persist(rec), fx.SignTransition(rec, run.plan, run.recovery, run.offer, extra)]
 
-    def built(self, rec: ChangeRecord, plan: Any, prevouts: list[dict[str, Any]], now: float) -> list[fx.Effect]:
+    def built(self, rec: ChangeRecord, plan: Any, prevouts: list[Prevout], now: float) -> list[fx.Effect]:
         """The transition transaction (`prevouts`: the federation's inputs, which the joiner checks)."""
         run = self.run
         if rec is not self.current or run is None or rec.state is not S.BUILDING:
@@ -92,8 +106,8 @@ class ProposerSide(MachineBase):
         run.plan = plan
         if run.offer is not None and plan.bond_input is not None:
             self._move(rec, Event.BUILT_JOIN, now)
-            body = {"epoch": rec.epoch, "tx": plan.tx.serialize().hex(), "prevouts": prevouts}
-            return [fx.Persist(rec), fx.Send(rec.proposal.subject, "bond_sign", body)]
+            ask = BondSign(rec.epoch, plan.tx.serialize(), tuple(prevouts))
+            return [fx.Persist(rec), fx.send(rec.proposal.subject, ask)]
         self._move(rec, Event.BUILT, now)
         return [fx.Persist(rec), fx.SignTransition(rec, plan, run.recovery, run.offer)]
 
@@ -107,7 +121,7 @@ class ProposerSide(MachineBase):
             rec.signed_tx = str(outcome["tx"])
         self._move(rec, Event.SIGNED, now)
         out = self.candidate(rec, txid, None, now)
-        out += [fx.Persist(rec), *(fx.Send(t, "tdone", {"epoch": rec.epoch, "txid": txid}) for t in run.targets)]
+        out += [fx.Persist(rec), *(fx.send(t, ChangeDone(rec.epoch, txid)) for t in run.targets)]
         p = rec.proposal
         result = {
             "epoch": p.epoch,
@@ -129,8 +143,8 @@ class ProposerSide(MachineBase):
         if rec is None or rec.proposal.proposer != self.me or not self.allowed(Event.FAILED):
             return []
         targets = run.targets if run is not None else sorted(set(rec.proposal.members) - {self.me})
-        body = {"epoch": rec.epoch, "nonce": rec.proposal.nonce, "reason": reason[:500]}
-        out: list[fx.Effect] = [fx.Send(t, "tabort", body) for t in targets]
+        abort = ChangeAbort(rec.epoch, rec.proposal.nonce, reason[:500])
+        out: list[fx.Effect] = [fx.send(t, abort) for t in targets]
         return out + self._drop(rec, Event.FAILED, reason, True, now)
 
     def next_deadline(self) -> float | None:

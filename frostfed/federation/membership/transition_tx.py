@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from frostfed.federation.coins import find_coins
 from frostfed.federation.dkg_run import chain_code_of
 from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.messages import Prevout
 from frostfed.federation.roast_signing import SigningError
 from frostfed.federation.signing_request import SigningRequest
 from frostfed.federation.transition import (
@@ -30,7 +31,7 @@ class TransitionFailed(Exception):
 
 def build(
     member: Member, p: Proposal, group_key: bytes, recovery: bytes, offer: BondOffer | None
-) -> tuple[TransitionPlan, list[dict[str, Any]]]:
+) -> tuple[TransitionPlan, list[Prevout]]:
     """The plan, and the federation's inputs as the joiner checks them. Runs in a worker thread."""
     keys = member.keys
     if keys is None or member.chain is None:
@@ -46,15 +47,7 @@ def build(
         plan = build_transition_tx([(c.utxo, c.path) for c in coins], new_keys.script(TRANSITION_PATH), rate, p, offer)
     except ProposalRefused as e:
         raise TransitionFailed(str(e)) from None
-    prevouts = [
-        {
-            "txid": c.utxo.txid,
-            "vout": c.utxo.vout,
-            "scriptPubKey": c.utxo.script_pubkey.hex(),
-            "amount": c.utxo.amount_sats,
-        }
-        for c in coins
-    ]
+    prevouts = [Prevout(c.utxo.txid, c.utxo.vout, c.utxo.script_pubkey, c.utxo.amount_sats) for c in coins]
     return plan, prevouts
 
 

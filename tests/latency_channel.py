@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from .channel import Channel, ChannelError, PeerId
+from frostfed.net.channel import Channel, ChannelError, PeerId
 
 
 class LatencyChannel(Channel):
