@@ -19,7 +19,7 @@ from frostfed.federation.membership.record import ChangeRecord, Outpoint, epoch_
 from frostfed.federation.transition import TRANSITION_PATH
 
 if TYPE_CHECKING:
-    from frostfed.federation.node import Member
+    from frostfed.federation.membership.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ SCAN_BLOCKS = 2000
 
 
 def find_transition(
-    member: Member, settings: MembershipSettings, rec: ChangeRecord
+    member: Host, settings: MembershipSettings, rec: ChangeRecord
 ) -> tuple[tuple[str, bool] | None, int]:
     """The confirmed transaction among the candidates that is the transition: it spends the old
     epoch's anchor coin (so the old epoch's members signed it, whoever named it), pays this member's
@@ -71,7 +71,7 @@ def find_transition(
 
 
 def _is_transition(
-    member: Member,
+    member: Host,
     tx: CTransaction,
     txid: str,
     expected: bytes | None,
@@ -100,7 +100,7 @@ def _is_transition(
 
 
 def transition_impossible(
-    member: Member, settings: MembershipSettings, rec: ChangeRecord
+    member: Host, settings: MembershipSettings, rec: ChangeRecord
 ) -> tuple[str | None, Outpoint | None]:
     """Why no transition of the change can confirm any more, if this member's own chain shows it, and
     no candidate transaction is in a block since it was named or in the mempool: a coin the transition
@@ -131,7 +131,7 @@ def transition_impossible(
 
 
 def _anchor_spent_elsewhere(
-    member: Member, settings: MembershipSettings, rec: ChangeRecord
+    member: Host, settings: MembershipSettings, rec: ChangeRecord
 ) -> tuple[Outpoint | None, str | None]:
     """The old epoch's anchor when this member took part, spent at least DEAD_AFTER_BLOCKS deep by a
     transaction that paid its change back to the old epoch (it made the next anchor): a payout, never
@@ -155,7 +155,7 @@ def _anchor_spent_elsewhere(
 
 
 def dropped_change_on_chain(
-    member: Member, settings: MembershipSettings, dropped: list[ChangeRecord]
+    member: Host, settings: MembershipSettings, dropped: list[ChangeRecord]
 ) -> tuple[ChangeRecord, str, int] | None:
     """A change this member dropped (a proposer's abort, perhaps sent to some members only, or a
     proposer gone silent) that took place all the same: this member's own chain index shows the

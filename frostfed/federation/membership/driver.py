@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from coincurve import PrivateKey
@@ -29,7 +29,7 @@ from frostfed.frost import chilldkg
 from frostfed.frost.roast import SigningTask
 
 if TYPE_CHECKING:
-    from frostfed.federation.node import Member
+    from frostfed.federation.membership.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _load(raw: list[str]) -> list[ChangeRecord]:
 class Membership(EffectRunner):
     def __init__(
         self,
-        member: Member,
+        member: Host,
         settings: MembershipSettings,
         directory: dict[PeerId, str],
         bond_key: bytes | None,
@@ -164,7 +164,7 @@ class Membership(EffectRunner):
         keys = self.member.keys
         self.machine.seat = Seat(keys, self.known_hostkeys, frozenset(self.directory))
 
-    def _input(self, feed: Callable[[], list[fx.Effect]]) -> list[Awaitable[Any]]:
+    def _input(self, feed: Callable[[], list[fx.Effect]]) -> list[Coroutine[Any, Any, Any]]:
         """Feed the machine one input and carry out its effects: the store's in one transaction, the
         others at once or as awaitables for the caller."""
         with self._lock:
@@ -172,7 +172,7 @@ class Membership(EffectRunner):
             effects = feed()
             return self._apply(effects)
 
-    def _on_message(self, peer: PeerId, msg: Message) -> Awaitable[Any] | None:
+    def _on_message(self, peer: PeerId, msg: Message) -> Coroutine[Any, Any, Any] | None:
         pending = self._input(lambda: self.machine.receive(peer, msg, time.time()))
         return self._gather(pending) if pending else None
 
@@ -182,7 +182,7 @@ class Membership(EffectRunner):
         if pending is not None:
             await pending
 
-    async def _gather(self, pending: list[Awaitable[Any]]) -> None:
+    async def _gather(self, pending: list[Coroutine[Any, Any, Any]]) -> None:
         for coro in pending:
             await coro
 

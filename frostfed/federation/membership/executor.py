@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from coincurve import PrivateKey
@@ -27,7 +27,7 @@ from frostfed.federation.store import EpochRecord
 from frostfed.federation.transition import Proposal
 
 if TYPE_CHECKING:
-    from frostfed.federation.node import Member
+    from frostfed.federation.membership.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class MembershipError(Exception):
 
 
 class EffectRunner:
-    member: Member
+    member: Host
     settings: MembershipSettings
     machine: Machine
     bond_key: PrivateKey | None
@@ -57,24 +57,24 @@ class EffectRunner:
     def _seat(self) -> None:
         raise NotImplementedError
 
-    def _input(self, feed: Callable[[], list[fx.Effect]]) -> list[Awaitable[Any]]:
+    def _input(self, feed: Callable[[], list[fx.Effect]]) -> list[Coroutine[Any, Any, Any]]:
         raise NotImplementedError
 
-    def _spawn_all(self, pending: list[Awaitable[Any]]) -> None:
+    def _spawn_all(self, pending: list[Coroutine[Any, Any, Any]]) -> None:
         for coro in pending:
             self.member._spawn(coro)
 
     # -- carrying out effects --------------------------------------------------------------------
 
-    def _apply(self, effects: list[fx.Effect]) -> list[Awaitable[Any]]:
+    def _apply(self, effects: list[fx.Effect]) -> list[Coroutine[Any, Any, Any]]:
         store = self.member.store
-        pending: list[Awaitable[Any]] = []
+        pending: list[Coroutine[Any, Any, Any]] = []
         stored = (fx.Persist, fx.SaveShare, fx.SetAside, fx.RestoreShare, fx.Activate, fx.RecordRefusal)
-        writes = [e for e in effects if isinstance(e, stored)]
+        writes = [w for w in effects if isinstance(w, stored)]
         if writes:
             with store.transaction():  # a crash leaves the change's record and the epochs as one
-                for e in writes:
-                    self._store_effect(e)
+                for w in writes:
+                    self._store_effect(w)
         for e in effects:
             if isinstance(e, stored):
                 if isinstance(e, fx.Activate):
@@ -116,7 +116,7 @@ class EffectRunner:
             log.warning("membership change %s refused: %s", e.body.get("nonce"), e.reason)
             store.record_refusal(e.stage, e.body, e.code, e.reason)
 
-    def _effect(self, e: fx.Effect) -> Awaitable[Any] | None:
+    def _effect(self, e: fx.Effect) -> Coroutine[Any, Any, Any] | None:
         member = self.member
         if isinstance(e, fx.Send):
             return member._send(e.peer, e.kind, e.body)

@@ -18,6 +18,7 @@ The flow (the proposer coordinates; any failure leaves epoch e untouched):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from frostfed.federation.dkg_run import DkgResult
@@ -37,7 +38,7 @@ __all__ = ["TRANSITIONS", "Event", "IllegalTransition", "Machine", "MachineBase"
 
 class Machine(ProposerSide, ParticipantSide):
     def receive(self, peer: PeerId, msg: Message, now: float) -> list[fx.Effect]:
-        handler = {
+        handlers: dict[str, Callable[[PeerId, Message, float], list[fx.Effect]]] = {
             Kind.CHANGE_PROPOSAL: self._on_tprop,
             Kind.CHANGE_ACK: self._on_tack,
             Kind.CHANGE_KEY: self._on_tdkg,
@@ -47,7 +48,8 @@ class Machine(ProposerSide, ParticipantSide):
             Kind.BOND_SIGNED: self._on_bond_signed,
             Kind.CHANGE_DONE: self._on_tdone,
             Kind.CHANGE_ABORT: self._on_tabort,
-        }.get(msg.kind)
+        }
+        handler = handlers.get(msg.kind)
         if handler is None:
             raise MessageError(f"not a membership message: {msg.kind!r}")
         return handler(peer, msg, now)

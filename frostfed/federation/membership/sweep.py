@@ -14,15 +14,15 @@ from frostfed.federation.change_judgement import OfflineClock
 from frostfed.federation.store import EpochRecord
 
 if TYPE_CHECKING:
+    from frostfed.federation.membership.host import Host
     from frostfed.federation.membership.machine import Machine
-    from frostfed.federation.node import Member
 
 log = logging.getLogger(__name__)
 
 PeerId = bytes
 
 
-def sweep_check(member: Member, machine: Machine) -> bool:
+def sweep_check(member: Host, machine: Machine) -> bool:
     """Delete a retired epoch's share once the chain index shows no coin left at any of its addresses
     (every index ever used, and the look-ahead past them), and only if this member checked the
     transition that retired it. Until then the share stays sealed in the store: the old epoch's
@@ -53,7 +53,7 @@ class OfflineWatch:
     """This member's own offline clock of every peer, kept in the store (a crash loses at most 5 s of
     an outage, never a return)."""
 
-    def __init__(self, member: Member) -> None:
+    def __init__(self, member: Host) -> None:
         self.member = member
         self.clock = OfflineClock(member.store.offline_seconds())
         self._saved = 0.0

@@ -22,7 +22,7 @@ from frostfed.federation.transition import (
 )
 
 if TYPE_CHECKING:
-    from frostfed.federation.node import Member
+    from frostfed.federation.membership.host import Host
 
 
 class TransitionFailed(Exception):
@@ -30,7 +30,7 @@ class TransitionFailed(Exception):
 
 
 def build(
-    member: Member, p: Proposal, group_key: bytes, recovery: bytes, offer: BondOffer | None
+    member: Host, p: Proposal, group_key: bytes, recovery: bytes, offer: BondOffer | None
 ) -> tuple[TransitionPlan, list[Prevout]]:
     """The plan, and the federation's inputs as the joiner checks them. Runs in a worker thread."""
     keys = member.keys
@@ -52,7 +52,7 @@ def build(
 
 
 async def sign(
-    member: Member,
+    member: Host,
     p: Proposal,
     plan: TransitionPlan,
     recovery: bytes,
