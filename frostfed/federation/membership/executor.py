@@ -236,6 +236,11 @@ class EffectRunner:
             reason = str(ex)
             await self._feed(lambda: self.machine.fail(reason, time.time()))
             return
+        except Exception as ex:  # a bug must end the change (with its abort), never leave it waiting
+            log.exception("the transition could not be built")
+            reason = f"{type(ex).__name__}: {ex}"
+            await self._feed(lambda: self.machine.fail(reason, time.time()))
+            return
         await self._feed(lambda: self.machine.built(e.record, plan, prevouts, time.time()))
 
     async def _sign(self, e: fx.SignTransition) -> None:
