@@ -11,6 +11,7 @@ from bitcoin.core import b2lx
 from coincurve import PrivateKey
 from dealer import trusted_dealer
 from fake_chain import FakeChain, script, spend
+from membership_records import activated
 
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import Ledger
@@ -22,6 +23,7 @@ from frostfed.federation.node import Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.signing_request import SigningRequest, federation_scripts
 from frostfed.federation.store import EpochRecord, Store
+from frostfed.federation.transition import Proposal
 from frostfed.net.tcp import NoiseChannel
 
 MINER = script("miner")
@@ -131,7 +133,8 @@ def test_a_retired_share_is_kept_while_a_coin_is_left_at_any_used_index(tmp_path
     member.store.save_epoch(
         EpochRecord(0, "retired", member.members, 2, dealt.thresh_pk, b"\x06" * 32, dealt.pubshares, b"", b"sealed")
     )
-    member.store.set_meta("retired_judged:0", "1")
+    successor = Proposal(1, "leave", member.members[:2], 2, {}, member.members[2], member.members[2])
+    activated(member, successor, 6)  # the transition that retired epoch 0, checked by this member
     member.chain_view.note_epoch_start(0, 6)
     fund = spend([(NOWHERE, 0)], [(keys.script((RECEIVE, 0)), 100_000)])
     late = spend([(NOWHERE, 1)], [(keys.script((CHANGE, 7)), 5_000)])  # a coin at a change index used once

@@ -21,7 +21,7 @@ from frostfed.federation.change_judgement import (
     judge_proposal,
 )
 from frostfed.federation.config import ConfigError, MembershipSettings, membership_settings
-from frostfed.federation.membership import ask_admission_command
+from frostfed.federation.membership.admission import ask_admission_command
 from frostfed.federation.store import Store
 from frostfed.federation.transition import Proposal
 

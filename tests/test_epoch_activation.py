@@ -4,13 +4,13 @@ it checked, never on any transaction that happens to pay the new key."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from decimal import Decimal
 
 import pytest
 from coincurve import PrivateKey
 from dealer import trusted_dealer
+from membership_records import restart, take_part
 
 from frostfed.bitcoin.chain_index import RECEIVE, RECEIVE_LOOKAHEAD
 from frostfed.bitcoin.taproot import p2tr_address
@@ -73,7 +73,7 @@ async def test_a_payment_to_the_new_key_does_not_retire_the_old_epoch(tmp_path, 
     store.save_epoch(rec1)
     member._activate(rec0)
     addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
-    member.membership.proposal = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
+    take_part(member, Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3]), share_made=True)
 
     # Any member of the proposed epoch (or the proposer, by `tdone`) names a transaction of its own
     # that merely pays the new key at output 0; the federation's coins never moved.
@@ -102,12 +102,11 @@ async def test_the_proposers_word_alone_does_not_retire_the_old_epoch(tmp_path, 
         EpochRecord(1, "pending", ids[:3], 3, new.thresh_pk, b"\x03" * 32, new.pubshares, b"", share)
     )
     addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
-    member.membership.proposal = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
-    member.membership._adopted_at = time.monotonic()
+    rec = take_part(member, Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3]), share_made=True)
     new_keys = EpochKeys(1, ids[:3], 3, new.thresh_pk, b"\x03" * 32, [], "regtest")
     txid = pay_from_the_miners_wallet(regtest, new_keys)
-    member.membership._on_done(ids[1], Message("tdone", {"epoch": 1, "txid": txid}))
-    assert txid in member.membership._candidates(1)
+    await member.membership.receive(ids[1], Message("tdone", {"epoch": 1, "txid": txid}))
+    assert txid in rec.candidates
     await member.membership.tick()
     epochs = {e.epoch: e for e in member.store.epochs()}
     assert epochs[0].status == "active", "the old epoch retired on the proposer's word"
@@ -151,8 +150,8 @@ async def test_a_restarted_member_keeps_the_change_in_progress(tmp_path, chain) 
     member, ids = _member(tmp_path, chain, 0)
     addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
     p = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
-    member.store.set_meta("proposal", json.dumps(p.to_body()))  # what _adopt left before the restart
-    member.membership.resume()
+    take_part(member, p)  # what adoption left before the restart
+    restart(member)
     assert member.membership.proposal is not None
     await member.membership.tick()  # the first heartbeat after the restart
     assert member.membership.proposal is not None, "in-progress change dropped right after a restart"
@@ -164,11 +163,15 @@ async def test_a_restarted_proposer_does_not_block_changes_forever(tmp_path, cha
     member, ids = _member(tmp_path, chain, 1)
     addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
     p = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
-    member.store.set_meta("proposal", json.dumps(p.to_body()))  # it proposed, then crashed
-    member.membership.resume()
-    member.membership._adopted_at = time.monotonic() - 10 * 300  # long after it could still finish
+    from frostfed.federation.membership.record import State
+
+    take_part(member, p, State.COLLECTING)  # it proposed, then crashed
+    restart(member)
+    member.membership.machine.adopted_at = time.time() - 10 * 300  # long after it could still finish
     await member.membership.tick()
     assert member.membership.proposal is None, "a dead proposal of its own blocks every later change"
+    [rec] = member.membership.machine.records.values()
+    assert rec.state is State.ABORTED
     member.store.close()
 
 
@@ -191,20 +194,19 @@ async def test_hints_from_one_member_cannot_crowd_out_the_proposers_transaction(
     member, ids = _member(tmp_path, chain, 0)
     addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
     p = Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3])
-    member.membership.proposal = p
+    rec = take_part(member, p, share_made=True, judged=[("aa" * 32, 0)])  # it signed the transition
     new = trusted_dealer(3, 3)
     ctx1 = b"frostfed/share/" + (1).to_bytes(4, "big") + ids[0]
     share = member.sealer.seal(new.secshares[0], ctx1)
     member.store.save_epoch(
         EpochRecord(1, "pending", ids[:3], 3, new.thresh_pk, b"\x03" * 32, new.pubshares, b"", share)
     )
-    member.store.set_meta("transition_judged:1", json.dumps([["aa" * 32, 0]]))  # it signed the transition
     for i in range(40):
         txid = hashlib.sha256(f"made up {i}".encode()).hexdigest()
         member._on_message(ids[2], encode("heartbeat", {"t": 0, "epoch": 1, "txid": txid}))
     real = hashlib.sha256(b"the transition").hexdigest()
-    member.membership._on_done(ids[1], Message("tdone", {"epoch": 1, "txid": real}))
-    assert real in member.membership._candidates(1), "the proposer's transaction was dropped"
+    await member.membership.receive(ids[1], Message("tdone", {"epoch": 1, "txid": real}))
+    assert real in rec.candidates, "the proposer's transaction was dropped"
     member.store.close()
 
 

@@ -12,12 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "frostfed"
 
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # The federation core's hub: Membership and RoastSigning hold a pointer back to node.Member, and
-    # roast_signing calls into membership. The split into a narrow context and a membership state
-    # machine removes it; then delete this allowance (the test must then pass with the set empty).
-    frozenset({"frostfed.federation.membership", "frostfed.federation.node", "frostfed.federation.roast_signing"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 """Cycles that are known and being removed, each as the set of its modules; any other cycle fails."""
 
 

@@ -4,10 +4,9 @@ transition of a change this member does not take part in is refused and recorded
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from bitcoin.core import CTransaction
+from membership_records import activated, take_part
 from test_epoch_activation import _member
 
 from frostfed.bitcoin.policy import PolicyRejection
@@ -39,7 +38,7 @@ async def test_an_expulsion_of_an_online_member_is_refused_recorded_and_not_adop
     member, ids = _member(tmp_path, chain, 0)
     sent = _capture(member)
     p = _expel(ids, ids[1], ids[2])
-    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
     assert member.membership.proposal is None and member._dkg is None
     [(peer, kind, body)] = sent
     assert peer == ids[1] and kind == "tack" and body["ok"] is False
@@ -56,7 +55,7 @@ async def test_the_operators_approval_makes_the_same_expulsion_acceptable(tmp_pa
     sent = _capture(member)
     member.store.approve("expel", ids[2])
     p = _expel(ids, ids[1], ids[2])
-    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
     assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
     assert member._dkg is not None and member._dkg.epoch == 1  # it takes part: the new list's DKG runs
     assert [k for _, k, b in sent if k == "tack" and b["ok"]] == ["tack"]
@@ -64,7 +63,7 @@ async def test_the_operators_approval_makes_the_same_expulsion_acceptable(tmp_pa
     # a second change proposed meanwhile is refused: one change at a time
     other = _expel(ids, ids[3], ids[1])
     member.store.approve("expel", ids[1])
-    await member.membership._consider(ids[3], Message("tprop", other.to_body()))
+    await member.membership.receive(ids[3], Message("tprop", other.to_body()))
     assert member.membership.proposal.nonce == p.nonce
     assert "already in progress" in member.store.refusals()[-1]["reason"]
     member.stop_dkg()
@@ -77,8 +76,8 @@ async def test_a_change_right_after_the_last_one_waits_the_interval(tmp_path, ch
     _capture(member)
     member.membership.settings = MembershipSettings(min_change_interval_blocks=3)
     member.store.approve("expel", ids[2])
-    member.store.set_meta("last_change_height", str(chain.tip_height() - 1))
-    await member.membership._consider(ids[1], Message("tprop", _expel(ids, ids[1], ids[2]).to_body()))
+    activated(member, _expel(ids, ids[2], ids[3]), chain.tip_height() - 1)  # the last change
+    await member.membership.receive(ids[1], Message("tprop", _expel(ids, ids[1], ids[2]).to_body()))
     assert member.membership.proposal is None
     assert member.store.refusals()[-1]["code"] == "too_soon"
     member.store.close()
@@ -107,13 +106,12 @@ async def test_an_approved_transition_is_kept_until_a_coin_it_spends_is_spent_el
     _capture(member)
     member.store.approve("expel", ids[3])
     p = _expel(ids, ids[1], ids[3])
-    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
     member.stop_dkg()
     txid, vout = regtest.send_to(regtest.rpc("getnewaddress", wallet="miner"), 100_000)
-    member.store.set_meta("transition_judged:1", json.dumps([[txid, vout]]))  # what transition_tasks leaves
-    member.store.set_meta("transition_judged_nonce:1", p.nonce)
-    member.membership._record_txid(1, "ab" * 32)  # the transition it approved, never broadcast
-    member.membership._on_abort(ids[1], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "never mind"}))
+    rec = member.membership.machine.current
+    member.membership.approved(rec, [(txid, vout)], "ab" * 32)  # what transition_tasks leaves: never broadcast
+    await member.membership.receive(ids[1], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "never mind"}))
     assert member.membership.proposal is not None
     await member.membership.tick()
     assert member.membership.proposal is not None  # its coin is unspent: the transition may still come
@@ -123,7 +121,7 @@ async def test_an_approved_transition_is_kept_until_a_coin_it_spends_is_spent_el
     signed = regtest.rpc("signrawtransactionwithwallet", spend, wallet="miner")["hex"]
     regtest.rpc("sendrawtransaction", signed)
     regtest.mine(1)
-    member.membership._last_dead_check = 0.0
+    member.membership.machine.last_checks.pop("dead", None)
     await member.membership.tick()
     assert member.membership.proposal is None
     assert "can no longer confirm" in (member.membership.last_error or "")
@@ -139,15 +137,15 @@ async def test_an_abort_from_another_member_does_not_veto_a_proposal(tmp_path, c
     sent = _capture(member)
     member.store.approve("expel", ids[2])
     p = _expel(ids, ids[1], ids[2])
-    member.membership._on_abort(ids[3], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "forged"}))
-    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    await member.membership.receive(ids[3], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "forged"}))
+    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
     assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
     assert [b["ok"] for _, k, b in sent if k == "tack"] == [True]
     # the proposer's own abort, even one that overtakes its proposal, still counts
-    member.membership._drop("test")
+    await member.membership.receive(ids[1], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "test"}))
     q = _expel(ids, ids[1], ids[2])
-    member.membership._on_abort(ids[1], Message("tabort", {"epoch": 1, "nonce": q.nonce, "reason": "changed mind"}))
-    await member.membership._consider(ids[1], Message("tprop", q.to_body()))
+    await member.membership.receive(ids[1], Message("tabort", {"epoch": 1, "nonce": q.nonce, "reason": "changed mind"}))
+    await member.membership.receive(ids[1], Message("tprop", q.to_body()))
     assert member.membership.proposal is None
     member.stop_dkg()
     member.store.close()
@@ -162,15 +160,16 @@ async def test_a_new_change_starts_without_the_transition_records_of_an_aborted_
     member, ids = _member(tmp_path, chain, 0)
     _capture(member)
     store = member.store
-    store.set_meta("transition_judged:1", '[["' + "ab" * 32 + '", 0]]')
-    store.set_meta("transition_txids:1", '{"' + "cd" * 32 + '": 100}')
-    store.set_meta("transition_txid:1", "cd" * 32)
+    earlier = _expel(ids, ids[3], ids[3])  # its leave, judged by this member and aborted
+    earlier.kind = "leave"
+    take_part(member, earlier, judged=[("ab" * 32, 0)], candidates={"cd" * 32: 100})
+    member.membership.abort_change("the transition never confirms")  # its operator ends it
+    assert member.membership.proposal is None
     store.approve("expel", ids[2])
     p = _expel(ids, ids[1], ids[2])
-    await member.membership._consider(ids[1], Message("tprop", p.to_body()))
+    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
     assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
-    assert not store.get_meta("transition_judged:1")
-    assert member.membership._candidates(1) == {}
-    assert not store.get_meta("transition_txid:1")
+    rec = member.membership.machine.current
+    assert rec.judged is None and rec.candidates == {} and rec.latest is None
     member.stop_dkg()
     store.close()

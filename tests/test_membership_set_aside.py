@@ -4,8 +4,8 @@ the key its own DKG of that change produced, with the confirmations required; on
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,13 @@ from bitcoin.core import CTransaction, b2lx
 from coincurve import PrivateKey
 from dealer import trusted_dealer
 from fake_chain import FakeChain, payment, spend
+from membership_records import take_part
 
 from frostfed.bitcoin.chain_index import RECEIVE
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.membership.record import State
+from frostfed.federation.messages import Message
 from frostfed.federation.node import Member
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.store import EpochRecord, Store
@@ -87,15 +90,23 @@ def _check(member: Member) -> None:
         member.membership.take_over(*found)
 
 
+def _abort(member: Member, p: Proposal, reason: str) -> None:
+    """The proposer's abort (the leaver, member 3, proposed it)."""
+    member.membership.handlers["tabort"](IDS[3], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": reason}))
+
+
+def _asides(member: Member) -> list[Any]:
+    return [r.aside for r in member.membership.machine.records.values() if r.aside]
+
+
 def test_a_dropped_change_is_taken_over_only_from_this_members_own_chain(tmp_path: Path) -> None:
     store, chain, member, funding = _funded(tmp_path)
     members = IDS[:3]
     p = _proposal("aa" * 8)
     mine = _record(1, "pending", members, 2, NEW, b"\x03" * 32)
     store.save_epoch(mine)
-    store.set_meta("pending_nonce:1", p.nonce)  # this member's own DKG of this change made the share
-    member.membership.proposal = p
-    member.membership._drop("the proposer aborted: forged")
+    take_part(member, p, State.KEY_READY, share_made=True)  # this member's own DKG of this change made the share
+    _abort(member, p, "forged")
     assert store.epoch(1) is None and member.membership.proposal is None
 
     # a key this member holds no share of from that change, paid from the anchor: nothing happens
@@ -123,7 +134,7 @@ def test_a_dropped_change_is_taken_over_only_from_this_members_own_chain(tmp_pat
     assert active.activation_txid == b2lx_of(transition)
     assert store.epoch(0).status == "retired" and store.epoch(0).sealed_share is not None
     assert member.keys is not None and member.keys.epoch == 1 and member.keys.group_key == NEW.thresh_pk
-    assert not store.get_meta("abandoned:1")
+    assert _asides(member) == []
     store.close()
 
 
@@ -134,10 +145,10 @@ def test_a_share_of_another_change_is_never_taken_over(tmp_path: Path) -> None:
     p = _proposal("bb" * 8)
     other = _record(1, "pending", members, 2, NEW, b"\x03" * 32)
     store.save_epoch(other)
-    store.set_meta("pending_nonce:1", "cc" * 8)
-    member.membership.proposal = p
-    member.membership._drop("the proposer aborted")
-    assert json.loads(store.get_meta(f"abandoned:1:{NEW.thresh_pk.hex()}"))["group_key"] == NEW.thresh_pk.hex()
+    take_part(member, p)  # its DKG did not finish: the share is another change's
+    _abort(member, p, "aborted")
+    [rec] = member.membership.machine.records.values()
+    assert rec.aside is None and rec.foreign_aside["group_key"] == NEW.thresh_pk.hex()
     chain.add([spend([(b2lx_of(funding), 0)], [(_script(other, TRANSITION_PATH), 99_000)])])
     chain.add([])
     _check(member)
@@ -152,9 +163,10 @@ def test_a_change_dropped_on_a_silent_proposer_is_taken_over_too(tmp_path: Path)
     p = _proposal("dd" * 8)
     mine = _record(1, "pending", members, 2, NEW, b"\x03" * 32)
     store.save_epoch(mine)
-    store.set_meta("pending_nonce:1", p.nonce)
-    member.membership.proposal = p
-    member.membership._drop("the change never completed", forget_key=False)
+    take_part(member, p, State.KEY_READY, share_made=True)
+    member.membership.machine.adopted_at = 0.0  # long ago: the proposer went silent
+    asyncio.run(member.membership.tick())
+    assert member.membership.proposal is None and "went silent" in (member.membership.last_error or "")
     assert store.epoch(1) is not None and store.epoch(1).status == "pending"
     transition = spend([(b2lx_of(funding), 0)], [(_script(mine, TRANSITION_PATH), 99_000)])
     chain.add([transition])

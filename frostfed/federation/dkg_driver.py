@@ -89,6 +89,11 @@ class DkgDriver:
             Kind.EPOCH_RECOVERY: self._on_recovery,
         }
 
+    @property
+    def last_progress(self) -> float:
+        """When the current attempt last advanced (frost-status counts a wait from there)."""
+        return self._progress
+
     def start(self, epoch: int, members: list[PeerId], threshold: int, attempt: int) -> None:
         """Start (or move to) DKG attempt `attempt` for `epoch` among `members`; everyone joins the
         highest attempt any member announces, so a member that restarted mid-DKG brings the others

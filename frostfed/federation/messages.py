@@ -380,9 +380,9 @@ class Address(Typed):
 
 
 # -- membership kinds ------------------------------------------------------------------------------
-# The typed forms of the membership messages, each with the checks `membership` applies today. The
-# proposal itself is `transition.Proposal` and the bond offer `transition.BondOffer` (they carry the
-# change's rules). `membership` still reads these kinds from the raw `Message`.
+# The typed forms of the membership messages; the membership machine (`membership/`) reads and sends
+# them. The proposal itself is `transition.Proposal` and the bond offer `transition.BondOffer` (they
+# carry the change's rules).
 
 MAX_EPOCH = 2**31
 MAX_TX = 400_000

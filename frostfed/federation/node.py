@@ -3,10 +3,10 @@
 The member sits on any `Channel` (Noise over TCP standalone, custom messages inside Core
 Lightning): a reliable layer on top, multiplexed into the round echo broadcast (DKG rounds) and the
 member's own point-to-point messages. It builds the narrow `MemberContext` the protocol parts share
-(ROAST signing in `roast_signing`, the DKG in `dkg_driver`, membership changes in `membership`),
-routes each received message to the part that owns its kind, and keeps what is its own: liveness
-(heartbeats), the active epoch, and address announcements. Crypto and policy are the sans-I/O
-pieces of `frost/` and `bitcoin/`.
+(ROAST signing in `roast_signing`, the DKG in `dkg_driver`, membership changes in `membership/`, a
+state machine and its driver), routes each received message to the part that owns its kind, and
+keeps what is its own: liveness (heartbeats), the active epoch, and address announcements. Crypto
+and policy are the sans-I/O pieces of `frost/` and `bitcoin/`.
 """
 
 from __future__ import annotations
@@ -375,7 +375,7 @@ class Member:
     def _state(self) -> str:
         if self.keys is not None:
             return "active"
-        if self.store.get_meta("left_at_epoch"):
+        if self.membership.left_at_epoch() is not None:
             return "left"
         if self.dkg.run is not None:
             return "dkg"

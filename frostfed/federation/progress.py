@@ -27,7 +27,7 @@ class Wait:
 
 def _dkg_missing(member: Any, wait: Wait) -> list[bytes] | None:
     """The members whose message the DKG run of this member still lacks, in its current round."""
-    run = getattr(member, "_dkg", None)
+    run = member.dkg.run
     if run is None or not set(run.members) <= set(wait.peers) | {member.me}:
         return None
     for got in (run.hostkeys, run.pmsgs1, run.pmsgs2):
@@ -92,16 +92,16 @@ def open_requests(member: Any) -> list[dict[str, Any]]:
 def _running_dkg(member: Any) -> Wait | None:
     """A DKG this member takes part in (the founding one, or a change another member proposed); its
     seconds count from the run's last progress."""
-    run = getattr(member, "_dkg", None)
+    run = member.dkg.run
     if run is None:
         return None
-    since = getattr(member, "_dkg_progress", None) or time.time()
+    since = member.dkg.last_progress or time.time()
     return Wait(f"the DKG of epoch {run.epoch} (attempt {run.attempt})", tuple(run.members), since)
 
 
 def status(member: Any) -> dict[str, Any]:
     membership = member.membership
-    wait = getattr(membership, "waiting", None) or _running_dkg(member)
+    wait = membership.waiting or _running_dkg(member)
     return {
         "change": membership.status()["in_progress"],
         "waiting": None if wait is None else describe(member, wait),

@@ -6,7 +6,6 @@ member's ROAST run and the result into JSON; the member node does the protocol w
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from typing import Any
@@ -316,13 +315,13 @@ class FederationService(_LedgerCommands):
                     "threshold": e.threshold,
                     "group_key": e.group_key.hex(),
                     "share_held": e.sealed_share is not None,
-                    "transition_txid": e.activation_txid or store.get_meta(f"transition_txid:{e.epoch}") or None,
+                    "transition_txid": e.activation_txid or membership.transition_txid(e.epoch),
                 }
                 for e in store.epochs()
             ],
             "change": membership.status(),
-            "left_at_epoch": int(store.get_meta("left_at_epoch") or 0) or None,
-            "last_change_height": int(store.get_meta("last_change_height") or 0) or None,
+            "left_at_epoch": membership.left_at_epoch(),
+            "last_change_height": membership.last_change_height(),
             "approvals": membership.approvals(),
             "offline_seconds": {k.hex(): round(v, 1) for k, v in membership.clock.offline.items()},
             "refused_changes": store.refusals(),
@@ -330,10 +329,9 @@ class FederationService(_LedgerCommands):
 
     async def bond_claim(self, address: str) -> dict[str, Any]:
         member = self.member
-        raw = member.store.get_meta("bond")
-        if not raw:
+        bond = member.membership.bond()
+        if bond is None:
             raise RpcError(commands.NOT_FOUND, "this member has no fidelity bond")
-        bond = json.loads(raw)
         if member.chain is None or member.membership.bond_key is None:
             raise RpcError(commands.CHAIN_ERROR, "this member has no chain source")
         try:

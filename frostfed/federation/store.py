@@ -41,6 +41,15 @@ CREATE TABLE IF NOT EXISTS refusals (
     code TEXT NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS changes (
+    proposer TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    record TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (proposer, nonce)
+);
 CREATE TABLE IF NOT EXISTS epochs (
     epoch INTEGER PRIMARY KEY,
     status TEXT NOT NULL CHECK (status IN ('active', 'pending', 'retired')),
@@ -132,15 +141,23 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Several writes as one: all of them or none survive a crash."""
+        """Several writes as one: all of them or none survive a crash. Inside another transaction of the
+        same thread it is part of that one."""
         with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:  # never leave the database locked for the other connections
+                self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -160,6 +177,18 @@ class Store:
             "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
         )
+
+    # membership changes: one record per change this member took part in (membership/record.py)
+    def save_change(self, proposer: str, nonce: str, epoch: int, state: str, record: str) -> None:
+        self._exec(
+            "INSERT INTO changes VALUES(?,?,?,?,?,?) ON CONFLICT(proposer, nonce) DO UPDATE SET "
+            "epoch=excluded.epoch, state=excluded.state, record=excluded.record, updated=excluded.updated",
+            (proposer, nonce, epoch, state, record, time.time()),
+        )
+
+    def changes(self) -> list[str]:
+        """Every change record, in the order they were first saved."""
+        return [r[0] for r in self._exec("SELECT record FROM changes ORDER BY rowid").fetchall()]
 
     # membership: this member's own liveness records, its operator's decisions, its refusals
     def offline_seconds(self) -> dict[bytes, float]:
@@ -270,7 +299,7 @@ class Store:
 
     def scrub(self) -> None:
         """Push deleted secrets out of the write-ahead log as well."""
-        self._exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._exec("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # a statement left open would block COMMIT
 
     def delete_epoch(self, number: int) -> None:
         self._exec("DELETE FROM epochs WHERE epoch=?", (number,))

@@ -105,9 +105,9 @@ async def from_plugin_context(
     channel = MemberKeyChannel(ctx.channel, member_secret)
     pairs = load_pairs(ctx)
     pairs[ctx.node_id] = channel.member_id
-    for node, member in pairs.items():
+    for node, member_key in pairs.items():
         if node != ctx.node_id:
-            channel.remember(node, member)
+            channel.remember(node, member_key)
 
     running: list[Any] = []
 

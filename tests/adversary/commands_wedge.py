@@ -7,16 +7,15 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from adversary.evil_membership import _peers, propose_through_dkg
+from adversary.evil_membership import _peers, drop_quietly, propose_through_dkg
 from adversary.evilrpc import command
 
 
 @command("wedge")
 async def _wedge(member: Any, p: dict[str, Any]) -> dict[str, Any]:
     out, proposal, group_key, recovery = await propose_through_dkg(member, p)
-    membership = member.membership
     txid = p.get("txid") or secrets.token_hex(32)
     for peer in _peers(member, p.get("to", "all")):
         await member._send(peer, "tdone", {"epoch": proposal.epoch, "txid": txid})
-    membership._drop("the attacker keeps the others waiting", forget_key=False)  # nothing is sent
+    drop_quietly(member, "the attacker keeps the others waiting", False)  # nothing is sent
     return {"proposal": out["proposal"], "group_key": group_key.hex(), "recovery": recovery.hex(), "txid": txid}

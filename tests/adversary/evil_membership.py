@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import Any
 
 from bitcoin.core import CMutableTransaction, CTransaction
@@ -25,6 +26,8 @@ from frostfed.federation.coins import find_coins
 from frostfed.federation.config import default_threshold
 from frostfed.federation.dkg_run import chain_code_of
 from frostfed.federation.epoch_keys import EpochKeys
+from frostfed.federation.membership import effects as fx
+from frostfed.federation.membership.transitions import Event
 from frostfed.federation.messages import Message
 from frostfed.federation.signing_request import SigningRequest
 from frostfed.federation.transition import TRANSITION_PATH, Proposal, build_transition_tx
@@ -96,10 +99,12 @@ def _proposal(member: Any, p: dict[str, Any]) -> Proposal:
 async def _propose(member: Any, p: dict[str, Any]) -> dict[str, Any]:
     _record_acks(member)
     proposal = _proposal(member, p)
-    if p.get("adopt"):
-        member.membership._reported = {}
-        member.membership._waiter("dkg")
-        member.membership._adopt(proposal)
+    if p.get("adopt"):  # its own membership code takes part as the proposer, without judging, telling no one
+        membership = member.membership
+        effects = membership.machine._adopt(proposal, time.time(), Event.PROPOSE, None)
+        membership._spawn_all(
+            membership._apply([e for e in effects if not (isinstance(e, fx.Send) and e.kind == "tprop")])
+        )
     peers = _peers(member, p.get("to", "all"))
     for peer in peers:
         await member._send(peer, "tprop", proposal.to_body())
@@ -113,20 +118,35 @@ async def _acks(member: Any, p: dict[str, Any]) -> dict[str, Any]:
 
 async def propose_through_dkg(member: Any, p: dict[str, Any]) -> tuple[dict[str, Any], Proposal, bytes, bytes]:
     """Propose a change, take part in it, and wait for its DKG: (answer, proposal, group key, recovery)."""
+    keys: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
+
+    async def stop_at_the_key(e: fx.BuildTransition) -> None:  # instead of building the transition
+        if not keys.done():
+            keys.set_result((e.group_key, e.recovery))
+
+    member.membership._build = stop_at_the_key
     out = await _propose(member, {**p, "adopt": True})
     proposal = Proposal.from_message(Message("tprop", out["proposal"]))
-    group_key, recovery = await asyncio.wait_for(member.membership._waiters["dkg"], float(p.get("timeout", 60)))
+    group_key, recovery = await asyncio.wait_for(keys, float(p.get("timeout", 60)))
     return out, proposal, group_key, recovery
+
+
+def drop_quietly(member: Any, reason: str, forget_key: bool) -> None:
+    """Its own membership code drops the change without telling anyone."""
+    membership = member.membership
+    machine = membership.machine
+    rec = machine.current
+    if rec is not None:
+        membership._spawn_all(membership._apply(machine._drop(rec, Event.FAILED, reason, forget_key, time.time())))
 
 
 @command("dkg_abort")
 async def _dkg_abort(member: Any, p: dict[str, Any]) -> dict[str, Any]:
     out, proposal, group_key, recovery = await propose_through_dkg(member, p)
-    membership = member.membership
     body = {"epoch": proposal.epoch, "nonce": proposal.nonce, "reason": "aborted by the proposer"}
     for peer in _peers(member, p.get("abort_to", "all")):
         await member._send(peer, "tabort", body)
-    membership._drop("aborted by the attacker")
+    drop_quietly(member, "aborted by the attacker", True)
     return {"proposal": out["proposal"], "group_key": group_key.hex(), "recovery": recovery.hex()}
 
 

@@ -8,6 +8,7 @@ key."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -81,8 +82,8 @@ def epochs_held(member: LocalMember) -> list[int]:
 def last_tip(member: LocalMember) -> int:
     """The tip at this member's last look for the transition among the candidates it was told of."""
     with closing(sqlite3.connect(f"file:{member.data_dir / 'frostfed.sqlite'}?mode=ro", uri=True, timeout=10)) as db:
-        row = db.execute("SELECT value FROM meta WHERE key = 'last_tip'").fetchone()
-    return int(row[0]) if row and row[0] else -1
+        rows = db.execute("SELECT record FROM changes").fetchall()
+    return max((json.loads(r[0]).get("watched_tip", -1) for r in rows), default=-1)
 
 
 def federation_coins(fed: AdversaryCluster) -> list[dict[str, Any]]:

@@ -35,10 +35,10 @@ def fed(tmp_path_factory: pytest.TempPathFactory, regtest: RegtestBitcoind) -> I
     cluster.stop()
 
 
-def meta(member: LocalMember, key: str) -> str | None:
+def changes(member: LocalMember) -> list[dict[str, Any]]:
+    """The member's change records, from its own store."""
     with closing(sqlite3.connect(f"file:{member.data_dir / 'frostfed.sqlite'}?mode=ro", uri=True, timeout=10)) as db:
-        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return row[0] if row else None
+        return [json.loads(r[0]) for r in db.execute("SELECT record FROM changes ORDER BY rowid")]
 
 
 def in_progress(member: LocalMember) -> dict[str, Any] | None:
@@ -71,10 +71,9 @@ def assert_wedged(fed: AdversaryCluster, run: dict[str, Any]) -> None:
 def assert_set_aside(fed: AdversaryCluster, run: dict[str, Any]) -> None:
     """Each honest member kept its share of the dropped change's key with that change."""
     for m in fed.honest:
-        kept = json.loads(meta(m, "abandoned:1") or "[]")
-        mine = [e for e in kept if e["proposal"]["nonce"] == run["proposal"]["nonce"]]
-        assert len(mine) == 1 and mine[0]["record"]["group_key"] == run["group_key"], m.index
-        assert mine[0]["record"]["sealed_share"], m.index
+        mine = [c for c in changes(m) if c["proposal"]["nonce"] == run["proposal"]["nonce"] and c["aside"]]
+        assert len(mine) == 1 and mine[0]["aside"]["group_key"] == run["group_key"], m.index
+        assert mine[0]["aside"]["sealed_share"], m.index
 
 
 def test_a_payout_spending_the_anchor_ends_a_wedged_change(fed: AdversaryCluster) -> None:
