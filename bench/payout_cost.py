@@ -267,8 +267,8 @@ def session_bytes(n: int, ntasks: int) -> tuple[int, int]:
     pub = [tuple(os.urandom(66) for _ in range(ntasks)) for _ in range(t)]
     agg = tuple(os.urandom(66) for _ in range(ntasks))
     base = {"id": "ab" * 32, "sid": 1, "signers": list(range(n - t, n))}
-    before = encode("ssess", {**base, "pubnonces": [[p.hex() for p in ps] for ps in pub]})
-    after = encode("ssess", {**base, "aggnonces": encode_nonces(agg)})
+    before = encode("sign_session", {**base, "pubnonces": [[p.hex() for p in ps] for ps in pub]})
+    after = encode("sign_session", {**base, "aggnonces": encode_nonces(agg)})
     return len(before), len(after)
 
 

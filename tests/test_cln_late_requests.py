@@ -61,11 +61,11 @@ def funded_chain() -> tuple[FakeChain, tuple[str, int]]:
 
 def test_the_deadline_travels_with_the_request() -> None:
     req = request(1_900_000_000)
-    back = SigningRequest.from_message(Message("sreq", req.to_body()))
+    back = SigningRequest.from_message(Message("sign_request", req.to_body()))
     assert back.deadline == 1_900_000_000
     legacy = req.to_body()
     del legacy["deadline"]
-    assert SigningRequest.from_message(Message("sreq", legacy)).deadline is None
+    assert SigningRequest.from_message(Message("sign_request", legacy)).deadline is None
 
 
 async def test_a_request_past_its_deadline_is_dropped_without_asking_the_chain() -> None:

@@ -30,7 +30,7 @@ def request_body() -> dict[str, Any]:
     return SigningRequest("a1b2c3d4e5f60718", 0, "payout", make_tx(), ((0, 3), (1, 0)), {1: (1, 1)}).to_body()
 
 
-VALID = encode("sreq", request_body())
+VALID = encode("sign_request", request_body())
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_values = st.recursive(
@@ -59,26 +59,26 @@ def request_only_message_errors(msg: Message) -> SigningRequest | None:
 
 def test_valid_request_round_trips() -> None:
     msg = decode(VALID)
-    assert msg.kind == "sreq"
+    assert msg.kind == "sign_request"
     req = SigningRequest.from_message(msg)
     assert req.to_body() == msg.body
-    assert encode("sreq", req.to_body()) == VALID
+    assert encode("sign_request", req.to_body()) == VALID
     assert req.input_paths == ((0, 3), (1, 0)) and req.change_paths == {1: (1, 1)}
 
 
 def test_a_psbt_request_carries_its_psbt_and_no_other_kind_does() -> None:
     tx = make_tx()
     req = SigningRequest("p1", 0, "psbt", tx, ((0, 3), (1, 0)), {}, psbt=b"psbt\xff" + tx.serialize())
-    again = SigningRequest.from_message(decode(encode("sreq", req.to_body())))
+    again = SigningRequest.from_message(decode(encode("sign_request", req.to_body())))
     assert again.psbt == req.psbt and again.kind == "psbt"
     body = request_body()
     body["psbt"] = "00"
     with pytest.raises(MessageError, match="carries no PSBT"):
-        SigningRequest.from_message(Message("sreq", body))
+        SigningRequest.from_message(Message("sign_request", body))
     body = req.to_body()
     body["psbt"] = "zz"
     with pytest.raises(MessageError):
-        SigningRequest.from_message(Message("sreq", body))
+        SigningRequest.from_message(Message("sign_request", body))
 
 
 def test_encoding_is_canonical() -> None:
@@ -140,7 +140,7 @@ def test_arbitrary_bytes_only_raise_message_error(data: bytes) -> None:
 @given(json_values)
 def test_arbitrary_json_only_raises_message_error(value: Any) -> None:
     decode_only_message_errors(json.dumps(value).encode())
-    msg = decode_only_message_errors(json.dumps({"v": 1, "type": "sreq", "body": value}).encode())
+    msg = decode_only_message_errors(json.dumps({"v": 1, "type": "sign_request", "body": value}).encode())
     text = json.dumps(value)
     if isinstance(value, dict) and not any(c in text for c in ("NaN", "Infinity")):
         assert msg is not None and json.dumps(msg.body) == text
@@ -211,7 +211,7 @@ def test_bools_are_not_integers_and_bounds_hold() -> None:
 
 
 def test_text_with_a_lone_surrogate_is_refused() -> None:
-    msg = decode(b'{"v":1,"type":"srej","body":{"id":"\\ud800","reason":"ok\\nsecond line"}}')
+    msg = decode(b'{"v":1,"type":"sign_reject","body":{"id":"\\ud800","reason":"ok\\nsecond line"}}')
     with pytest.raises(MessageError, match="not valid Unicode"):
         msg.text("id")
     assert msg.text("reason") == "ok\nsecond line"  # multi-line reasons (a check command's stderr) pass
@@ -237,7 +237,7 @@ def test_length_limits() -> None:
 def with_field(key: str, value: Any) -> Message:
     body = request_body()
     body[key] = value
-    return Message("sreq", body)
+    return Message("sign_request", body)
 
 
 @pytest.mark.parametrize(
@@ -295,7 +295,7 @@ def test_missing_request_field(key: str) -> None:
     body = request_body()
     del body[key]
     with pytest.raises(MessageError, match=key):
-        SigningRequest.from_message(Message("sreq", body))
+        SigningRequest.from_message(Message("sign_request", body))
 
 
 def mutate(data: bytes, pos: int, op: int, byte: int) -> bytes:
@@ -326,7 +326,7 @@ def test_mutated_valid_requests_only_raise_message_error(pos: int, op: int, byte
 @FUZZ
 @given(st.sampled_from(sorted(request_body())), json_values)
 def test_any_json_in_any_request_field_only_raises_message_error(key: str, value: Any) -> None:
-    data = json.dumps({"v": 1, "type": "sreq", "body": {**request_body(), key: value}}).encode()
+    data = json.dumps({"v": 1, "type": "sign_request", "body": {**request_body(), key: value}}).encode()
     msg = decode_only_message_errors(data)
     if msg is None:  # only NaN and infinities are not JSON
         assert b"NaN" in data or b"Infinity" in data
@@ -342,7 +342,7 @@ def test_any_json_in_any_request_field_only_raises_message_error(key: str, value
     st.dictionaries(st.text(max_size=4), st.lists(st.integers(-1, 3), max_size=3), max_size=3),
 )
 def test_any_paths_only_raise_message_error(inputs: list[Any], changes: dict[str, Any]) -> None:
-    msg = Message("sreq", {**request_body(), "input_paths": inputs, "change_paths": changes})
+    msg = Message("sign_request", {**request_body(), "input_paths": inputs, "change_paths": changes})
     req = request_only_message_errors(msg)
     if req is not None:
         for path in (*req.input_paths, *req.change_paths.values()):

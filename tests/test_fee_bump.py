@@ -310,11 +310,11 @@ def test_a_bump_replaces_only_a_payout_this_member_approved_itself(tmp_path: Any
 
 def test_a_bump_request_names_what_it_replaces_and_only_a_bump_does() -> None:
     req = bump_request("p1")
-    again = SigningRequest.from_message(Message("sreq", req.to_body()))
+    again = SigningRequest.from_message(Message("sign_request", req.to_body()))
     assert (again.kind, again.replaces) == ("bump", "p1")
     with pytest.raises(MessageError):
-        SigningRequest.from_message(Message("sreq", {**req.to_body(), "kind": "payout"}))
+        SigningRequest.from_message(Message("sign_request", {**req.to_body(), "kind": "payout"}))
     no_target = req.to_body()
     del no_target["replaces"]
     with pytest.raises(MessageError):
-        SigningRequest.from_message(Message("sreq", no_target))
+        SigningRequest.from_message(Message("sign_request", no_target))

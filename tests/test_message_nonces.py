@@ -16,7 +16,7 @@ def test_nonces_round_trip_as_one_hex_string() -> None:
     nonces = [os.urandom(NONCE_BYTES) for _ in range(3)]
     text = encode_nonces(nonces)
     assert isinstance(text, str) and len(text) == 2 * NONCE_BYTES * 3
-    assert decode_nonces(Message("ssess", {"aggnonces": text}), "aggnonces", 3) == tuple(nonces)
+    assert decode_nonces(Message("sign_session", {"aggnonces": text}), "aggnonces", 3) == tuple(nonces)
 
 
 @pytest.mark.parametrize(
@@ -32,14 +32,14 @@ def test_nonces_round_trip_as_one_hex_string() -> None:
 )
 def test_a_malformed_nonce_field_is_a_message_error(value: object) -> None:
     with pytest.raises(MessageError, match="aggnonces"):
-        decode_nonces(Message("ssess", {"aggnonces": value}), "aggnonces", 1)
+        decode_nonces(Message("sign_session", {"aggnonces": value}), "aggnonces", 1)
 
 
 def test_a_missing_field_or_no_task_is_a_message_error_and_a_short_nonce_is_not_encoded() -> None:
     with pytest.raises(MessageError):
-        decode_nonces(Message("ssess", {}), "aggnonces", 1)
+        decode_nonces(Message("sign_session", {}), "aggnonces", 1)
     with pytest.raises(MessageError):
-        decode_nonces(Message("ssess", {"aggnonces": ""}), "aggnonces", 0)
+        decode_nonces(Message("sign_session", {"aggnonces": ""}), "aggnonces", 0)
     with pytest.raises(ValueError):
         encode_nonces([os.urandom(65)])
 
@@ -52,7 +52,7 @@ def test_a_67_of_100_session_request_shrinks_from_every_pubnonce_to_one_aggregat
     pres = [RoastSigner(key, i, keys.secshares[i], tasks).presign() for i in range(t)]
     request = SessionRequest(0, tuple(range(t)), tuple(p.pubnonces for p in pres))
     base = {"id": "ab" * 32, "sid": 0, "signers": list(range(t))}
-    listed = encode("ssess", {**base, "pubnonces": [[x.hex() for x in ps] for ps in request.pubnonces]})
-    compact = encode("ssess", {**base, "aggnonces": encode_nonces(request.signer_session().aggnonces)})
+    listed = encode("sign_session", {**base, "pubnonces": [[x.hex() for x in ps] for ps in request.pubnonces]})
+    compact = encode("sign_session", {**base, "aggnonces": encode_nonces(request.signer_session().aggnonces)})
     assert len(listed) > 9_000 and len(compact) < 600
     assert len(compact) * 10 < len(listed)

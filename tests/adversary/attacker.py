@@ -220,7 +220,7 @@ async def _tamper(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
 @command("sign")
 async def _sign(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
     """Coordinate ROAST for any request body, asking only `to` (and itself if `self`)."""
-    req = SigningRequest.from_message(Message("sreq", p["request"]))
+    req = SigningRequest.from_message(Message("sign_request", p["request"]))
     assert isinstance(member.signing, EvilSigning)
     return await member.signing.evil_sign(
         req,

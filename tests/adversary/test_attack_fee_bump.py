@@ -106,7 +106,7 @@ def test_forged_bumps_are_refused_and_the_honest_bump_pays_the_debt_once(fed: Ad
 
     # a payout the attacker pays itself with, from the other coin, which every honest member refuses
     refused_payout = request_body(build_tx([other], [(theirs, other["sats"] - 500)]), [other], original["epoch"])
-    fed.attacker.evil("send", {"to": "all", "kind": "sreq", "body": refused_payout})
+    fed.attacker.evil("send", {"to": "all", "kind": "sign_request", "body": refused_payout})
     assert set(wait_for_refusals(fed.honest, refused_payout["id"]).values()) == {"unknown_output"}
 
     forgeries = {
@@ -194,7 +194,7 @@ def test_forged_bumps_are_refused_and_the_honest_bump_pays_the_debt_once(fed: Ad
         ),
     }
     for body, _ in forgeries.values():
-        fed.attacker.evil("send", {"to": "all", "kind": "sreq", "body": body})
+        fed.attacker.evil("send", {"to": "all", "kind": "sign_request", "body": body})
     for what, (body, code) in forgeries.items():
         codes = wait_for_refusals(fed.honest, body["id"])
         assert codes == {m.index: code for m in fed.honest}, (what, codes)

@@ -126,7 +126,7 @@ def test_aggregate_nonces_of_the_attackers_choice_never_make_a_nonce_sign_twice(
 
     def session(sid: int) -> None:
         body_s = {"id": body["id"], "sid": sid, "signers": signers, "aggnonces": _point_pair() * ntasks}
-        fed.attacker.evil("send", {"to": [victim.id.hex()], "kind": "ssess", "body": body_s})
+        fed.attacker.evil("send", {"to": [victim.id.hex()], "kind": "sign_session", "body": body_s})
 
     session(0)
     wait_for(lambda: nonces_for(victim, body["id"]) == ["used", "issued"], "the victim to sign session 0")
