@@ -262,7 +262,7 @@ def test_federation_life_cycle_on_real_nodes(node_factory, bitcoind, tmp_path):
     stranger_address = bitcoind.rpc.getnewaddress()
     with pytest.raises(RpcError) as refused:
         l1.rpc.call("frost-payout", {"outputs": [{"address": stranger_address, "sats": 10_000}]})
-    l2.daemon.wait_for_log(r"INFO .*frostfed\.federation\.roast_signing: request \w+ from \w+ refused")
+    l2.daemon.wait_for_log(r"INFO .*frostfed\.federation\.roast_signer: request \w+ from \w+ refused")
     l1.daemon.wait_for_log(r"UNUSUAL .*frost-payout refused \(1402\)")
     err = refused.value.error
     assert set(err) == {"code", "message", "data"} and err["code"] == commands.POLICY_REJECTED
