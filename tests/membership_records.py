@@ -45,6 +45,6 @@ def activated(member, p: Proposal, height: int, when: float | None = None) -> Ch
 def restart(member) -> Membership:
     """The member's membership as a restart builds it: from the store alone."""
     old = member.membership
-    member.membership = Membership(member, old.settings, dict(old.directory), None, None, old.bond_wallet)
+    member.membership = Membership(old.ctx, old.hooks, old.settings, dict(old.directory), None, None, old.bond_wallet)
     member.membership.resume()
     return member.membership

@@ -75,7 +75,7 @@ async def test_a_payment_to_the_new_key_does_not_retire_the_old_epoch(tmp_path, 
     addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
     take_part(member, Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3]), share_made=True)
 
-    # Any member of the proposed epoch (or the proposer, by `tdone`) names a transaction of its own
+    # Any member of the proposed epoch (or the proposer, by `change_done`) names a transaction of its own
     # that merely pays the new key at output 0; the federation's coins never moved.
     new_keys = EpochKeys(1, ids[:3], 3, new.thresh_pk, b"\x03" * 32, [], "regtest")
     txid = pay_from_the_miners_wallet(regtest, new_keys)
@@ -90,8 +90,8 @@ async def test_a_payment_to_the_new_key_does_not_retire_the_old_epoch(tmp_path, 
 
 @pytest.mark.asyncio
 async def test_the_proposers_word_alone_does_not_retire_the_old_epoch(tmp_path, regtest, chain) -> None:
-    """The proposer (the attacker: the new members' `tdkg` told it the new key) never asks for the
-    transition; it pays the new key itself and names that payment in `tdone`. This member judged no
+    """The proposer (the attacker: the new members' `change_key` told it the new key) never asks for the
+    transition; it pays the new key itself and names that payment in `change_done`. This member judged no
     transition, and the old epoch's coins (its anchor) never moved: activating the new epoch would
     strand every one of them, since no member signs for a retired epoch."""
     member, ids = _member(tmp_path, chain, 0)
@@ -105,7 +105,7 @@ async def test_the_proposers_word_alone_does_not_retire_the_old_epoch(tmp_path, 
     rec = take_part(member, Proposal(1, "expel", ids[:3], 3, addresses, ids[1], ids[3]), share_made=True)
     new_keys = EpochKeys(1, ids[:3], 3, new.thresh_pk, b"\x03" * 32, [], "regtest")
     txid = pay_from_the_miners_wallet(regtest, new_keys)
-    await member.membership.receive(ids[1], Message("tdone", {"epoch": 1, "txid": txid}))
+    await member.membership.receive(ids[1], Message("change_done", {"epoch": 1, "txid": txid}))
     assert txid in rec.candidates
     await member.membership.tick()
     epochs = {e.epoch: e for e in member.store.epochs()}
@@ -144,8 +144,8 @@ def _member(tmp_path, chain, index: int = 0) -> tuple[Member, list[bytes]]:
 
 @pytest.mark.asyncio
 async def test_a_restarted_member_keeps_the_change_in_progress(tmp_path, chain) -> None:
-    """Restarted while the transition is being signed (the DKG done, `tdone` not yet heard): the change
-    must survive the first tick, or the later `tdone`/heartbeat hint is ignored and the member never
+    """Restarted while the transition is being signed (the DKG done, `change_done` not yet heard): the change
+    must survive the first tick, or the later `change_done`/heartbeat hint is ignored and the member never
     reaches the new epoch."""
     member, ids = _member(tmp_path, chain, 0)
     addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
@@ -189,7 +189,7 @@ async def test_one_members_address_announcement_cannot_blow_up_the_coin_scan(tmp
 async def test_hints_from_one_member_cannot_crowd_out_the_proposers_transaction(tmp_path, chain) -> None:
     """A member of the new epoch (the attacker) sends heartbeats naming made-up transaction ids, one after
     the other, while this member signs the transition: the candidates are capped, yet the proposer's
-    `tdone` (and the honest members' hints) must still be taken, or this member never finds the
+    `change_done` (and the honest members' hints) must still be taken, or this member never finds the
     transition and stays behind in the old epoch for good."""
     member, ids = _member(tmp_path, chain, 0)
     addresses = {m: f"127.0.0.1:{9000 + i}" for i, m in enumerate(ids[:3])}
@@ -205,7 +205,7 @@ async def test_hints_from_one_member_cannot_crowd_out_the_proposers_transaction(
         txid = hashlib.sha256(f"made up {i}".encode()).hexdigest()
         member._on_message(ids[2], encode("heartbeat", {"t": 0, "epoch": 1, "txid": txid}))
     real = hashlib.sha256(b"the transition").hexdigest()
-    await member.membership.receive(ids[1], Message("tdone", {"epoch": 1, "txid": real}))
+    await member.membership.receive(ids[1], Message("change_done", {"epoch": 1, "txid": real}))
     assert real in rec.candidates, "the proposer's transaction was dropped"
     member.store.close()
 

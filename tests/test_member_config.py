@@ -52,7 +52,7 @@ def entry_points_for_id(value: str) -> list[tuple[str, Any]]:
         return parse_member(f"{value}@127.0.0.1:9735")
 
     def proposal() -> Any:
-        return Proposal.from_message(Message("tprop", {**PROPOSAL, "addresses": {value: "127.0.0.1:1"}}))
+        return Proposal.from_message(Message("change_proposal", {**PROPOSAL, "addresses": {value: "127.0.0.1:1"}}))
 
     return [("config", config), ("command", command), ("frost-members", cln_option), ("proposal", proposal)]
 
@@ -70,7 +70,7 @@ def entry_points_for_address(value: str) -> list[tuple[str, Any]]:
         return parse_member(f"{IDS[0].hex()}@{value}")
 
     def proposal() -> Any:
-        return Proposal.from_message(Message("tprop", {**PROPOSAL, "addresses": {IDS[0].hex(): value}}))
+        return Proposal.from_message(Message("change_proposal", {**PROPOSAL, "addresses": {IDS[0].hex(): value}}))
 
     return [("config", config), ("command", command), ("frost-members", cln_option), ("proposal", proposal)]
 

@@ -38,10 +38,10 @@ async def test_an_expulsion_of_an_online_member_is_refused_recorded_and_not_adop
     member, ids = _member(tmp_path, chain, 0)
     sent = _capture(member)
     p = _expel(ids, ids[1], ids[2])
-    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
-    assert member.membership.proposal is None and member._dkg is None
+    await member.membership.receive(ids[1], Message("change_proposal", p.to_body()))
+    assert member.membership.proposal is None and member.dkg.run is None
     [(peer, kind, body)] = sent
-    assert peer == ids[1] and kind == "tack" and body["ok"] is False
+    assert peer == ids[1] and kind == "change_ack" and body["ok"] is False
     assert body["reason"].startswith("expel_not_approved: ")
     [row] = member.store.refusals()
     assert row["stage"] == "proposal" and row["code"] == "expel_not_approved" and row["subject"] == ids[2].hex()
@@ -55,18 +55,18 @@ async def test_the_operators_approval_makes_the_same_expulsion_acceptable(tmp_pa
     sent = _capture(member)
     member.store.approve("expel", ids[2])
     p = _expel(ids, ids[1], ids[2])
-    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
+    await member.membership.receive(ids[1], Message("change_proposal", p.to_body()))
     assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
-    assert member._dkg is not None and member._dkg.epoch == 1  # it takes part: the new list's DKG runs
-    assert [k for _, k, b in sent if k == "tack" and b["ok"]] == ["tack"]
+    assert member.dkg.run is not None and member.dkg.run.epoch == 1  # it takes part: the new list's DKG runs
+    assert [k for _, k, b in sent if k == "change_ack" and b["ok"]] == ["change_ack"]
     assert member.store.refusals() == []
     # a second change proposed meanwhile is refused: one change at a time
     other = _expel(ids, ids[3], ids[1])
     member.store.approve("expel", ids[1])
-    await member.membership.receive(ids[3], Message("tprop", other.to_body()))
+    await member.membership.receive(ids[3], Message("change_proposal", other.to_body()))
     assert member.membership.proposal.nonce == p.nonce
     assert "already in progress" in member.store.refusals()[-1]["reason"]
-    member.stop_dkg()
+    member.dkg.stop()
     member.store.close()
 
 
@@ -77,7 +77,7 @@ async def test_a_change_right_after_the_last_one_waits_the_interval(tmp_path, ch
     member.membership.settings = MembershipSettings(min_change_interval_blocks=3)
     member.store.approve("expel", ids[2])
     activated(member, _expel(ids, ids[2], ids[3]), chain.tip_height() - 1)  # the last change
-    await member.membership.receive(ids[1], Message("tprop", _expel(ids, ids[1], ids[2]).to_body()))
+    await member.membership.receive(ids[1], Message("change_proposal", _expel(ids, ids[1], ids[2]).to_body()))
     assert member.membership.proposal is None
     assert member.store.refusals()[-1]["code"] == "too_soon"
     member.store.close()
@@ -106,12 +106,13 @@ async def test_an_approved_transition_is_kept_until_a_coin_it_spends_is_spent_el
     _capture(member)
     member.store.approve("expel", ids[3])
     p = _expel(ids, ids[1], ids[3])
-    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
-    member.stop_dkg()
+    await member.membership.receive(ids[1], Message("change_proposal", p.to_body()))
+    member.dkg.stop()
     txid, vout = regtest.send_to(regtest.rpc("getnewaddress", wallet="miner"), 100_000)
     rec = member.membership.machine.current
     member.membership.approved(rec, [(txid, vout)], "ab" * 32)  # what transition_tasks leaves: never broadcast
-    await member.membership.receive(ids[1], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "never mind"}))
+    abort = {"epoch": 1, "nonce": p.nonce, "reason": "never mind"}
+    await member.membership.receive(ids[1], Message("change_abort", abort))
     assert member.membership.proposal is not None
     await member.membership.tick()
     assert member.membership.proposal is not None  # its coin is unspent: the transition may still come
@@ -130,24 +131,25 @@ async def test_an_approved_transition_is_kept_until_a_coin_it_spends_is_spent_el
 
 @pytest.mark.asyncio
 async def test_an_abort_from_another_member_does_not_veto_a_proposal(tmp_path, chain) -> None:
-    """A member that received the proposal first (the attacker) sends `tabort` with its nonce to the
+    """A member that received the proposal first (the attacker) sends `change_abort` with its nonce to the
     others before they judge it: only the proposer's abort counts, or one member could veto every
     change (its own expulsion included)."""
     member, ids = _member(tmp_path, chain, 0)
     sent = _capture(member)
     member.store.approve("expel", ids[2])
     p = _expel(ids, ids[1], ids[2])
-    await member.membership.receive(ids[3], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "forged"}))
-    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
+    await member.membership.receive(ids[3], Message("change_abort", {"epoch": 1, "nonce": p.nonce, "reason": "forged"}))
+    await member.membership.receive(ids[1], Message("change_proposal", p.to_body()))
     assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
-    assert [b["ok"] for _, k, b in sent if k == "tack"] == [True]
+    assert [b["ok"] for _, k, b in sent if k == "change_ack"] == [True]
     # the proposer's own abort, even one that overtakes its proposal, still counts
-    await member.membership.receive(ids[1], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": "test"}))
+    await member.membership.receive(ids[1], Message("change_abort", {"epoch": 1, "nonce": p.nonce, "reason": "test"}))
     q = _expel(ids, ids[1], ids[2])
-    await member.membership.receive(ids[1], Message("tabort", {"epoch": 1, "nonce": q.nonce, "reason": "changed mind"}))
-    await member.membership.receive(ids[1], Message("tprop", q.to_body()))
+    abort = {"epoch": 1, "nonce": q.nonce, "reason": "changed mind"}
+    await member.membership.receive(ids[1], Message("change_abort", abort))
+    await member.membership.receive(ids[1], Message("change_proposal", q.to_body()))
     assert member.membership.proposal is None
-    member.stop_dkg()
+    member.dkg.stop()
     member.store.close()
 
 
@@ -167,9 +169,9 @@ async def test_a_new_change_starts_without_the_transition_records_of_an_aborted_
     assert member.membership.proposal is None
     store.approve("expel", ids[2])
     p = _expel(ids, ids[1], ids[2])
-    await member.membership.receive(ids[1], Message("tprop", p.to_body()))
+    await member.membership.receive(ids[1], Message("change_proposal", p.to_body()))
     assert member.membership.proposal is not None and member.membership.proposal.nonce == p.nonce
     rec = member.membership.machine.current
     assert rec.judged is None and rec.candidates == {} and rec.latest is None
-    member.stop_dkg()
+    member.dkg.stop()
     store.close()

@@ -58,7 +58,7 @@ def _record_moves(monkeypatch):
 def adopted(me=IDS[0], p=None):
     p = p or expel()
     m = machine(me)
-    assert only(m.receive(p.proposer, Message("tprop", p.to_body()), 0.0), fx.Judge)
+    assert only(m.receive(p.proposer, Message("change_proposal", p.to_body()), 0.0), fx.Judge)
     out = judged(m, p, p.proposer)
     return m, p, out
 
@@ -75,7 +75,7 @@ def confirming(me=IDS[0], approved=True):
     if approved:
         m.approved(m.current, [("ab" * 32, 0)], tx, 3.0)
     else:
-        m.receive(p.proposer, msg("tdone", epoch=1, txid=tx), 3.0)
+        m.receive(p.proposer, msg("change_done", epoch=1, txid=tx), 3.0)
     return m, p, tx
 
 
@@ -83,7 +83,7 @@ def test_a_proposal_judged_and_accepted_is_adopted_and_its_dkg_started() -> None
     m, p, out = adopted()
     rec = m.current
     assert rec is not None and rec.state is S.ADOPTED and rec.anchor == ("ab" * 32, 0)
-    assert [(s.peer, s.body["ok"]) for s in sends(out, "tack")] == [(p.proposer, True)]
+    assert [(s.peer, s.body["ok"]) for s in sends(out, "change_ack")] == [(p.proposer, True)]
     assert only(out, fx.StartDkg) == [fx.StartDkg(1, p.members, p.threshold)]
     assert only(out, fx.Persist) and only(out, fx.LearnPeers)
 
@@ -95,8 +95,8 @@ def test_a_proposal_this_member_refuses_is_answered_recorded_and_never_adopted()
     assert m.current is None and m.records == {}
     [refusal] = only(out, fx.RecordRefusal)
     assert refusal.code == "expel_not_approved"
-    [tack] = sends(out, "tack")
-    assert tack.body["ok"] is False and tack.body["reason"].startswith("expel_not_approved")
+    [ack] = sends(out, "change_ack")
+    assert ack.body["ok"] is False and ack.body["reason"].startswith("expel_not_approved")
     assert not only(out, fx.StartDkg)
 
 
@@ -115,8 +115,8 @@ def test_the_dkg_done_makes_the_share_pending_and_tells_the_proposer() -> None:
     assert m.current.state is S.KEY_READY and m.current.share_made
     [save] = only(out, fx.SaveShare)
     assert save.epoch == 1
-    [tdkg] = sends(out, "tdkg")
-    assert tdkg.peer == p.proposer and tdkg.body["recovery"] == results(p)[IDS[0]].recovery.hex()
+    [key] = sends(out, "change_key")
+    assert key.peer == p.proposer and key.body["recovery"] == results(p)[IDS[0]].recovery.hex()
     # recovered a second time (a peer's recovery data): still the same state
     m.dkg_done(results(p)[IDS[0]], 1, 2.5)
     assert m.current.state is S.KEY_READY
@@ -147,7 +147,7 @@ def test_an_adopted_member_approving_before_its_dkg_ended() -> None:
     m, p, _ = adopted(IDS[0])
     m.approved(m.current, [("ab" * 32, 0)], None, 2.0)
     assert m.current.state is S.ADOPTED and m.current.judged == [("ab" * 32, 0)]
-    m.receive(p.proposer, msg("tdone", epoch=1, txid=txid("t")), 3.0)
+    m.receive(p.proposer, msg("change_done", epoch=1, txid=txid("t")), 3.0)
     assert m.current.state is S.CONFIRMING
     m.dkg_done(results(p)[IDS[0]], 1, 4.0)  # its share arrives late (recovery data)
     assert m.current.state is S.CONFIRMING and m.current.share_made
@@ -156,7 +156,7 @@ def test_an_adopted_member_approving_before_its_dkg_ended() -> None:
 def test_the_proposers_abort_drops_the_change_and_sets_its_share_aside() -> None:
     m, p, _ = key_ready()
     rec = m.current
-    out = m.receive(p.proposer, msg("tabort", epoch=1, nonce=p.nonce, reason="no"), 3.0)
+    out = m.receive(p.proposer, msg("change_abort", epoch=1, nonce=p.nonce, reason="no"), 3.0)
     assert rec.state is S.ABORTED and m.current is None and "the proposer aborted: no" in m.last_error
     assert only(out, fx.SetAside) == [fx.SetAside(rec, delete=True, keep_foreign=True)]
     assert only(out, fx.StopDkg) == [fx.StopDkg(1)]
@@ -165,21 +165,21 @@ def test_the_proposers_abort_drops_the_change_and_sets_its_share_aside() -> None
     # nor after a restart, when the abort is forgotten: the record (and the share kept with it) stays
     restarted = machine(IDS[0], [rec])
     out = judged(restarted, p, p.proposer)
-    assert restarted.current is None and "already took part" in sends(out, "tack")[0].body["reason"]
+    assert restarted.current is None and "already took part" in sends(out, "change_ack")[0].body["reason"]
 
 
 def test_an_abort_from_the_adopted_state() -> None:
     m, p, _ = adopted()
-    m.receive(p.proposer, msg("tabort", epoch=1, nonce=p.nonce, reason="no"), 3.0)
+    m.receive(p.proposer, msg("change_abort", epoch=1, nonce=p.nonce, reason="no"), 3.0)
     assert m.records[(p.proposer, p.nonce)].state is S.ABORTED
 
 
 def test_an_approved_transition_outlives_the_proposers_abort() -> None:
     m, p, _tx = confirming()
-    m.receive(p.proposer, msg("tabort", epoch=1, nonce=p.nonce, reason="never mind"), 4.0)
+    m.receive(p.proposer, msg("change_abort", epoch=1, nonce=p.nonce, reason="never mind"), 4.0)
     assert m.current is not None and m.current.state is S.CONFIRMING  # the chain decides
     m2, p2, _ = confirming(approved=False)  # only named, never approved here: the abort counts
-    m2.receive(p2.proposer, msg("tabort", epoch=1, nonce=p2.nonce, reason="never mind"), 4.0)
+    m2.receive(p2.proposer, msg("change_abort", epoch=1, nonce=p2.nonce, reason="never mind"), 4.0)
     assert m2.current is None
 
 
@@ -204,7 +204,8 @@ def test_a_transition_that_can_no_longer_confirm_gives_the_change_up_for_good() 
     assert only(out, fx.SetAside) == [fx.SetAside(rec, delete=True, keep_foreign=False)]
     assert "no longer confirm" in m.dropped(p)
     out = judged(m, p, p.proposer)  # proposed again: refused
-    assert sends(out, "tack")[0].body["ok"] is False and "dropped this change" in sends(out, "tack")[0].body["reason"]
+    [ack] = sends(out, "change_ack")
+    assert ack.body["ok"] is False and "dropped this change" in ack.body["reason"]
 
 
 @pytest.mark.parametrize(
@@ -261,7 +262,7 @@ def test_the_proposers_made_up_transactions_are_capped_but_others_still_count() 
     rec = m.current
     m.approved(rec, [("ab" * 32, 0)], None, 3.0)
     for i in range(40):
-        m.receive(p.proposer, msg("tdone", epoch=1, txid=txid(f"made up {i}")), 3.0)
+        m.receive(p.proposer, msg("change_done", epoch=1, txid=txid(f"made up {i}")), 3.0)
     assert len(rec.candidates) == 16
     m.hint(p.members[2], 1, txid("the transition"), 3.0)
     assert txid("the transition") in rec.candidates
@@ -273,41 +274,41 @@ def test_the_proposers_made_up_transactions_are_capped_but_others_still_count() 
 def test_a_proposal_must_come_from_its_proposer() -> None:
     p = expel(proposer=IDS[1])
     with pytest.raises(MessageError):
-        machine(IDS[0]).receive(IDS[2], Message("tprop", p.to_body()), 0.0)
+        machine(IDS[0]).receive(IDS[2], Message("change_proposal", p.to_body()), 0.0)
 
 
 def test_a_proposal_for_another_members_leave_is_refused() -> None:
     m = machine(IDS[0])
     p = leave(who=IDS[3], proposer=IDS[2])
     out = judged(m, p, IDS[2])
-    assert m.current is None and sends(out, "tack")[0].body["ok"] is False
+    assert m.current is None and sends(out, "change_ack")[0].body["ok"] is False
     assert "leave" in only(out, fx.RecordRefusal)[0].reason
 
 
 def test_one_change_at_a_time() -> None:
     m, p, _ = adopted()
     other = expel(who=IDS[2], proposer=IDS[3], nonce="dd" * 8)
-    out = m.receive(IDS[3], Message("tprop", other.to_body()), 1.0)
-    assert "already in progress" in sends(out, "tack")[0].body["reason"]
-    assert m.receive(p.proposer, Message("tprop", p.to_body()), 1.0) == []  # a repeat: nothing
+    out = m.receive(IDS[3], Message("change_proposal", other.to_body()), 1.0)
+    assert "already in progress" in sends(out, "change_ack")[0].body["reason"]
+    assert m.receive(p.proposer, Message("change_proposal", p.to_body()), 1.0) == []  # a repeat: nothing
     # judged while the first was adopted (both arrived before either was judged)
     m2 = machine(IDS[0])
-    m2.receive(p.proposer, Message("tprop", p.to_body()), 0.0)
-    m2.receive(IDS[3], Message("tprop", other.to_body()), 0.0)
+    m2.receive(p.proposer, Message("change_proposal", p.to_body()), 0.0)
+    m2.receive(IDS[3], Message("change_proposal", other.to_body()), 0.0)
     judged(m2, p, p.proposer)
     out = judged(m2, other, IDS[3], decisions=approve(IDS[2]))
-    assert m2.current.proposal.nonce == p.nonce and sends(out, "tack")[0].body["ok"] is False
+    assert m2.current.proposal.nonce == p.nonce and sends(out, "change_ack")[0].body["ok"] is False
 
 
 def test_an_abort_from_anyone_but_the_proposer_changes_nothing() -> None:
     m, p, _ = key_ready()
     for forger in (IDS[2], IDS[3], JOINER):
-        assert m.receive(forger, msg("tabort", epoch=1, nonce=p.nonce, reason="forged"), 3.0) == []
-    assert m.receive(p.proposer, msg("tabort", epoch=1, nonce="ee" * 8, reason="other"), 3.0) == []
+        assert m.receive(forger, msg("change_abort", epoch=1, nonce=p.nonce, reason="forged"), 3.0) == []
+    assert m.receive(p.proposer, msg("change_abort", epoch=1, nonce="ee" * 8, reason="other"), 3.0) == []
     assert m.current is not None and m.current.state is S.KEY_READY
     # a forged abort heard before the proposal does not veto it either
     m2 = machine(IDS[0])
-    m2.receive(IDS[3], msg("tabort", epoch=1, nonce=p.nonce, reason="forged"), 0.0)
+    m2.receive(IDS[3], msg("change_abort", epoch=1, nonce=p.nonce, reason="forged"), 0.0)
     judged(m2, p, p.proposer)
     assert m2.current is not None
 
@@ -315,8 +316,8 @@ def test_an_abort_from_anyone_but_the_proposer_changes_nothing() -> None:
 def test_a_done_from_anyone_but_the_proposer_names_nothing() -> None:
     m, p, _ = key_ready()
     for forger in (IDS[2], IDS[3], JOINER):
-        assert m.receive(forger, msg("tdone", epoch=1, txid=random_txid()), 3.0) == []
-    assert m.receive(p.proposer, msg("tdone", epoch=2, txid=random_txid()), 3.0) == []
+        assert m.receive(forger, msg("change_done", epoch=1, txid=random_txid()), 3.0) == []
+    assert m.receive(p.proposer, msg("change_done", epoch=2, txid=random_txid()), 3.0) == []
     assert m.current.candidates == {} and m.current.state is S.KEY_READY
 
 
@@ -324,10 +325,10 @@ def test_forged_acks_keys_and_bond_messages_do_not_move_the_proposer() -> None:
     m, _p, _ = joining_proposer("collecting")
     rec = m.current
     outsider = "03" + "77" * 32
-    assert m.receive(bytes.fromhex(outsider), msg("tack", epoch=1, ok=False, reason="forged"), 1.0) == []
+    assert m.receive(bytes.fromhex(outsider), msg("change_ack", epoch=1, ok=False, reason="forged"), 1.0) == []
     foreign = results(leave())[IDS[0]]  # a valid certificate, of another member list
-    assert m.receive(IDS[2], msg("tdkg", epoch=1, recovery=foreign.recovery.hex()), 1.0) == []
-    assert m.receive(IDS[2], msg("tdkg", epoch=1, recovery="00" * 40), 1.0) == []
+    assert m.receive(IDS[2], msg("change_key", epoch=1, recovery=foreign.recovery.hex()), 1.0) == []
+    assert m.receive(IDS[2], msg("change_key", epoch=1, recovery="00" * 40), 1.0) == []
     assert (
         m.receive(
             IDS[2],
@@ -342,9 +343,9 @@ def test_forged_acks_keys_and_bond_messages_do_not_move_the_proposer() -> None:
 
 def test_a_participant_ignores_what_only_the_proposer_receives() -> None:
     m, p, _ = key_ready()
-    assert m.receive(IDS[2], msg("tack", epoch=1, ok=False, reason="x"), 3.0) == []
+    assert m.receive(IDS[2], msg("change_ack", epoch=1, ok=False, reason="x"), 3.0) == []
     r = results(p)[IDS[2]]
-    assert m.receive(IDS[2], msg("tdkg", epoch=1, recovery=r.recovery.hex()), 3.0) == []
+    assert m.receive(IDS[2], msg("change_key", epoch=1, recovery=r.recovery.hex()), 3.0) == []
     assert m.current.state is S.KEY_READY
 
 
@@ -362,9 +363,9 @@ def test_an_approval_for_a_change_that_is_not_the_one_in_progress_records_nothin
 def joiner_ready():
     m = machine(JOINER, joiner=True)
     p = join()
-    assert only(m.receive(p.proposer, Message("tprop", p.to_body()), 0.0), fx.Judge)
+    assert only(m.receive(p.proposer, Message("change_proposal", p.to_body()), 0.0), fx.Judge)
     out = judged(m, p, p.proposer)
-    assert m.current.state is S.ADOPTED and sends(out, "tack")[0].body["ok"]
+    assert m.current.state is S.ADOPTED and sends(out, "change_ack")[0].body["ok"]
     assert not only(out, fx.RecordRefusal)  # a joiner keeps no refusals (it has no epoch yet)
     m.dkg_done(results(p)[JOINER], 1, 1.0)
     return m, p
@@ -372,30 +373,30 @@ def joiner_ready():
 
 def test_a_joiner_takes_part_only_in_its_own_join_through_a_member_it_knows() -> None:
     m = machine(JOINER, joiner=True)
-    out = m.receive(IDS[1], Message("tprop", expel().to_body()), 0.0)
-    assert sends(out, "tack")[0].body["ok"] is False and not only(out, fx.RecordRefusal)
+    out = m.receive(IDS[1], Message("change_proposal", expel().to_body()), 0.0)
+    assert sends(out, "change_ack")[0].body["ok"] is False and not only(out, fx.RecordRefusal)
     stranger = "02" + "99" * 32
     p = dataclasses.replace(join(), proposer=bytes.fromhex(stranger))
-    out = m.receive(bytes.fromhex(stranger), Message("tprop", p.to_body()), 0.0)
-    assert sends(out, "tack")[0].body["ok"] is False and m.current is None
+    out = m.receive(bytes.fromhex(stranger), Message("change_proposal", p.to_body()), 0.0)
+    assert sends(out, "change_ack")[0].body["ok"] is False and m.current is None
 
 
 def test_the_joiner_offers_and_signs_only_when_its_proposer_asks() -> None:
     m, p = joiner_ready()
     rec = m.current
-    assert m.receive(IDS[2], msg("bond_req", epoch=1), 2.0) == []
-    assert m.receive(p.proposer, msg("bond_req", epoch=1), 2.0) == [fx.MakeOffer(rec)]
+    assert m.receive(IDS[2], msg("bond_request", epoch=1), 2.0) == []
+    assert m.receive(p.proposer, msg("bond_request", epoch=1), 2.0) == [fx.MakeOffer(rec)]
     assert m.receive(IDS[2], msg("bond_sign", epoch=1, tx="00", prevouts=[]), 2.0) == []
     [sign] = m.receive(p.proposer, msg("bond_sign", epoch=1, tx="00", prevouts=[]), 2.0)
     assert isinstance(sign, fx.SignBond) and sign.record is rec
     m.bond_recorded(rec, {"txid": "11" * 32, "vout": 1, "sats": p.bond_sats, "locktime": p.bond_locktime})
-    m.receive(p.proposer, msg("tdone", epoch=1, txid="22" * 32), 3.0)
+    m.receive(p.proposer, msg("change_done", epoch=1, txid="22" * 32), 3.0)
     assert rec.bond["txid"] == "22" * 32 and rec.state is S.CONFIRMING  # the final txid (a legacy input)
 
 
 def test_a_joiner_that_drops_its_join_releases_its_bond_coin() -> None:
     m, p = joiner_ready()
-    out = m.receive(p.proposer, msg("tabort", epoch=1, nonce=p.nonce, reason="no"), 2.0)
+    out = m.receive(p.proposer, msg("change_abort", epoch=1, nonce=p.nonce, reason="no"), 2.0)
     assert only(out, fx.ReleaseBond)
 
 
@@ -415,7 +416,7 @@ def leave_keys_collected():
     p = leave()
     m, p, _ = proposing(p)
     for member, r in results(p).items():
-        out = m.receive(member, msg("tdkg", epoch=1, recovery=r.recovery.hex()), 1.0)
+        out = m.receive(member, msg("change_key", epoch=1, recovery=r.recovery.hex()), 1.0)
     return m, p, out
 
 
@@ -427,8 +428,8 @@ def joining_proposer(until: str):
     res = results(p)
     out = m.dkg_done(res[IDS[1]], 1, 1.0)
     for member in (IDS[0], IDS[2], IDS[3], JOINER):
-        out = m.receive(member, msg("tdkg", epoch=1, recovery=res[member].recovery.hex()), 1.0)
-    assert m.current.state is S.AWAIT_OFFER and sends(out, "bond_req")[0].peer == JOINER
+        out = m.receive(member, msg("change_key", epoch=1, recovery=res[member].recovery.hex()), 1.0)
+    assert m.current.state is S.AWAIT_OFFER and sends(out, "bond_request")[0].peer == JOINER
     if until == "await_offer":
         return m, p, out
     offer = {
@@ -455,7 +456,7 @@ def signing():
 def test_a_proposal_of_its_own_is_judged_by_the_proposer_first() -> None:
     m, p, out = proposing()
     assert m.current.state is S.COLLECTING
-    assert sorted(s.peer for s in sends(out, "tprop")) == sorted(set(IDS[:4]) - {IDS[1]})
+    assert sorted(s.peer for s in sends(out, "change_proposal")) == sorted(set(IDS[:4]) - {IDS[1]})
     assert only(out, fx.StartDkg)
     m2 = machine(IDS[1])
     m2.propose(p)
@@ -467,10 +468,10 @@ def test_a_proposal_of_its_own_is_judged_by_the_proposer_first() -> None:
 def test_a_new_members_refusal_ends_the_proposal_with_an_abort_to_all() -> None:
     m, _p, _ = proposing()
     rec = m.current
-    assert m.receive(IDS[3], msg("tack", epoch=1, ok=False, reason="mine"), 1.0) == []  # the expelled: noted
-    out = m.receive(IDS[2], msg("tack", epoch=1, ok=False, reason="not approved"), 1.0)
+    assert m.receive(IDS[3], msg("change_ack", epoch=1, ok=False, reason="mine"), 1.0) == []  # the expelled: noted
+    out = m.receive(IDS[2], msg("change_ack", epoch=1, ok=False, reason="not approved"), 1.0)
     assert rec.state is S.ABORTED and not m.proposing
-    assert sorted(s.peer for s in sends(out, "tabort")) == sorted(set(IDS[:4]) - {IDS[1]})
+    assert sorted(s.peer for s in sends(out, "change_abort")) == sorted(set(IDS[:4]) - {IDS[1]})
     [done] = only(out, fx.Finished)
     assert "refuses: not approved" in done.error
 
@@ -489,8 +490,8 @@ def test_the_proposers_own_key_counts_for_itself() -> None:
     res = results(p)
     m.dkg_done(res[IDS[1]], 1, 1.0)
     assert m.current.state is S.COLLECTING and m.current.share_made
-    m.receive(IDS[0], msg("tdkg", epoch=1, recovery=res[IDS[0]].recovery.hex()), 1.0)
-    out = m.receive(IDS[2], msg("tdkg", epoch=1, recovery=res[IDS[2]].recovery.hex()), 1.0)
+    m.receive(IDS[0], msg("change_key", epoch=1, recovery=res[IDS[0]].recovery.hex()), 1.0)
+    out = m.receive(IDS[2], msg("change_key", epoch=1, recovery=res[IDS[2]].recovery.hex()), 1.0)
     assert only(out, fx.BuildTransition) and m.current.state is S.BUILDING
 
 
@@ -512,7 +513,7 @@ def test_the_signed_transition_is_announced_and_the_proposal_answered() -> None:
     assert rec.state is S.SIGNING
     out = m.signed(rec, {"txid": "cc" * 32, "signers": ["x"], "tx": "00", "broadcast_failed": "down"}, 4.0)
     assert rec.state is S.CONFIRMING and rec.signed_tx == "00" and "cc" * 32 in rec.candidates
-    assert sorted(s.peer for s in sends(out, "tdone")) == sorted(set(IDS[:4]) - {IDS[3]})
+    assert sorted(s.peer for s in sends(out, "change_done")) == sorted(set(IDS[:4]) - {IDS[3]})
     [done] = only(out, fx.Finished)
     assert done.result["txid"] == "cc" * 32 and not m.proposing
 
@@ -527,7 +528,7 @@ def test_the_proposers_own_approval_names_the_transition_before_roast_ends() -> 
     m2, _, _ = signing()
     m2.approved(m2.current, [("ab" * 32, 0)], "cc" * 32, 3.0)
     out = m2.fail("the current members did not sign", 4.0)  # ROAST failed after its own approval
-    assert only(out, fx.Finished)[0].error and sends(out, "tabort")
+    assert only(out, fx.Finished)[0].error and sends(out, "change_abort")
 
 
 @pytest.mark.parametrize("where", ["collecting", "await_offer", "bond_sig"])
@@ -538,7 +539,7 @@ def test_a_proposer_waits_for_its_peers_no_longer_than_the_timeout(where: str) -
     assert deadline is not None and m.tick(deadline - 0.5, TIP) == []
     out = m.tick(deadline + 0.5, TIP)
     assert rec.state is S.ABORTED and "did not complete" in only(out, fx.Finished)[0].error
-    assert sends(out, "tabort")
+    assert sends(out, "change_abort")
 
 
 @pytest.mark.parametrize("where", ["building", "signing"])
@@ -546,7 +547,7 @@ def test_a_failed_build_or_signature_aborts(where: str) -> None:
     m, p, _ = leave_keys_collected() if where == "building" else signing()
     assert m.next_deadline() is None  # the build and ROAST end by themselves
     out = m.fail("the anchor coin is not spendable yet", 3.0)
-    assert m.records[(p.proposer, p.nonce)].state is S.ABORTED and sends(out, "tabort")
+    assert m.records[(p.proposer, p.nonce)].state is S.ABORTED and sends(out, "change_abort")
 
 
 # -- a restart, from every state a record can be in -------------------------------------------------
@@ -589,7 +590,7 @@ def test_a_restart_resumes_from_the_record_alone(state: State) -> None:
     assert m.tick(100.0 + T, TIP) == []  # the change's clock restarted with the member
     out = m.tick(100.0 + 2 * T + 1, TIP)
     if state.proposing:  # it proposed, then restarted: it tells the new members the change is off
-        assert back.state is S.ABORTED and sorted(s.peer for s in sends(out, "tabort")) == sorted(
+        assert back.state is S.ABORTED and sorted(s.peer for s in sends(out, "change_abort")) == sorted(
             set(p.members) - {IDS[1]}
         )
     else:

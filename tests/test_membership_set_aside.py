@@ -92,7 +92,8 @@ def _check(member: Member) -> None:
 
 def _abort(member: Member, p: Proposal, reason: str) -> None:
     """The proposer's abort (the leaver, member 3, proposed it)."""
-    member.membership.handlers["tabort"](IDS[3], Message("tabort", {"epoch": 1, "nonce": p.nonce, "reason": reason}))
+    abort = Message("change_abort", {"epoch": 1, "nonce": p.nonce, "reason": reason})
+    member.membership.handlers["change_abort"](IDS[3], abort)
 
 
 def _asides(member: Member) -> list[Any]:

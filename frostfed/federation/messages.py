@@ -46,13 +46,13 @@ class Kind(StrEnum):
     # liveness and addresses (node)
     HEARTBEAT = "heartbeat"  # the sender is up; its epoch and the transaction that opened it
     ADDRESS = "address"  # an address index is taken
-    # membership changes (membership); wire names of protocol version 1
-    CHANGE_PROPOSAL = "tprop"
-    CHANGE_ACK = "tack"
-    CHANGE_KEY = "tdkg"
-    CHANGE_DONE = "tdone"
-    CHANGE_ABORT = "tabort"
-    BOND_REQUEST = "bond_req"
+    # membership changes (membership): proposer -> members, a member -> proposer, proposer -> joiner
+    CHANGE_PROPOSAL = "change_proposal"  # the change (transition.Proposal): who joins or leaves, the new list
+    CHANGE_ACK = "change_ack"  # a member's answer: it takes part, or refuses with its reason
+    CHANGE_KEY = "change_key"  # the new key's public recovery data, from a member of the new list
+    CHANGE_DONE = "change_done"  # the transition's txid; activation waits for each member's own chain
+    CHANGE_ABORT = "change_abort"  # the proposer drops the change
+    BOND_REQUEST = "bond_request"  # the proposer asks the joiner for its bond coin
     BOND_OFFER = "bond_offer"
     BOND_SIGN = "bond_sign"
     BOND_SIGNED = "bond_signed"

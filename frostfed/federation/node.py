@@ -29,14 +29,15 @@ from frostfed.federation.chain_view import ChainView
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.context import MemberContext, Timing
 from frostfed.federation.dkg_driver import DkgDriver, epoch_record, seal_context
-from frostfed.federation.dkg_run import DkgResult, DkgRun
+from frostfed.federation.dkg_run import DkgResult
 from frostfed.federation.epoch_keys import EpochKeys
 from frostfed.federation.membership import Membership
+from frostfed.federation.membership.host import Hooks
 from frostfed.federation.messages import Address, Heartbeat, Kind, Message, MessageError, decode, encode
+from frostfed.federation.progress import no_answer
 from frostfed.federation.roast_signing import RoastSigning
 from frostfed.federation.sealing import Sealer
 from frostfed.federation.signing_judges import Judge, PayoutJudge, SameCheck
-from frostfed.federation.signing_request import SigningRequest
 from frostfed.federation.store import EpochRecord, Store
 from frostfed.net.channel import Channel, PeerId
 from frostfed.net.links import links_over
@@ -88,8 +89,6 @@ class Member:
         self.ledger = ledger
         self.policy_settings = policy
         self.network = network
-        self.heartbeat_seconds = heartbeat_seconds
-        self.offline_after_seconds = offline_after_seconds
         self.chain_view = ChainView(chain_index or ChainIndex(":memory:"), store, chain, ledger, network)
         self.ctx = MemberContext(
             me=me,
@@ -117,18 +116,26 @@ class Member:
         self.epoch_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
-        self.rpc = rpc
         self.joining = joining
+        self.dkg = DkgDriver(
+            self.ctx, self.links.round_echo, self._dkg_done, known_hostkeys=lambda: self.membership.known_hostkeys()
+        )
+        hooks = Hooks(
+            dkg=self.dkg,
+            activate=self._activate,
+            request_signatures=lambda req, extra: self.signing.request_signatures(req, extra),  # late: replaceable
+            no_answer=lambda wait: no_answer(self, wait),
+            rpc=rpc,
+            started=self.started,
+        )
         self.membership = Membership(
-            self,
+            self.ctx,
+            hooks,
             membership or MembershipSettings(),
             directory or {},
             bond_key,
             add_peer,
             bond_wallet if bond_wallet is not None or rpc is None else BitcoindBondWallet(rpc),
-        )
-        self.dkg = DkgDriver(
-            self.ctx, self.links.round_echo, self._dkg_done, known_hostkeys=self.membership.known_hostkeys
         )
         payouts = PayoutJudge(self.ctx, extra_policies)
         judges: dict[str, Judge] = {
@@ -262,7 +269,8 @@ class Member:
             health.on_heartbeat(self, peer, {health.HEARTBEAT_FIELD: beat.ledger})
 
     async def _heartbeat_loop(self) -> None:
-        reconcile_every = max(1, int(5 / self.heartbeat_seconds))
+        every = self.ctx.timing.heartbeat_seconds
+        reconcile_every = max(1, int(5 / every))
         beat = 0
         while not self._stopping:
             try:
@@ -270,7 +278,7 @@ class Member:
             except Exception:  # one failing beat must not silence the member for good
                 log.exception("heartbeat failed")
             beat += 1
-            await asyncio.sleep(self.heartbeat_seconds)
+            await asyncio.sleep(every)
 
     async def _beat(self, beat: int, reconcile_every: int) -> None:
         """One heartbeat: tell the others this member is up, read new blocks into the chain index and
@@ -299,7 +307,7 @@ class Member:
         if peer == self.me:
             return True
         seen = self.last_seen.get(peer)
-        return seen is not None and time.time() - seen < self.offline_after_seconds
+        return seen is not None and time.time() - seen < self.ctx.timing.offline_after_seconds
 
     # -- the epoch -------------------------------------------------------------------------------
 
@@ -307,13 +315,10 @@ class Member:
         if epoch > 0:  # a membership change's new key: active only once its transition confirms
             self.membership.on_dkg_done(result, epoch)
             return
-        rec = self.epoch_record(result, 0, "active")
+        rec = epoch_record(self.ctx, result, 0, "active")
         self.store.save_epoch(rec)
         log.info("epoch 0 established: group key %s", result.group_key.hex())
         self._activate(rec)
-
-    def epoch_record(self, result: DkgResult, epoch: int, status: str) -> EpochRecord:
-        return epoch_record(self.ctx, result, epoch, status)
 
     def _activate(self, rec: EpochRecord) -> None:
         ctx = self.ctx
@@ -325,30 +330,6 @@ class Member:
         ctx.threshold = rec.threshold
         self.joining = False
         self.epoch_at = time.time()
-
-    # The DKG as membership drives it (it starts a change's DKG and watches the run).
-
-    @property
-    def _dkg(self) -> DkgRun | None:
-        return self.dkg.run
-
-    @property
-    def dkg_attempts_seen(self) -> dict[int, int]:
-        return self.dkg.attempts_seen
-
-    def _start_dkg(self, epoch: int, members: list[PeerId], threshold: int, attempt: int) -> None:
-        self.dkg.start(epoch, members, threshold, attempt)
-
-    def stop_dkg(self) -> None:
-        self.dkg.stop()
-
-    # -- signing -------------------------------------------------------------------------------
-
-    async def request_signatures(
-        self, req: SigningRequest, extra_inputs: dict[int, tuple[bytes, list[bytes]]] | None = None
-    ) -> dict[str, Any]:
-        """Coordinate ROAST for `req` among the members (see roast_signing)."""
-        return await self.signing.request_signatures(req, extra_inputs)
 
     # -- addresses -------------------------------------------------------------------------------
 

@@ -253,7 +253,7 @@ class FederationService(_LedgerCommands):
 
     async def _sign(self, req: SigningRequest) -> dict[str, Any]:
         try:
-            return await self.member.request_signatures(req)
+            return await self.member.signing.request_signatures(req)
         except SigningError as e:
             code = commands.POLICY_REJECTED if e.outcome.get("status") == "rejected" else commands.SIGNING_FAILED
             raise RpcError(code, str(e), e.outcome) from None

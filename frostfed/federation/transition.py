@@ -82,8 +82,8 @@ class Proposal:
         addresses = {}
         for k, v in raw_addr.items():
             try:
-                key = member_id(k, "tprop: an address key")
-                peer_address(v, "tprop: an address")
+                key = member_id(k, "change_proposal: an address key")
+                peer_address(v, "change_proposal: an address")
             except ValidationError as e:
                 raise MessageError(str(e)) from None
             addresses[key] = v

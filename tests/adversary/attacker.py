@@ -234,7 +234,7 @@ async def _sign(member: EvilMember, p: dict[str, Any]) -> dict[str, Any]:
 
 @command("coins")
 async def _coins(member: EvilMember, p: dict[str, Any]) -> list[dict[str, Any]]:
-    assert member.keys is not None and member.rpc is not None and member.chain is not None
+    assert member.keys is not None and member.membership.hooks.rpc is not None and member.chain is not None
     coins = await asyncio.to_thread(
         find_coins, member.chain_view, member.chain, member.keys, int(p.get("min_confirmations", 1))
     )

@@ -2,8 +2,8 @@
 module; `member` is its EvilMember):
 
 - `propose`: any proposal (kind, subject, member list, bond, even a forged proposer) to chosen members;
-  with `adopt` the attacker takes part itself (its node runs the new list's DKG, collects `tdkg`).
-- `acks`: the answers (`tack`) the attacker received for an epoch.
+  with `adopt` the attacker takes part itself (its node runs the new list's DKG, collects `change_key`).
+- `acks`: the answers (`change_ack`) the attacker received for an epoch.
 - `dkg_abort`: propose, wait until every member of the new list holds its share of the new key, then
   abort the change (to chosen members); returns the proposal and the DKG's recovery data.
 - `transition`: request signatures for a transition of any proposal to a key from any recovery data,
@@ -49,11 +49,11 @@ def _peers(member: Any, to: Any) -> list[PeerId]:
 
 
 def _record_acks(member: Any) -> None:
-    """Keep every `tack` the attacker receives, then let its own membership code see it as usual."""
+    """Keep every `change_ack` the attacker receives, then let its own membership code see it as usual."""
     handlers = member.membership.handlers
-    if getattr(handlers["tack"], "evil", False):
+    if getattr(handlers["change_ack"], "evil", False):
         return
-    original = handlers["tack"]
+    original = handlers["change_ack"]
 
     def on_ack(peer: PeerId, msg: Message) -> Any:
         body = msg.body
@@ -62,7 +62,7 @@ def _record_acks(member: Any) -> None:
         return original(peer, msg)
 
     on_ack.evil = True  # type: ignore[attr-defined]
-    handlers["tack"] = on_ack
+    handlers["change_ack"] = on_ack
 
 
 def _proposal(member: Any, p: dict[str, Any]) -> Proposal:
@@ -103,11 +103,11 @@ async def _propose(member: Any, p: dict[str, Any]) -> dict[str, Any]:
         membership = member.membership
         effects = membership.machine._adopt(proposal, time.time(), Event.PROPOSE, None)
         membership._spawn_all(
-            membership._apply([e for e in effects if not (isinstance(e, fx.Send) and e.kind == "tprop")])
+            membership._apply([e for e in effects if not (isinstance(e, fx.Send) and e.kind == "change_proposal")])
         )
     peers = _peers(member, p.get("to", "all"))
     for peer in peers:
-        await member._send(peer, "tprop", proposal.to_body())
+        await member._send(peer, "change_proposal", proposal.to_body())
     return {"proposal": proposal.to_body(), "sent": len(peers)}
 
 
@@ -126,7 +126,7 @@ async def propose_through_dkg(member: Any, p: dict[str, Any]) -> tuple[dict[str,
 
     member.membership._build = stop_at_the_key
     out = await _propose(member, {**p, "adopt": True})
-    proposal = Proposal.from_message(Message("tprop", out["proposal"]))
+    proposal = Proposal.from_message(Message("change_proposal", out["proposal"]))
     group_key, recovery = await asyncio.wait_for(keys, float(p.get("timeout", 60)))
     return out, proposal, group_key, recovery
 
@@ -145,7 +145,7 @@ async def _dkg_abort(member: Any, p: dict[str, Any]) -> dict[str, Any]:
     out, proposal, group_key, recovery = await propose_through_dkg(member, p)
     body = {"epoch": proposal.epoch, "nonce": proposal.nonce, "reason": "aborted by the proposer"}
     for peer in _peers(member, p.get("abort_to", "all")):
-        await member._send(peer, "tabort", body)
+        await member._send(peer, "change_abort", body)
     drop_quietly(member, "aborted by the attacker", True)
     return {"proposal": out["proposal"], "group_key": group_key.hex(), "recovery": recovery.hex()}
 
@@ -155,7 +155,7 @@ async def _transition(member: Any, p: dict[str, Any]) -> dict[str, Any]:
     """Sign a transition of `proposal` to the key of `recovery` (every coin the attacker sees)."""
     keys = member.keys
     assert keys is not None
-    proposal = Proposal.from_message(Message("tprop", p["proposal"]))
+    proposal = Proposal.from_message(Message("change_proposal", p["proposal"]))
     recovery = bytes.fromhex(p["recovery"])
     out, _ = chilldkg.coordinator_recover(recovery)
     new_keys = EpochKeys(

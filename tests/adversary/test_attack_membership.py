@@ -188,7 +188,7 @@ def test_two_changes_at_once_are_refused(fed: AdversaryCluster) -> None:
     refused = wait_for_change_refusals(fed.honest, second["proposal"]["nonce"])
     assert all("already in progress" in r["reason"] for r in refused.values())
     body = {"epoch": 1, "nonce": first["proposal"]["nonce"], "reason": "done"}
-    fed.attacker.evil("send", {"kind": "tabort", "body": body, "to": "all"})
+    fed.attacker.evil("send", {"kind": "change_abort", "body": body, "to": "all"})
     wait_for(lambda: all(m.call("frost-epochs")["change"]["in_progress"] is None for m in fed.honest), "the abort")
     assert_untouched(fed, coins)
 
@@ -225,7 +225,8 @@ def test_a_transition_that_strands_coins_or_cannot_confirm_is_refused(fed: Adver
             assert nonces_for(m, out["id"]) == [], (extra, m.index)
     refused = wait_for_change_refusals(fed.honest, nonce, stage="transition")
     assert {r["code"] for r in refused.values()} <= {code for _, code in attacks}
-    fed.attacker.evil("send", {"kind": "tabort", "body": {"epoch": 1, "nonce": nonce, "reason": "done"}, "to": "all"})
+    abort = {"epoch": 1, "nonce": nonce, "reason": "done"}
+    fed.attacker.evil("send", {"kind": "change_abort", "body": abort, "to": "all"})
     wait_for(lambda: all(m.call("frost-epochs")["change"]["in_progress"] is None for m in fed.honest), "the abort")
     assert_untouched(fed, coins)
 
@@ -252,15 +253,15 @@ def test_a_member_briefly_offline_is_not_expelled_on_the_attackers_word(fed: Adv
 
 
 def test_a_payment_to_the_new_key_named_by_the_proposer_does_not_retire_the_old_epoch(fed: AdversaryCluster) -> None:
-    """The attacker proposes its own leave, lets the new list's DKG finish (their `tdkg` tell it the
+    """The attacker proposes its own leave, lets the new list's DKG finish (their `change_key` tell it the
     new key), never asks for the transition, pays the new key from a wallet and names that payment in
-    `tdone`. No honest member judged a transition, and the coins never moved: activating the new
+    `change_done`. No honest member judged a transition, and the coins never moved: activating the new
     epoch would strand every coin at the retired key."""
     coins = federation_coins(fed)
     run = fed.attacker.evil(
         "dkg_abort", {"kind": "leave", "subject": fed.attacker.id.hex(), "timeout": 60, "abort_to": []}
     )
-    p = Proposal.from_message(Message("tprop", run["proposal"]))
+    p = Proposal.from_message(Message("change_proposal", run["proposal"]))
     recovery = bytes.fromhex(run["recovery"])
     new_keys = EpochKeys(
         1, p.members, p.threshold, bytes.fromhex(run["group_key"]), chain_code_of(recovery), [], "regtest"
@@ -271,7 +272,7 @@ def test_a_payment_to_the_new_key_named_by_the_proposer_does_not_retire_the_old_
     signed = fed.btc.rpc("signrawtransactionwithwallet", funded["hex"], wallet="miner")
     txid = fed.btc.rpc("sendrawtransaction", signed["hex"])
     fed.btc.mine(1)
-    fed.attacker.evil("send", {"kind": "tdone", "body": {"epoch": 1, "txid": txid}, "to": "all"})
+    fed.attacker.evil("send", {"kind": "change_done", "body": {"epoch": 1, "txid": txid}, "to": "all"})
     wait_for(
         lambda: all(m.call("frost-epochs")["change"]["in_progress"]["transition_txid"] == txid for m in fed.honest),
         "every honest member to take the txid as a candidate",
@@ -287,7 +288,8 @@ def test_a_payment_to_the_new_key_named_by_the_proposer_does_not_retire_the_old_
     for m in fed.honest:
         assert m.call("frost-status")["epoch"] == 0, m.index
         assert log_count(m, f"transaction {txid} does not spend epoch 0's anchor coin; ignored"), m.index
-    fed.attacker.evil("send", {"kind": "tabort", "body": {"epoch": 1, "nonce": p.nonce, "reason": "done"}, "to": "all"})
+    abort = {"epoch": 1, "nonce": p.nonce, "reason": "done"}
+    fed.attacker.evil("send", {"kind": "change_abort", "body": abort, "to": "all"})
     wait_for(lambda: all(m.call("frost-epochs")["change"]["in_progress"] is None for m in fed.honest), "the abort")
     for m in fed.honest:  # (the new key's share is kept: a transaction was named, it might still be real)
         assert m.call("frost-status")["epoch"] == 0, m.index
@@ -316,7 +318,7 @@ def test_a_change_right_after_the_last_one_waits_the_interval(fed: AdversaryClus
     )
     assert all(later["proposal"]["nonce"] not in {x["nonce"] for x in refused_changes(m)} for m in fed.honest)
     body = {"epoch": 2, "nonce": later["proposal"]["nonce"], "reason": "done"}
-    fed.attacker.evil("send", {"kind": "tabort", "body": body, "to": "all"})
+    fed.attacker.evil("send", {"kind": "change_abort", "body": body, "to": "all"})
     assert r["epoch"] == 1 and all(m.call("frost-status")["epoch"] == 1 for m in fed.honest)
 
 
@@ -332,7 +334,7 @@ def test_an_abort_after_the_transition_was_signed_strands_no_coin(fed: Adversary
     )
     assert signed["signed"] is True and len(signed["shares"]) >= 2, signed
     body = {"epoch": epoch + 1, "nonce": nonce, "reason": "never mind"}
-    fed.attacker.evil("send", {"kind": "tabort", "body": body, "to": "all"})
+    fed.attacker.evil("send", {"kind": "change_abort", "body": body, "to": "all"})
     fed.btc.rpc("sendrawtransaction", signed["tx"])
     fed.btc.mine(1)
     key = wait_for_epoch(fed.honest, 60, epoch=epoch + 1)

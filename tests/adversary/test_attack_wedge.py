@@ -111,7 +111,7 @@ def test_operators_abort_a_wedged_change_then_expel_the_attacker(fed: AdversaryC
         assert "never confirms" in dropped[0]["reason"]
     assert_set_aside(fed, run)
     # the attacker proposes the same change again and asks for its transition: refused
-    fed.attacker.evil("send", {"kind": "tprop", "body": run["proposal"], "to": "all"})
+    fed.attacker.evil("send", {"kind": "change_proposal", "body": run["proposal"], "to": "all"})
     refused = wait_for_change_refusals(fed.honest, nonce)
     assert all("dropped this change" in r["reason"] for r in refused.values())
     out = fed.attacker.evil("transition", {"proposal": run["proposal"], "recovery": run["recovery"], "to": "all"})

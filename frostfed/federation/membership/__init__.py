@@ -6,7 +6,8 @@
 | `transitions.py` | the table of every state change, and the inputs that cause them |
 | `machine.py`, `proposer.py`, `participant.py` | the machine without I/O: the proposer's and a participant's side |
 | `effects.py` | what the machine asks its driver to do |
-| `driver.py` | `Membership`: feeds the machine and carries out its effects on the member |
+| `driver.py`, `executor.py` | `Membership`: feeds the machine and carries out its effects |
+| `host.py` | `Hooks`: what the driver is handed beyond the member's context (the DKG driver, activation, signing) |
 | `bond_exchange.py` | the joiner's bond: its coin offered, its input signed |
 | `transition_tx.py` | the proposer's transition transaction, built and signed with ROAST |
 | `activation.py` | the activation watcher: the transition found on this member's own chain |

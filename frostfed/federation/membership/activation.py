@@ -19,7 +19,7 @@ from frostfed.federation.membership.record import ChangeRecord, Outpoint, epoch_
 from frostfed.federation.transition import TRANSITION_PATH
 
 if TYPE_CHECKING:
-    from frostfed.federation.membership.host import Host
+    from frostfed.federation.context import MemberContext
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ SCAN_BLOCKS = 2000
 
 
 def find_transition(
-    member: Host, settings: MembershipSettings, rec: ChangeRecord
+    ctx: MemberContext, settings: MembershipSettings, rec: ChangeRecord
 ) -> tuple[tuple[str, bool] | None, int]:
     """The confirmed transaction among the candidates that is the transition: it spends the old
     epoch's anchor coin (so the old epoch's members signed it, whoever named it), pays this member's
@@ -37,21 +37,21 @@ def find_transition(
     coin this member approved spending. Returns ((txid, whether this member judged it) or None, the tip).
     Looks in the blocks since it first heard of a candidate, so it finds the transaction even once
     the new epoch has spent its output."""
-    chain = member.chain
+    chain = ctx.chain
     assert chain is not None
     p = rec.proposal
     tip = chain.tip_height()
-    share = member.store.epoch(p.epoch)
-    if share is None and member.me in p.members:
+    share = ctx.store.epoch(p.epoch)
+    if share is None and ctx.me in p.members:
         return None, tip  # without its share of the new key this member cannot take part in the epoch
-    old = member.keys  # None: a joiner, which has no coins of the old epoch to lose
+    old = ctx.keys  # None: a joiner, which has no coins of the old epoch to lose
     anchors: set[Outpoint] = set()
     if old is not None:
-        member.chain_view.refresh()
-        anchors = member.chain_view.index.anchors(old.epoch)
+        ctx.chain_view.refresh()
+        anchors = ctx.chain_view.index.anchors(old.epoch)
     expected = None
     if share is not None:
-        new_keys = EpochKeys(p.epoch, p.members, p.threshold, share.group_key, share.chain_code, [], member.network)
+        new_keys = EpochKeys(p.epoch, p.members, p.threshold, share.group_key, share.chain_code, [], ctx.network)
         expected = new_keys.script(TRANSITION_PATH)
     judged = set(rec.judged) if rec.judged is not None else None
     need = settings.transition_confirmations
@@ -61,7 +61,7 @@ def find_transition(
             tx = next((t for t in chain.block_transactions(height) if b2lx(t.GetTxid()) == txid), None)
             if tx is None:
                 continue
-            if _is_transition(member, tx, txid, expected, judged, anchors):
+            if _is_transition(ctx, tx, txid, expected, judged, anchors):
                 return (txid, judged is not None), tip
             break
     if rec.signed_tx:  # signed, perhaps never broadcast: try again
@@ -71,14 +71,14 @@ def find_transition(
 
 
 def _is_transition(
-    member: Host,
+    ctx: MemberContext,
     tx: CTransaction,
     txid: str,
     expected: bytes | None,
     judged: set[Outpoint] | None,
     anchors: set[Outpoint],
 ) -> bool:
-    old = member.keys
+    old = ctx.keys
     if expected is not None and (not tx.vout or bytes(tx.vout[0].scriptPubKey) != expected):
         log.warning("transaction %s does not pay the new epoch's key; ignored", txid)
         return False
@@ -92,7 +92,7 @@ def _is_transition(
         log.warning("transaction %s does not spend epoch %d's anchor coin; ignored", txid, old.epoch)
         return False
     if expected is None and any(
-        (found := member.chain_view.index.path_of(bytes(o.scriptPubKey))) and found[0] == old.epoch for o in tx.vout
+        (found := ctx.chain_view.index.path_of(bytes(o.scriptPubKey))) and found[0] == old.epoch for o in tx.vout
     ):  # a payout of the old epoch (it pays change back), not a transition
         log.warning("transaction %s pays epoch %d back; not a transition", txid, old.epoch)
         return False
@@ -100,7 +100,7 @@ def _is_transition(
 
 
 def transition_impossible(
-    member: Host, settings: MembershipSettings, rec: ChangeRecord
+    ctx: MemberContext, settings: MembershipSettings, rec: ChangeRecord
 ) -> tuple[str | None, Outpoint | None]:
     """Why no transition of the change can confirm any more, if this member's own chain shows it, and
     no candidate transaction is in a block since it was named or in the mempool: a coin the transition
@@ -108,13 +108,13 @@ def transition_impossible(
     by a payout of the old epoch, which every transition built before it also spends. A transaction
     id named by a proposer who never had it signed thus times out too. Also returns the anchor the
     change starts from, if the record did not know it yet."""
-    chain = member.chain
+    chain = ctx.chain
     assert chain is not None
     try:
         why = None
         if rec.judged and any(chain.get_utxo(t, v) is None for t, v in rec.judged):
             why = "a coin it spends was spent by another transaction"
-        anchor, spent_elsewhere = _anchor_spent_elsewhere(member, settings, rec)
+        anchor, spent_elsewhere = _anchor_spent_elsewhere(ctx, settings, rec)
         why = why or spent_elsewhere
         if why is None:
             return None, anchor
@@ -131,16 +131,16 @@ def transition_impossible(
 
 
 def _anchor_spent_elsewhere(
-    member: Host, settings: MembershipSettings, rec: ChangeRecord
+    ctx: MemberContext, settings: MembershipSettings, rec: ChangeRecord
 ) -> tuple[Outpoint | None, str | None]:
     """The old epoch's anchor when this member took part, spent at least DEAD_AFTER_BLOCKS deep by a
     transaction that paid its change back to the old epoch (it made the next anchor): a payout, never
     a transition, which pays nothing back."""
-    old = member.keys
+    old = ctx.keys
     if old is None:
         return None, None
-    member.chain_view.refresh()
-    index = member.chain_view.index
+    ctx.chain_view.refresh()
+    index = ctx.chain_view.index
     if rec.anchor is None:  # this member's index did not know the anchor yet when it took part: from now on
         return index.anchor(old.epoch).outpoint, None
     txid, vout = rec.anchor
@@ -155,21 +155,21 @@ def _anchor_spent_elsewhere(
 
 
 def dropped_change_on_chain(
-    member: Host, settings: MembershipSettings, dropped: list[ChangeRecord]
+    ctx: MemberContext, settings: MembershipSettings, dropped: list[ChangeRecord]
 ) -> tuple[ChangeRecord, str, int] | None:
     """A change this member dropped (a proposer's abort, perhaps sent to some members only, or a
     proposer gone silent) that took place all the same: this member's own chain index shows the
     current epoch's anchor spent to the transition path of the key its own DKG of that change produced,
     with the confirmations the settings require. The coins sit at that key, so this member takes over
     the new epoch like the others; nobody's word counts here."""
-    active = member.store.active_epoch()
-    if active is None or member.chain is None:
+    active = ctx.store.active_epoch()
+    if active is None or ctx.chain is None:
         return None
     try:
-        member.chain_view.refresh()
+        ctx.chain_view.refresh()
     except ChainError:
         return None
-    index = member.chain_view.index
+    index = ctx.chain_view.index
     tip = index.tip_height()
     for rec in dropped:
         p = rec.proposal
@@ -181,7 +181,7 @@ def dropped_change_on_chain(
             continue
         if share.threshold != p.threshold:
             continue
-        new_keys = EpochKeys(p.epoch, p.members, p.threshold, share.group_key, share.chain_code, [], member.network)
+        new_keys = EpochKeys(p.epoch, p.members, p.threshold, share.group_key, share.chain_code, [], ctx.network)
         found = index.anchor_spend_to(active.epoch, new_keys.script(TRANSITION_PATH))
         if found is not None and tip - found[1] + 1 >= settings.transition_confirmations:
             log.warning(

@@ -164,7 +164,7 @@ class MachineBase:
         return rec
 
     def candidate(self, rec: ChangeRecord, txid: str, hinted_by: PeerId | None, now: float) -> list[fx.Effect]:
-        """A candidate for the change's transition (the proposer's `tdone`, a hint, this member's own
+        """A candidate for the change's transition (the proposer's `change_done`, a hint, this member's own
         approval); it counts only once this member finds it in a block and checks what it spends and pays.
         Each member's hint counts once per change, and the proposer's at most MAX_NAMED times, so one
         member naming made-up transactions cannot crowd out the others' candidates."""

@@ -1,6 +1,7 @@
 """The membership machine's driver: it feeds the machine (messages, the DKG's end, heartbeats, the
-operator) and carries out what the machine asks (effects.py) on the member: its messages, its store,
-its DKG, its chain and its bond wallet. The decisions are the machine's; the I/O is here."""
+operator) and carries out what the machine asks (effects.py) through the member's context and the
+hooks it is handed (host.py): its messages, its store, its DKG, its chain and its bond wallet. The
+decisions are the machine's; the I/O is here."""
 
 from __future__ import annotations
 
@@ -9,28 +10,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coincurve import PrivateKey
 
 from frostfed.federation.bond_wallet import BondWallet
 from frostfed.federation.config import MembershipSettings
+from frostfed.federation.context import MemberContext
 from frostfed.federation.dkg_run import DkgResult
 from frostfed.federation.membership import activation, sweep
 from frostfed.federation.membership import effects as fx
 from frostfed.federation.membership.executor import EffectRunner, MembershipError
+from frostfed.federation.membership.host import Hooks
 from frostfed.federation.membership.machine import Machine, Seat
 from frostfed.federation.membership.record import ChangeRecord
 from frostfed.federation.membership.transition_check import transition_tasks
 from frostfed.federation.messages import Kind, Message, MessageError
-from frostfed.federation.progress import Wait, no_answer
+from frostfed.federation.progress import Wait
 from frostfed.federation.signing_request import SigningRequest
 from frostfed.federation.transition import Proposal, ProposalRefused, make_proposal
 from frostfed.frost import chilldkg
 from frostfed.frost.roast import SigningTask
-
-if TYPE_CHECKING:
-    from frostfed.federation.membership.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +61,24 @@ def _load(raw: list[str]) -> list[ChangeRecord]:
 class Membership(EffectRunner):
     def __init__(
         self,
-        member: Host,
+        ctx: MemberContext,
+        hooks: Hooks,
         settings: MembershipSettings,
         directory: dict[PeerId, str],
         bond_key: bytes | None,
         add_peer: Callable[[PeerId, str], None] | None,
         bond_wallet: BondWallet | None = None,
     ) -> None:
-        self.member = member
+        self.ctx = ctx
+        self.hooks = hooks
         self.settings = settings
-        self.directory = {**directory, **member.store.directory()}
+        self.directory = {**directory, **ctx.store.directory()}
         self.bond_key = PrivateKey(bond_key) if bond_key else None
         self._add_peer = add_peer
         self.bond_wallet = bond_wallet
-        self.offline = sweep.OfflineWatch(member)
-        self.machine = Machine(member.me, settings, _load(member.store.changes()), Seat(), time.time())
-        self.machine.silence = lambda w: no_answer(member, None if w is None else Wait(w.what, w.peers, w.since))
+        self.offline = sweep.OfflineWatch(ctx, hooks.started)
+        self.machine = Machine(ctx.me, settings, _load(ctx.store.changes()), Seat(), time.time())
+        self.machine.silence = lambda w: hooks.no_answer(None if w is None else Wait(w.what, w.peers, w.since))
         self._lock = threading.RLock()  # the signer's check reaches the machine from a worker thread
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._considering: asyncio.Lock | None = None
@@ -114,7 +116,7 @@ class Membership(EffectRunner):
         return self.machine.extra_peers()
 
     def known_hostkeys(self) -> dict[PeerId, bytes]:
-        rec = self.member.store.active_epoch()
+        rec = self.ctx.store.active_epoch()
         if rec is None:
             return {}
         if self._hostkeys is None or self._hostkeys[0] != rec.epoch:
@@ -123,7 +125,7 @@ class Membership(EffectRunner):
         return self._hostkeys[1]
 
     def approvals(self) -> dict[str, Any]:
-        store = self.member.store
+        store = self.ctx.store
         return {
             "admitted": {k.hex(): v for k, v in store.approvals("join").items()},
             "admitted_by_config": sorted(k.hex() for k in self.settings.admit),
@@ -169,7 +171,7 @@ class Membership(EffectRunner):
     # -- the machine's inputs --------------------------------------------------------------------
 
     def _seat(self) -> None:
-        keys = self.member.keys
+        keys = self.ctx.keys
         self.machine.seat = Seat(keys, self.known_hostkeys, frozenset(self.directory))
 
     def _input(self, feed: Callable[[], list[fx.Effect]]) -> list[Coroutine[Any, Any, Any]]:
@@ -219,7 +221,7 @@ class Membership(EffectRunner):
     async def tick(self) -> None:
         """A heartbeat: the offline clock, timeouts, the activation watcher, the sweep, an expulsion."""
         self.offline.watch()
-        tip = self.member.chain_view.index.tip_height() if self.member.keys is not None else 0
+        tip = self.ctx.chain_view.index.tip_height() if self.ctx.keys is not None else 0
         for coro in self._input(lambda: self.machine.tick(time.time(), max(tip, 0))):
             await coro
         if self.machine.current is None:
@@ -241,24 +243,24 @@ class Membership(EffectRunner):
     ) -> dict[str, Any]:
         """Propose a change; `operator`: this member's operator asked for it, which counts as its
         admission of the joiner or its approval of the expulsion."""
-        member = self.member
+        ctx = self.ctx
         if self.machine.proposing:
             raise MembershipError("this member is already proposing a change")
-        if operator and kind == "join" and subject not in member.store.approvals("join"):
-            member.store.approve("join", subject)
+        if operator and kind == "join" and subject not in ctx.store.approvals("join"):
+            ctx.store.approve("join", subject)
         if operator and kind == "expel":
-            member.store.approve("expel", subject)
-        keys = member.keys
-        if keys is None or member.chain is None:
+            ctx.store.approve("expel", subject)
+        keys = ctx.keys
+        if keys is None or ctx.chain is None:
             raise MembershipError("this member has no active epoch or no chain source")
-        if member.rpc is None:
+        if self.hooks.rpc is None:
             raise MembershipError("this member has no bitcoind to find the federation's coins")
         if self.machine.current is not None:
             raise MembershipError(f"a change to epoch {self.machine.current.epoch} is already in progress")
-        tip = await asyncio.to_thread(member.chain.tip_height)
+        tip = await asyncio.to_thread(ctx.chain.tip_height)
         try:
             p = make_proposal(
-                keys, self.directory, kind, subject, member.me, self.settings, tip, address, bond_sats, bond_blocks
+                keys, self.directory, kind, subject, ctx.me, self.settings, tip, address, bond_sats, bond_blocks
             )
         except ProposalRefused as e:
             raise MembershipError(str(e)) from None
@@ -288,21 +290,21 @@ class Membership(EffectRunner):
 
     def dropped_change_on_chain(self) -> tuple[ChangeRecord, str, int] | None:
         """A dropped change that took place all the same (see activation). Runs in a worker thread."""
-        keys = self.member.keys
+        keys = self.ctx.keys
         if keys is None:
             return None
-        return activation.dropped_change_on_chain(self.member, self.settings, self.machine.set_aside(keys.epoch + 1))
+        return activation.dropped_change_on_chain(self.ctx, self.settings, self.machine.set_aside(keys.epoch + 1))
 
     def take_over(self, rec: ChangeRecord, txid: str, tip: int) -> None:
         self._input(lambda: self.machine.take_over(rec, txid, tip, time.time()))
 
     def sweep_check(self) -> None:
-        sweep.sweep_check(self.member, self.machine)
+        sweep.sweep_check(self.ctx, self.machine)
 
     # -- peers and expulsion ---------------------------------------------------------------------
 
     def _learn_peer(self, peer: PeerId, address: str) -> None:
-        if peer == self.member.me:
+        if peer == self.ctx.me:
             return
         self.directory[peer] = address
         if self._add_peer is not None:
@@ -312,16 +314,15 @@ class Membership(EffectRunner):
                 log.warning("cannot add peer %s at %s: %s", peer.hex()[:16], address, e)
 
     def _maybe_expel(self) -> None:
-        member, keys = self.member, self.member.keys
+        ctx, keys = self.ctx, self.ctx.keys
         if keys is None or (self._expelling is not None and not self._expelling.done()):
             return
-        online = {m: member.online(m) for m in keys.members}
+        online = {m: ctx.online(m) for m in keys.members}
         limit = self.settings.expel_after_seconds
-        target = sweep.expel_candidate(
-            keys.members, member.me, online, self.offline, limit, member.offline_after_seconds
-        )
+        margin = ctx.timing.offline_after_seconds
+        target = sweep.expel_candidate(keys.members, ctx.me, online, self.offline, limit, margin)
         if target is not None:
-            self._expelling = member._spawn(self._expel_quietly(target, limit))
+            self._expelling = ctx.spawn(self._expel_quietly(target, limit))
 
     async def _expel_quietly(self, target: PeerId, limit: float) -> None:
         try:

@@ -1,6 +1,6 @@
-"""How the driver carries out the machine's effects on the member: the store's in one transaction,
-messages, the DKG, and the steps that wait (the judgement, the transition built and signed, the
-joiner's bond, the activation watcher, the sweep)."""
+"""How the driver carries out the machine's effects through the member's context and hooks: the
+store's in one transaction, messages, the DKG, and the steps that wait (the judgement, the transition
+built and signed, the joiner's bond, the activation watcher, the sweep)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coincurve import PrivateKey
 
@@ -17,17 +17,17 @@ from frostfed.bitcoin.chain import ChainError
 from frostfed.federation.bond_wallet import BondWallet, BondWalletError
 from frostfed.federation.change_judgement import BAD_PROPOSAL, Decision, OperatorDecisions
 from frostfed.federation.config import MembershipSettings
+from frostfed.federation.context import MemberContext
+from frostfed.federation.dkg_driver import epoch_record
 from frostfed.federation.membership import activation, bond_exchange, sweep, transition_tx
 from frostfed.federation.membership import effects as fx
 from frostfed.federation.membership.admission import ask_admission_command
+from frostfed.federation.membership.host import Hooks
 from frostfed.federation.membership.machine import Machine
 from frostfed.federation.membership.record import ChangeRecord, epoch_json, epoch_of
 from frostfed.federation.messages import BondSign, BondSigned, ChangeAck, Kind, MessageError
 from frostfed.federation.store import EpochRecord
 from frostfed.federation.transition import Proposal
-
-if TYPE_CHECKING:
-    from frostfed.federation.membership.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,13 @@ class MembershipError(Exception):
     """A membership change that could not be made; the message says why."""
 
 
+async def _deliver(ctx: MemberContext, e: fx.Send) -> None:
+    await ctx.send_raw(e.peer, e.kind, e.body)
+
+
 class EffectRunner:
-    member: Host
+    ctx: MemberContext
+    hooks: Hooks
     settings: MembershipSettings
     machine: Machine
     bond_key: PrivateKey | None
@@ -62,12 +67,12 @@ class EffectRunner:
 
     def _spawn_all(self, pending: list[Coroutine[Any, Any, Any]]) -> None:
         for coro in pending:
-            self.member._spawn(coro)
+            self.ctx.spawn(coro)
 
     # -- carrying out effects --------------------------------------------------------------------
 
     def _apply(self, effects: list[fx.Effect]) -> list[Coroutine[Any, Any, Any]]:
-        store = self.member.store
+        store = self.ctx.store
         pending: list[Coroutine[Any, Any, Any]] = []
         stored = (fx.Persist, fx.SaveShare, fx.SetAside, fx.RestoreShare, fx.Activate, fx.RecordRefusal)
         writes = [w for w in effects if isinstance(w, stored)]
@@ -87,14 +92,14 @@ class EffectRunner:
         return pending
 
     def _store_effect(self, e: fx.Effect) -> None:
-        store = self.member.store
+        store = self.ctx.store
         if isinstance(e, fx.Persist):
             rec = e.record
             store.save_change(
                 rec.proposal.proposer.hex(), rec.proposal.nonce, rec.epoch, rec.state.value, rec.to_json()
             )
         elif isinstance(e, fx.SaveShare):
-            store.save_epoch(self.member.epoch_record(e.result, e.epoch, "pending"))
+            store.save_epoch(epoch_record(self.ctx, e.result, e.epoch, "pending"))
             log.info("epoch %d key ready: %s (active once the transition confirms)", e.epoch, e.result.group_key.hex())
         elif isinstance(e, fx.SetAside):
             share = store.epoch(e.record.epoch)
@@ -112,27 +117,27 @@ class EffectRunner:
             store.save_epoch(epoch_of(e.share))
         elif isinstance(e, fx.Activate):
             self._activate_in_store(e.record)
-        elif isinstance(e, fx.RecordRefusal) and (e.stage != "proposal" or self.member.keys is not None):
+        elif isinstance(e, fx.RecordRefusal) and (e.stage != "proposal" or self.ctx.keys is not None):
             log.warning("membership change %s refused: %s", e.body.get("nonce"), e.reason)
             store.record_refusal(e.stage, e.body, e.code, e.reason)
 
     def _effect(self, e: fx.Effect) -> Coroutine[Any, Any, Any] | None:
-        member = self.member
+        ctx, dkg = self.ctx, self.hooks.dkg
         if isinstance(e, fx.Send):
-            return member._send(e.peer, e.kind, e.body)
+            return _deliver(ctx, e)
         if isinstance(e, fx.Judge):
             return self._judge(e.proposal, e.peer, e.proposing)
         if isinstance(e, fx.LearnPeers):
             for peer, address in e.addresses.items():
                 self._learn_peer(peer, address)
-            member.store.save_directory(self.directory)
+            ctx.store.save_directory(self.directory)
         elif isinstance(e, fx.StartDkg):
-            stored = int(member.store.get_meta(f"dkg_attempt:{e.epoch}") or "0")
-            attempt = max(stored + 1, member.dkg_attempts_seen.get(e.epoch, 0))
-            member._start_dkg(e.epoch, e.members, e.threshold, attempt)
+            stored = int(ctx.store.get_meta(f"dkg_attempt:{e.epoch}") or "0")
+            attempt = max(stored + 1, dkg.attempts_seen.get(e.epoch, 0))
+            dkg.start(e.epoch, e.members, e.threshold, attempt)
         elif isinstance(e, fx.StopDkg):
-            if member._dkg is not None and member._dkg.epoch == e.epoch:
-                member.stop_dkg()
+            if dkg.run is not None and dkg.run.epoch == e.epoch:
+                dkg.stop()
         elif isinstance(e, fx.ReleaseBond) and self.bond_wallet is not None:
             try:
                 self.bond_wallet.release()
@@ -179,7 +184,7 @@ class EffectRunner:
             except RuntimeError:
                 return  # a worker thread: the next heartbeat looks
             delay = max(0.0, deadline - time.time()) + 0.05
-            self._timer = loop.call_later(delay, lambda: self.member._spawn(self._feed(self._timeout)))
+            self._timer = loop.call_later(delay, lambda: self.ctx.spawn(self._feed(self._timeout)))
 
     def _timeout(self) -> list[fx.Effect]:
         return self.machine.tick(time.time(), self.machine.tip)
@@ -192,12 +197,12 @@ class EffectRunner:
         if self._considering is None:
             self._considering = asyncio.Lock()
         async with self._considering:
-            member = self.member
+            ctx = self.ctx
             tip, anchor = 0, None
-            if member.keys is not None and member.chain is not None:
+            if ctx.keys is not None and ctx.chain is not None:
                 try:
-                    tip = await asyncio.to_thread(member.chain.tip_height)
-                    await asyncio.to_thread(member.chain_view.refresh)  # the anchor this change starts from
+                    tip = await asyncio.to_thread(ctx.chain.tip_height)
+                    await asyncio.to_thread(ctx.chain_view.refresh)  # the anchor this change starts from
                 except ChainError as e:
                     reason = f"this member cannot read its chain: {e}"
                     if proposing:
@@ -205,14 +210,14 @@ class EffectRunner:
                     else:
                         await self._feed(lambda: self.machine.refuse(p, peer, Decision(False, BAD_PROPOSAL, reason)))
                     return
-                anchor = member.chain_view.anchor(member.keys.epoch).outpoint
-            store = member.store
+                anchor = ctx.chain_view.anchor(ctx.keys.epoch).outpoint
+            store = ctx.store
             decisions = OperatorDecisions(store.approvals("join"), frozenset(store.approvals("expel")))
             offline = dict(self.offline.offline)
             args = (p, peer, proposing, tip, time.time(), offline)
             effects = self._input_raw(lambda: self.machine.judged(*args, decisions, anchor))
             if any(isinstance(e, fx.AskAdmission) for e in effects):
-                body = {**p.to_body(), "network": member.network, "tip": tip}
+                body = {**p.to_body(), "network": ctx.network, "tip": tip}
                 verdict = await asyncio.to_thread(ask_admission_command, self.settings.admission_command or "", body)
                 decisions = OperatorDecisions(decisions.admitted, decisions.expel_approved, verdict)
                 effects = self._input_raw(lambda: self.machine.judged(*args, decisions, anchor, asked=True))
@@ -230,7 +235,7 @@ class EffectRunner:
         p = e.record.proposal
         try:
             plan, prevouts = await asyncio.to_thread(
-                transition_tx.build, self.member, p, e.group_key, e.recovery, e.offer
+                transition_tx.build, self.ctx, p, e.group_key, e.recovery, e.offer
             )
         except (transition_tx.TransitionFailed, ChainError) as ex:
             reason = str(ex)
@@ -245,7 +250,9 @@ class EffectRunner:
 
     async def _sign(self, e: fx.SignTransition) -> None:
         try:
-            outcome = await transition_tx.sign(self.member, e.record.proposal, e.plan, e.recovery, e.offer, e.extra)
+            outcome = await transition_tx.sign(
+                self.ctx, self.hooks.request_signatures, e.record.proposal, e.plan, e.recovery, e.offer, e.extra
+            )
         except Exception as ex:
             reason = str(ex) if isinstance(ex, transition_tx.TransitionFailed) else f"{type(ex).__name__}: {ex}"
             await self._feed(lambda: self.machine.fail(reason, time.time()))
@@ -257,19 +264,17 @@ class EffectRunner:
         await self._feed(lambda: self.machine.signed(e.record, outcome, time.time()))
 
     async def _offer(self, rec: ChangeRecord) -> None:
-        p, member = rec.proposal, self.member
+        p, ctx = rec.proposal, self.ctx
         try:
-            offer = await asyncio.to_thread(
-                bond_exchange.make_offer, self.bond_wallet, self.bond_key, p, member.network
-            )
+            offer = await asyncio.to_thread(bond_exchange.make_offer, self.bond_wallet, self.bond_key, p, ctx.network)
         except (ChainError, bond_exchange.BondRefused, BondWalletError) as e:
             log.error("cannot offer a bond: %s", e)
-            await member._send(p.proposer, Kind.CHANGE_ACK, ChangeAck(p.epoch, False, f"no bond: {e}"[:500]).body())
+            await ctx.send(p.proposer, ChangeAck(p.epoch, False, f"no bond: {e}"[:500]))
             return
-        await member._send(p.proposer, Kind.BOND_OFFER, {"epoch": p.epoch, **offer.to_body()})
+        await ctx.send_raw(p.proposer, Kind.BOND_OFFER, {"epoch": p.epoch, **offer.to_body()})
 
     async def _sign_bond(self, rec: ChangeRecord, ask: BondSign) -> None:
-        p, member = rec.proposal, self.member
+        p, ctx = rec.proposal, self.ctx
         try:
             script_sig, witness, bond = await asyncio.to_thread(
                 bond_exchange.sign_bond_input, self.bond_wallet, self.bond_key, p, ask
@@ -277,16 +282,16 @@ class EffectRunner:
         except (ChainError, bond_exchange.BondRefused, BondWalletError, MessageError, ValueError) as e:
             log.error("refusing to sign the join transaction: %s", e)
             reason = f"joiner refuses: {e}"[:500]
-            await member._send(p.proposer, Kind.CHANGE_ACK, ChangeAck(p.epoch, False, reason).body())
+            await ctx.send(p.proposer, ChangeAck(p.epoch, False, reason))
             return
         self._input(lambda: self.machine.bond_recorded(rec, bond))
-        await member._send(p.proposer, Kind.BOND_SIGNED, BondSigned(p.epoch, script_sig, tuple(witness)).body())
+        await ctx.send(p.proposer, BondSigned(p.epoch, script_sig, tuple(witness)))
 
     async def _watch(self, rec: ChangeRecord) -> None:
-        if self.member.chain is None:
+        if self.ctx.chain is None:
             return
         try:
-            found, tip = await asyncio.to_thread(activation.find_transition, self.member, self.settings, rec)
+            found, tip = await asyncio.to_thread(activation.find_transition, self.ctx, self.settings, rec)
         except ChainError as e:
             log.warning("cannot look for the transition: %s", e)
             return
@@ -296,22 +301,22 @@ class EffectRunner:
             self._spawn_all(self._input(lambda: self.machine.watched(rec, tip)))
 
     async def _check_dead(self, rec: ChangeRecord) -> None:
-        if self.member.chain is None:
+        if self.ctx.chain is None:
             return
-        why, anchor = await asyncio.to_thread(activation.transition_impossible, self.member, self.settings, rec)
+        why, anchor = await asyncio.to_thread(activation.transition_impossible, self.ctx, self.settings, rec)
         if anchor is not None and rec.anchor is None:
             self._spawn_all(self._input(lambda: self.machine.note_anchor(rec, anchor)))
         if why is not None:
             await self._feed(lambda: self.machine.impossible(rec, why, time.time()))
 
     async def _check_set_aside(self, records: list[ChangeRecord]) -> None:
-        found = await asyncio.to_thread(activation.dropped_change_on_chain, self.member, self.settings, records)
+        found = await asyncio.to_thread(activation.dropped_change_on_chain, self.ctx, self.settings, records)
         if found is not None:
             rec, txid, tip = found
             await self._feed(lambda: self.machine.take_over(rec, txid, tip, time.time()))
 
     async def _sweep(self) -> None:
-        if not await asyncio.to_thread(sweep.sweep_check, self.member, self.machine):
+        if not await asyncio.to_thread(sweep.sweep_check, self.ctx, self.machine):
             self.machine.last_checks["sweep"] = time.time() - 25  # try again in a few seconds
 
     # -- the member's side of an activation ------------------------------------------------------
@@ -320,7 +325,7 @@ class EffectRunner:
         """The new epoch takes over in the store (in the step's transaction: a crash leaves either the
         old epoch active or the new one). The old epoch's share is kept, sealed: coins may still sit at
         its addresses; the sweep deletes it once none do, and only if this member checked the transition."""
-        store, p = self.member.store, rec.proposal
+        store, p = self.ctx.store, rec.proposal
         old = store.active_epoch()
         new = store.epoch(p.epoch)
         assert rec.activation is not None
@@ -340,16 +345,16 @@ class EffectRunner:
                 )
 
     def _activated(self, rec: ChangeRecord) -> None:
-        member, p = self.member, rec.proposal
+        ctx, p = self.ctx, rec.proposal
         self.machine.last_checks.pop("sweep", None)  # look at the old epoch's addresses soon
         assert rec.activation is not None
-        new = member.store.epoch(p.epoch)
+        new = ctx.store.epoch(p.epoch)
         if rec.activation["left"] or new is None:
-            member.keys = None
-            member.members = []
+            ctx.keys = None
+            ctx.members = []
             log.info("epoch %d is active without this member: it has left the federation", p.epoch)
             return
-        member._activate(new)
+        self.hooks.activate(new)
         log.info(
             "epoch %d active: %d members, t = %d, key %s", p.epoch, len(p.members), p.threshold, new.group_key.hex()
         )

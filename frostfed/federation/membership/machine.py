@@ -7,13 +7,13 @@ Every state change goes through `TRANSITIONS`; an input a state has no row for i
 what keeps a member's word from moving another member's change (see the guards in each input).
 
 The flow (the proposer coordinates; any failure leaves epoch e untouched):
-  tprop        proposer -> old and new members: the proposal; each judges it and answers `tack`
-  DKG          the members of the new list run ChillDKG
-  tdkg         new members -> proposer: the recovery data, whose certificate proves the new key
-  bond_req / bond_offer / bond_sign / bond_signed   on a join, the joiner's input and its signature
-  sreq ...     ROAST among epoch e's members, each checking the transition itself (transition_check)
-  tdone        proposer -> everyone: the transaction; activation waits for this member's own chain
-  tabort       proposer -> everyone: the change failed; drop it
+  change_proposal   proposer -> old and new members: the proposal; each judges it and answers `change_ack`
+  DKG               the members of the new list run ChillDKG
+  change_key        new members -> proposer: the recovery data, whose certificate proves the new key
+  bond_request / bond_offer / bond_sign / bond_signed   on a join, the joiner's input and its signature
+  sign_request ...  ROAST among epoch e's members, each checking the transition itself (transition_check)
+  change_done       proposer -> everyone: the transaction; activation waits for this member's own chain
+  change_abort      proposer -> everyone: the change failed; drop it
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A participant's side of a change (the joiner's included): a proposal judged by this member itself
-and adopted or refused, the joiner's bond exchange asked for, the proposer's `tdone` and `tabort`,
+and adopted or refused, the joiner's bond exchange asked for, the proposer's `change_done` and `change_abort`,
 and another member's hint of the transition."""
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class ProposerSide(MachineBase):
         self, rec: ChangeRecord, peer: PeerId, group_key: bytes, recovery: bytes, now: float
     ) -> list[fx.Effect]:
         """The transition is signed only once every member of the new list holds its share of the same
-        new key: each says so (`tdkg`), the proposer's own DKG counts for itself."""
+        new key: each says so (`change_key`), the proposer's own DKG counts for itself."""
         run = self.run
         if run is None:
             return []
@@ -138,7 +138,7 @@ class ProposerSide(MachineBase):
         return [*out, fx.Finished(p.nonce, result=result)]
 
     def fail(self, reason: str, now: float) -> list[fx.Effect]:
-        """The proposer gives its change up: tabort to every member it told."""
+        """The proposer gives its change up: change_abort to every member it told."""
         rec, run = self.current, self.run
         if rec is None or rec.proposal.proposer != self.me or not self.allowed(Event.FAILED):
             return []

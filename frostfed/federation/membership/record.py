@@ -16,14 +16,14 @@ from frostfed.federation.transition import Proposal
 
 class State(enum.Enum):
     # the proposer's side
-    COLLECTING = "collecting"  # tprop sent; every new member's key (tdkg) awaited
-    AWAIT_OFFER = "await_offer"  # a join: bond_req sent to the joiner
+    COLLECTING = "collecting"  # change_proposal sent; every new member's key (change_key) awaited
+    AWAIT_OFFER = "await_offer"  # a join: bond_request sent to the joiner
     BUILDING = "building"  # the transition transaction is being built
     AWAIT_BOND_SIG = "await_bond_sig"  # a join: bond_sign sent, the joiner's input signature awaited
     SIGNING = "signing"  # ROAST among the old epoch's members
     # a participant's side (the joiner's too)
-    ADOPTED = "adopted"  # judged and accepted (tack sent); this member's DKG runs if it is in the new list
-    KEY_READY = "key_ready"  # its share of the new key is pending in the store, tdkg sent
+    ADOPTED = "adopted"  # judged and accepted (change_ack sent); this member's DKG runs if it is in the new list
+    KEY_READY = "key_ready"  # its share of the new key is pending in the store, change_key sent
     # both sides
     CONFIRMING = "confirming"  # a candidate transition is named; activation waits for the chain
     ACTIVATED = "activated"  # the new epoch took over (or this member left with it)
@@ -96,7 +96,7 @@ class ChangeRecord:
     def from_json(cls, raw: str) -> ChangeRecord:
         d = json.loads(raw)
         return cls(
-            proposal=Proposal.from_message(Message("tprop", d["proposal"])),
+            proposal=Proposal.from_message(Message("change_proposal", d["proposal"])),
             state=State(d["state"]),
             anchor=(str(d["anchor"][0]), int(d["anchor"][1])) if d.get("anchor") else None,
             share_made=bool(d.get("share_made")),

@@ -14,7 +14,7 @@ from frostfed.federation.change_judgement import OfflineClock
 from frostfed.federation.store import EpochRecord
 
 if TYPE_CHECKING:
-    from frostfed.federation.membership.host import Host
+    from frostfed.federation.context import MemberContext
     from frostfed.federation.membership.machine import Machine
 
 log = logging.getLogger(__name__)
@@ -22,17 +22,17 @@ log = logging.getLogger(__name__)
 PeerId = bytes
 
 
-def sweep_check(member: Host, machine: Machine) -> bool:
+def sweep_check(ctx: MemberContext, machine: Machine) -> bool:
     """Delete a retired epoch's share once the chain index shows no coin left at any of its addresses
     (every index ever used, and the look-ahead past them), and only if this member checked the
     transition that retired it. Until then the share stays sealed in the store: the old epoch's
     members can still move what is left (a young coinbase, a late payment). Runs in a worker thread;
     False: the chain could not be read."""
-    store = member.store
-    if member.chain is None:
+    store = ctx.store
+    if ctx.chain is None:
         return True
     try:
-        member.chain_view.refresh()
+        ctx.chain_view.refresh()
     except ChainError:
         return False
     for rec in store.epochs():
@@ -41,7 +41,7 @@ def sweep_check(member: Host, machine: Machine) -> bool:
         retired_by = machine.activated(rec.epoch + 1)
         if retired_by is None or not (retired_by.activation or {}).get("judged"):
             continue
-        if rec.epoch not in member.chain_view.index.watched_epochs() or member.chain_view.coins(rec.epoch):
+        if rec.epoch not in ctx.chain_view.index.watched_epochs() or ctx.chain_view.coins(rec.epoch):
             continue
         store.save_epoch(EpochRecord(**{**rec.__dict__, "sealed_share": None}))
         store.scrub()
@@ -51,11 +51,13 @@ def sweep_check(member: Host, machine: Machine) -> bool:
 
 class OfflineWatch:
     """This member's own offline clock of every peer, kept in the store (a crash loses at most 5 s of
-    an outage, never a return)."""
+    an outage, never a return). No peer counts as offline before the liveness window has passed since
+    `started` (the member had no chance to hear it yet)."""
 
-    def __init__(self, member: Host) -> None:
-        self.member = member
-        self.clock = OfflineClock(member.store.offline_seconds())
+    def __init__(self, ctx: MemberContext, started: float) -> None:
+        self.ctx = ctx
+        self.started = started
+        self.clock = OfflineClock(ctx.store.offline_seconds())
         self._saved = 0.0
 
     @property
@@ -66,19 +68,19 @@ class OfflineWatch:
         return self.clock.seconds(peer)
 
     def watch(self) -> None:
-        member = self.member
-        keys = member.keys
+        ctx = self.ctx
+        keys = ctx.keys
         if keys is None:
             return
         now = time.time()
-        online = {m: member.online(m) for m in keys.members if m != member.me}
-        reset = self.clock.tick(now, online, now - member.started > member.offline_after_seconds)
+        online = {m: ctx.online(m) for m in keys.members if m != ctx.me}
+        reset = self.clock.tick(now, online, now - self.started > ctx.timing.offline_after_seconds)
         if reset or now - self._saved > 5:
             self.save()
 
     def save(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # a closed store at shutdown: nothing more to keep
-            self.member.store.save_offline_seconds(self.clock.offline)
+            self.ctx.store.save_offline_seconds(self.clock.offline)
         self._saved = time.time()
 
 

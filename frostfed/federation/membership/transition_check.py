@@ -25,7 +25,7 @@ from frostfed.frost.roast import SigningTask
 
 if TYPE_CHECKING:
     from frostfed.federation.config import MembershipSettings
-    from frostfed.federation.membership.host import Host
+    from frostfed.federation.context import MemberContext
     from frostfed.federation.membership.machine import Machine
     from frostfed.federation.membership.record import ChangeRecord
 
@@ -34,7 +34,7 @@ class Membership(Protocol):
     """What the signer's check reads of the membership driver (named here, so this module, which the
     driver imports, never imports the driver)."""
 
-    member: Host
+    ctx: MemberContext
     machine: Machine
     settings: MembershipSettings
 
@@ -52,26 +52,26 @@ def transition_tasks(membership: Membership, req: SigningRequest) -> list[Signin
         body = (req.transition or {}).get("proposal")
         if isinstance(body, dict):
             with contextlib.suppress(TypeError, ValueError):
-                membership.member.store.record_refusal("transition", body, e.code, e.message)
+                membership.ctx.store.record_refusal("transition", body, e.code, e.message)
         raise
 
 
 def _transition_tasks(membership: Membership, req: SigningRequest) -> list[SigningTask]:
-    member = membership.member
+    ctx = membership.ctx
     machine = membership.machine
-    keys = member.keys
-    if keys is None or member.chain is None or req.transition is None:
+    keys = ctx.keys
+    if keys is None or ctx.chain is None or req.transition is None:
         raise PolicyRejection("no_epoch", "this member has no active epoch or chain source")
     t = req.transition
-    rules = member.policy_settings
+    rules = ctx.policy
     try:
-        p = Proposal.from_message(Message("tprop", t.get("proposal", {})))
+        p = Proposal.from_message(Message("change_proposal", t.get("proposal", {})))
         recovery = bytes.fromhex(str(t.get("recovery", "")))
         bond_key = bytes.fromhex(str(t.get("bond_key", ""))) or None
     except (MessageError, ValueError) as e:
         raise PolicyRejection("malformed", f"the transition request is malformed: {e}") from None
     try:
-        check_proposal(p, keys, membership.settings, member.chain.tip_height())
+        check_proposal(p, keys, membership.settings, ctx.chain.tip_height())
     except ProposalRefused as e:
         raise PolicyRejection("bad_proposal", str(e)) from None
     if dropped := machine.dropped(p):
@@ -83,8 +83,8 @@ def _transition_tasks(membership: Membership, req: SigningRequest) -> list[Signi
             "this member takes part in no such change (it refused it, it was aborted, or it never heard of it)",
         )
     group_key = verify_new_epoch_key(recovery, p, membership.known_hostkeys())
-    if member.me in p.members:
-        mine = member.store.epoch(p.epoch)
+    if ctx.me in p.members:
+        mine = ctx.store.epoch(p.epoch)
         if (
             mine is None
             or mine.status != "pending"
@@ -95,7 +95,7 @@ def _transition_tasks(membership: Membership, req: SigningRequest) -> list[Signi
             raise PolicyRejection(
                 "bad_epoch_key", "the new key is not one this member holds a share of from this change's DKG"
             )
-    elif p.proposer != member.me or machine.accepted_key(p) != group_key:
+    elif p.proposer != ctx.me or machine.accepted_key(p) != group_key:
         raise PolicyRejection(
             "not_in_new_epoch", "this member is not in the new epoch and signs only the leave it proposed itself"
         )
@@ -106,16 +106,16 @@ def _transition_tasks(membership: Membership, req: SigningRequest) -> list[Signi
         keys,
         new_keys.script(TRANSITION_PATH),
         p,
-        member.chain,
+        ctx.chain,
         membership.settings,
-        member.policy_settings.min_confirmations,
+        ctx.policy.min_confirmations,
         bond_key,
         Standardness(rules.allow_version_3, rules.allow_op_return, rules.allow_consolidation),
         rules.min_feerate,
     )
-    member.chain_view.refresh()  # a transition spends the anchor like every other transaction
+    ctx.chain_view.refresh()  # a transition spends the anchor like every other transaction
     outpoints = [(b2lx(i.prevout.hash), i.prevout.n) for i in req.tx.vin]
-    member.chain_view.require_anchor(keys, outpoints)
+    ctx.chain_view.require_anchor(keys, outpoints)
     _check_every_coin_moved(membership, keys, outpoints)
     tasks = tasks_for_inputs(keys, req, spent)
     judged = [(b2lx(req.tx.vin[i].prevout.hash), req.tx.vin[i].prevout.n) for i, _ in req.fed_inputs]
@@ -129,10 +129,10 @@ def _check_every_coin_moved(membership: Membership, keys: EpochKeys, outpoints: 
     """A transition moves every spendable coin of the epoch: once the next epoch is active no member
     signs for the old key, so a coin left behind would be stranded. A coin that confirmed in the last
     block may be missing (the proposer built the transaction a moment earlier)."""
-    member = membership.member
-    view = member.chain_view
+    ctx = membership.ctx
+    view = ctx.chain_view
     tip = view.index.tip_height()
-    need = member.policy_settings.min_confirmations
+    need = ctx.policy.min_confirmations
     spent = set(outpoints)
     left = [
         c

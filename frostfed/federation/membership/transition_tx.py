@@ -22,7 +22,8 @@ from frostfed.federation.transition import (
 )
 
 if TYPE_CHECKING:
-    from frostfed.federation.membership.host import Host
+    from frostfed.federation.context import MemberContext
+    from frostfed.federation.membership.host import RequestSignatures
 
 
 class TransitionFailed(Exception):
@@ -30,19 +31,19 @@ class TransitionFailed(Exception):
 
 
 def build(
-    member: Host, p: Proposal, group_key: bytes, recovery: bytes, offer: BondOffer | None
+    ctx: MemberContext, p: Proposal, group_key: bytes, recovery: bytes, offer: BondOffer | None
 ) -> tuple[TransitionPlan, list[Prevout]]:
     """The plan, and the federation's inputs as the joiner checks them. Runs in a worker thread."""
-    keys = member.keys
-    if keys is None or member.chain is None:
+    keys = ctx.keys
+    if keys is None or ctx.chain is None:
         raise TransitionFailed("this member has no active epoch or no chain source")
     new_keys = EpochKeys(p.epoch, p.members, p.threshold, group_key, chain_code_of(recovery), [], keys.network)
-    coins = find_coins(member.chain_view, member.chain, keys, member.policy_settings.min_confirmations)
-    anchor = member.chain_view.anchor(keys.epoch)  # every member refuses a transition without it
+    coins = find_coins(ctx.chain_view, ctx.chain, keys, ctx.policy.min_confirmations)
+    anchor = ctx.chain_view.anchor(keys.epoch)  # every member refuses a transition without it
     if coins and anchor.outpoint not in [(c.utxo.txid, c.utxo.vout) for c in coins]:
         where = f"{anchor.outpoint[0]}:{anchor.outpoint[1]}" if anchor.outpoint else "none yet"
         raise TransitionFailed(f"the anchor coin ({where}) is not spendable yet; a transition spends it")
-    rate = max(member.policy_settings.min_feerate, min(2.0, member.policy_settings.max_feerate))
+    rate = max(ctx.policy.min_feerate, min(2.0, ctx.policy.max_feerate))
     try:
         plan = build_transition_tx([(c.utxo, c.path) for c in coins], new_keys.script(TRANSITION_PATH), rate, p, offer)
     except ProposalRefused as e:
@@ -52,7 +53,8 @@ def build(
 
 
 async def sign(
-    member: Host,
+    ctx: MemberContext,
+    request_signatures: RequestSignatures,
     p: Proposal,
     plan: TransitionPlan,
     recovery: bytes,
@@ -62,7 +64,7 @@ async def sign(
     """ROAST among the old epoch's members. A transition signed whose broadcast failed comes back with
     `broadcast_failed`: aborting then could strand the coins if it did get through, so it is kept and
     broadcast again until it confirms."""
-    keys = member.keys
+    keys = ctx.keys
     if keys is None:
         raise TransitionFailed("this member has no active epoch")
     paths: list[tuple[int, int] | None] = [None] * len(plan.tx.vin)
@@ -78,7 +80,7 @@ async def sign(
         {"proposal": p.to_body(), "recovery": recovery.hex(), "bond_key": offer.bond_key.hex() if offer else ""},
     )
     try:
-        return await member.request_signatures(req, extra)
+        return await request_signatures(req, extra)
     except SigningError as e:
         if e.outcome.get("tx") and e.outcome.get("txid"):
             return {**e.outcome, "broadcast_failed": str(e)}

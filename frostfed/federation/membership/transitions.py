@@ -20,11 +20,11 @@ class Event(enum.Enum):
     BUILT_JOIN = "built_join"  # … with the joiner's input to sign first
     BOND_SIGNED = "bond_signed"  # the joiner's input signature
     SIGNED = "signed"  # ROAST produced the transition
-    FAILED = "failed"  # the proposer gives up (a refusal, a timeout, a failed step): tabort to all
+    FAILED = "failed"  # the proposer gives up (a refusal, a timeout, a failed step): change_abort to all
     DKG_DONE = "dkg_done"  # this member's share of the new key
     APPROVED = "approved"  # this member's signer check passed the transition
-    CANDIDATE = "candidate"  # a transition txid named (tdone, a hint, this member's own approval)
-    ABORT_HEARD = "abort_heard"  # the proposer's tabort
+    CANDIDATE = "candidate"  # a transition txid named (change_done, a hint, this member's own approval)
+    ABORT_HEARD = "abort_heard"  # the proposer's change_abort
     STALE = "stale"  # nothing named for 2 x change_timeout_seconds
     CONFIRMED = "confirmed"  # this member's chain shows the transition, deep enough
     IMPOSSIBLE = "impossible"  # this member's chain shows no transition of the change can confirm
@@ -71,7 +71,7 @@ TRANSITIONS: dict[tuple[State | None, Event], State] = {
 
 TIMED_STATES = (S.COLLECTING, S.AWAIT_OFFER, S.AWAIT_BOND_SIG)
 """States in which the proposer waits for its peers, at most `change_timeout_seconds` each."""
-MAX_NAMED = 16  # a proposer's tdone candidates per change (each hinting member: 1)
+MAX_NAMED = 16  # a proposer's change_done candidates per change (each hinting member: 1)
 MAX_ABORTS_HEARD = 1000
 
 
