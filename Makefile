@@ -36,15 +36,17 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/crypto.py
 
-# Each supported Python: with its interpreter on PATH, a virtual environment in .cache/, the project
-# installed from constraints.txt and the quick suite run under it; without one, whether every pinned
-# package has a wheel for it (tools/check_wheels.py).
+# Each supported Python: with an interpreter that runs (on PATH, or pyenv's), a virtual environment in
+# .cache/, the project installed from constraints.txt and the quick suite run under it; without one,
+# whether every pinned package has a wheel for it (tools/check_wheels.py).
 PYTHONS ?= 3.11 3.12 3.13
 pythons: setup
 	@set -e; for v in $(PYTHONS); do \
-	  if command -v python$$v >/dev/null; then \
-	    echo "== Python $$v: install and quick suite"; \
-	    python$$v -m venv .cache/py$$v && .cache/py$$v/bin/pip install -q --upgrade pip && \
+	  py=$$(for c in python$$v $$HOME/.pyenv/versions/$$v*/bin/python$$v; do \
+	    if $$c -c pass 2>/dev/null; then echo $$c; break; fi; done); \
+	  if [ -n "$$py" ]; then \
+	    echo "== Python $$v ($$py): install and quick suite"; \
+	    $$py -m venv .cache/py$$v && .cache/py$$v/bin/pip install -q --upgrade pip && \
 	    .cache/py$$v/bin/pip install -q -c constraints.txt -e '.[test]' && \
 	    RUST=0 .cache/py$$v/bin/python -m pytest -q -m "not slow" -p no:cacheprovider; \
 	  else \

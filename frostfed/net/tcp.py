@@ -178,8 +178,11 @@ class NoiseChannel(Channel):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self._server is not None:
+            # Since Python 3.12.1 wait_closed also waits for every accepted connection's transport, and an
+            # unauthenticated peer that keeps its socket open would hold the close up for ever.
             with contextlib.suppress(Exception):
-                await self._server.wait_closed()
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
 
     # -- sending ---------------------------------------------------------------------------------
 
