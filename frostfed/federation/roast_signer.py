@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bitcoin.core import b2lx
 
 from frostfed.bitcoin.chain import ChainError
-from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.federation.context import MemberContext
 from frostfed.federation.messages import (
     Message,
