@@ -28,9 +28,9 @@ from frostfed.federation.messages import (
     SignSession,
     SignShare,
 )
+from frostfed.federation.nonce_journal import NonceReuseError
 from frostfed.federation.signing_judges import Judge
 from frostfed.federation.signing_request import SigningRequest
-from frostfed.federation.store import NonceReuseError
 from frostfed.frost.roast import RoastSigner, SignerSession, SigningTask
 from frostfed.net.channel import PeerId
 
