@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from frostfed.net.echo import EchoCore
 from frostfed.net.echo_base import EchoViolation, EquivocationProof, InvalidProof
 from frostfed.net.noise import BOLT8_PROLOGUE, Handshake, HandshakeError, TransportError
-from frostfed.net.reliable import ReliableCore
+from frostfed.net.reliable_core import ReliableCore
 from frostfed.net.wire import (
     MAX_ECHO_PAYLOAD,
     WIRE_VERSION,
