@@ -13,5 +13,6 @@ Layers, bottom up (each a `Channel` except the broadcast):
   part of a member's stack, kept as the general protocol and the benchmark's baseline.
   Both cores share statements, proofs, events and session handling (`echo_base`), and both run on
   `broadcast_driver.BroadcastDriver`, the asyncio driver around a sans-I/O core.
-`wire` holds every frame format and its decoder.
+`wire` holds what every frame shares; `wire_reliable`, `wire_echo`, `wire_round` and `wire_mux` each hold
+one family of frames with its decoder.
 """

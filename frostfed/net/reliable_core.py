@@ -20,15 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .channel import ChannelError, PeerId
-from .wire import (
-    DATA_HEADER_LEN,
-    AckFrame,
-    DataFrame,
-    Oversized,
-    decode_bundle,
-    decode_reliable,
-    encode_bundle,
-)
+from .wire import Oversized
+from .wire_reliable import DATA_HEADER_LEN, AckFrame, DataFrame, decode_bundle, decode_reliable, encode_bundle
 
 MAX_MESSAGE = 4 * 1024 * 1024
 SACK_BITS = 64
