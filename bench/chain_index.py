@@ -28,10 +28,11 @@ from pathlib import Path
 
 from coincurve import PrivateKey
 
+from frostfed.bitcoin.chain_checks import ChainChecks, FeeBounds
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.payout import build_payout_tx
-from frostfed.bitcoin.policy import ChainChecks, FeeBounds, LedgerPolicy, PayoutPolicy
+from frostfed.bitcoin.policy import LedgerPolicy, PayoutPolicy
 from frostfed.bitcoin.regtest import RegtestBitcoind
 from frostfed.bitcoin.taproot import p2tr_address, script_from_address
 from frostfed.federation.chain_view import AnchorPolicy, ChainView

@@ -37,18 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from dealer import trusted_dealer
 
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainSource, Utxo
+from frostfed.bitcoin.chain_checks import ChainChecks, CheckedPayout, FeeBounds
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import DebtStatus, Ledger
 from frostfed.bitcoin.payout import build_payout_tx
-from frostfed.bitcoin.policy import (
-    ChainChecks,
-    CheckedPayout,
-    FeeBounds,
-    LedgerPolicy,
-    PayoutPolicy,
-    PolicyRejection,
-)
+from frostfed.bitcoin.policy import LedgerPolicy, PayoutPolicy
 from frostfed.bitcoin.regtest import RegtestBitcoind
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.bitcoin.taproot import p2tr_address, script_from_address
 from frostfed.federation.chain_view import AnchorPolicy, ChainRefresh, ChainView
 from frostfed.federation.coins import payout_coins

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 
 from frostfed.bitcoin.chain import ChainSource
-from frostfed.bitcoin.chain_index import RECEIVE, ChainIndex
+from frostfed.bitcoin.chain_index import ChainIndex
+from frostfed.bitcoin.chain_index_schema import RECEIVE
 from frostfed.bitcoin.ledger import Ledger
 
 _INDEXES: dict[int, tuple[Ledger, ChainIndex]] = {}  # the ledger kept alive, so its id is not reused

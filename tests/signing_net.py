@@ -22,7 +22,7 @@ from bitcoin.core.script import CScript
 from dealer import trusted_dealer
 from fake_chain import FakeChain, payment, script
 
-from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, taproot_sighash
 from frostfed.federation.config import PolicySettings
 from frostfed.federation.context import MemberContext, Timing

@@ -13,9 +13,11 @@ from dealer import trusted_dealer
 from fake_chain import FakeChain, script, spend
 from membership_records import activated
 
+from frostfed.bitcoin.chain_checks import ChainChecks, FeeBounds
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.ledger import Ledger
-from frostfed.bitcoin.policy import ChainChecks, FeeBounds, LedgerPolicy, PayoutPolicy, PolicyRejection
+from frostfed.bitcoin.policy import LedgerPolicy, PayoutPolicy
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.federation.chain_view import AnchorPolicy, ChainView
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.epoch_keys import CHANGE, MAX_INDEX, RECEIVE, EpochKeys

@@ -14,6 +14,7 @@ from frost_session import full_sign
 from mempool import mempool_verdict
 
 from frostfed.bitcoin.chain import Utxo
+from frostfed.bitcoin.chain_checks import ChainChecks, FeeBounds
 from frostfed.bitcoin.descriptor import (
     DescriptorError,
     descriptor_checksum,
@@ -22,8 +23,9 @@ from frostfed.bitcoin.descriptor import (
 )
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.payout import build_payout_tx, sign_payout, sign_payout_psbt
-from frostfed.bitcoin.policy import ChainChecks, FeeBounds, LedgerPolicy, PayoutPolicy, PolicyRejection
+from frostfed.bitcoin.policy import LedgerPolicy, PayoutPolicy
 from frostfed.bitcoin.psbt import Psbt
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.bitcoin.taproot import p2tr_address, p2tr_script, script_from_address
 from frostfed.bitcoin.watchonly import create_watch_only_wallet
 from frostfed.frost.derivation import derive_path, group_xpub, signing_tweaks

@@ -10,9 +10,10 @@ import pytest
 from chain_tracking import index_over
 from coincurve import PrivateKey
 
+from frostfed.bitcoin.chain_checks import ChainChecks
 from frostfed.bitcoin.ledger import Ledger, LedgerError
 from frostfed.bitcoin.payout import build_payout_tx, sign_payout
-from frostfed.bitcoin.policy import ChainChecks, LedgerPolicy, PayoutPolicy
+from frostfed.bitcoin.policy import LedgerPolicy, PayoutPolicy
 from frostfed.bitcoin.taproot import bip86_output_key, p2tr_address, p2tr_script, taproot_tweak_seckey
 
 MINER_A = b"\x00\x14" + b"\xaa" * 20

@@ -25,25 +25,16 @@ from hypothesis import strategies as st
 from mempool import mempool_verdict
 
 from frostfed.bitcoin.chain import BitcoindChainSource, BitcoindRpc, ChainSource, ChainUnavailable, Utxo
+from frostfed.bitcoin.chain_checks import ChainChecks, FeeBounds
 from frostfed.bitcoin.fee_budget import FeeBudget
 from frostfed.bitcoin.ledger import Ledger, LedgerError
 from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx, sign_payout
-from frostfed.bitcoin.policy import (
-    MAX_STANDARD_TX_WEIGHT,
-    ChainChecks,
-    CommandPolicy,
-    FeeBounds,
-    LedgerPolicy,
-    PayoutPolicy,
-    PolicyRejection,
-    Standardness,
-    check_psbt_claims,
-    dust_limit,
-    keypath_weight,
-    output_type,
-)
+from frostfed.bitcoin.policy import CommandPolicy, LedgerPolicy, PayoutPolicy
 from frostfed.bitcoin.psbt import PSBT_IN_NON_WITNESS_UTXO, PSBT_IN_SIGHASH_TYPE, Psbt
+from frostfed.bitcoin.psbt_claims import check_psbt_claims
 from frostfed.bitcoin.regtest import free_port
+from frostfed.bitcoin.rejection import PolicyRejection
+from frostfed.bitcoin.standardness import MAX_STANDARD_TX_WEIGHT, Standardness, dust_limit, keypath_weight, output_type
 from frostfed.bitcoin.taproot import bip86_output_key, p2tr_address, p2tr_script, taproot_tweak_seckey
 from frostfed.frost.secp import schnorr_verify
 

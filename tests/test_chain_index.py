@@ -6,7 +6,8 @@ from __future__ import annotations
 from bitcoin.core import b2lx
 from fake_chain import FakeChain, coinbase, payment, script, spend
 
-from frostfed.bitcoin.chain_index import CHANGE, RECEIVE, RECEIVE_LOOKAHEAD, ChainIndex
+from frostfed.bitcoin.chain_index import ChainIndex
+from frostfed.bitcoin.chain_index_schema import CHANGE, RECEIVE, RECEIVE_LOOKAHEAD
 from frostfed.bitcoin.ledger import Ledger
 
 MINER = script("miner")

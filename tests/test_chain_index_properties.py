@@ -10,7 +10,8 @@ from fake_chain import FakeChain, coinbase, payment, script, spend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from frostfed.bitcoin.chain_index import CHANGE, RECEIVE, ChainIndex
+from frostfed.bitcoin.chain_index import ChainIndex
+from frostfed.bitcoin.chain_index_schema import CHANGE, RECEIVE
 from frostfed.bitcoin.ledger import Ledger
 
 MINERS = [script(f"miner{i}") for i in range(3)]

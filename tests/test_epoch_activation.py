@@ -12,7 +12,7 @@ from coincurve import PrivateKey
 from dealer import trusted_dealer
 from membership_records import restart, take_part
 
-from frostfed.bitcoin.chain_index import RECEIVE, RECEIVE_LOOKAHEAD
+from frostfed.bitcoin.chain_index_schema import RECEIVE, RECEIVE_LOOKAHEAD
 from frostfed.bitcoin.taproot import p2tr_address
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.epoch_keys import EpochKeys

@@ -15,8 +15,10 @@ import pytest
 from coincurve import PrivateKey
 
 from frostfed.federation.identity import Identity, IdentityError, create_identity_file, load_identity_file
+from frostfed.federation.nonce_journal import NonceReuseError
 from frostfed.federation.sealing import Sealer, SealError
-from frostfed.federation.store import EpochRecord, NonceReuseError, Store, StoreError
+from frostfed.federation.store import EpochRecord, Store
+from frostfed.federation.store_db import StoreError
 
 
 @pytest.fixture

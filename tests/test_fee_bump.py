@@ -13,12 +13,14 @@ from chain_tracking import index_over
 from fake_chain import FakeChain, coinbase, script, spend
 
 from frostfed.bitcoin.chain import ChainError, ChainUnavailable, FeeEstimate
+from frostfed.bitcoin.chain_checks import CheckedPayout
 from frostfed.bitcoin.cln_chain import feerates_estimate
 from frostfed.bitcoin.fee_budget import FeeBudget
 from frostfed.bitcoin.fee_estimate import FALLBACK_SAT_PER_VB, choose_feerate
 from frostfed.bitcoin.ledger import Ledger
-from frostfed.bitcoin.policy import CheckedPayout, PolicyRejection, keypath_vsize
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.bitcoin.replacement import INCREMENTAL_RELAY_FEE, bump_tx, check_replacement, min_bump_fee
+from frostfed.bitcoin.standardness import keypath_vsize
 from frostfed.federation.fee_bump import recorded_original
 from frostfed.federation.messages import Message, MessageError
 from frostfed.federation.signing_request import SigningRequest

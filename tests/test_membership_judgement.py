@@ -9,7 +9,7 @@ from bitcoin.core import CTransaction
 from membership_records import activated, take_part
 from test_epoch_activation import _member
 
-from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.federation.config import MembershipSettings
 from frostfed.federation.messages import Message
 from frostfed.federation.signing_request import SigningRequest

@@ -15,7 +15,7 @@ from dealer import trusted_dealer
 from fake_chain import FakeChain, payment, spend
 from membership_records import take_part
 
-from frostfed.bitcoin.chain_index import RECEIVE
+from frostfed.bitcoin.chain_index_schema import RECEIVE
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.epoch_keys import EpochKeys
 from frostfed.federation.membership.record import State

@@ -15,7 +15,7 @@ from fake_chain import FakeChain
 from membership_records import take_part
 from membership_script import IDS, expel, leave, results
 
-from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.federation.config import MembershipSettings, PolicySettings
 from frostfed.federation.epoch_keys import EpochKeys
 from frostfed.federation.membership.record import State

@@ -26,7 +26,7 @@ from frostfed.net.echo_base import (
 from frostfed.net.faults import FaultPlan, FaultyChannel
 from frostfed.net.mux import ECHO_PORT, Mux
 from frostfed.net.reliable import ReliableChannel
-from frostfed.net.wire import EchoSend, Statement
+from frostfed.net.wire_echo import EchoSend, Statement
 
 SID = hashlib.sha256(b"session").digest()
 KEYS = [member_key(i) for i in range(7)]

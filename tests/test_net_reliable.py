@@ -13,15 +13,8 @@ from hypothesis import strategies as st
 from netcluster import member_key, node_id, start_noise_members, wait_for
 
 from frostfed.net.faults import FaultPlan, FaultyChannel
-from frostfed.net.reliable import (
-    MAX_MESSAGE,
-    Delivered,
-    MessageTooLarge,
-    QueueFull,
-    ReliableChannel,
-    ReliableCore,
-    Transmit,
-)
+from frostfed.net.reliable import ReliableChannel
+from frostfed.net.reliable_core import MAX_MESSAGE, Delivered, MessageTooLarge, QueueFull, ReliableCore, Transmit
 from frostfed.net.tcp import NoiseChannel
 from frostfed.net.wire import WireError
 

@@ -34,22 +34,17 @@ from frostfed.net.reliable import ReliableChannel
 from frostfed.net.round_echo import RoundEchoBroadcast, RoundEchoCore, sign_echo, verify_echo
 from frostfed.net.wire import (
     MAX_ECHO_PAYLOAD,
-    MAX_ROUND_MEMBERS,
-    ROUND_ENTRY_LEN,
     WIRE_VERSION,
     Malformed,
     Oversized,
-    RoundAbort,
-    RoundEcho,
-    RoundSend,
-    Statement,
     TrailingBytes,
     Truncated,
     UnknownType,
     UnknownVersion,
     WireError,
-    decode_round,
 )
+from frostfed.net.wire_echo import Statement
+from frostfed.net.wire_round import MAX_ROUND_MEMBERS, ROUND_ENTRY_LEN, RoundAbort, RoundEcho, RoundSend, decode_round
 
 SID = hashlib.sha256(b"round session").digest()
 KEYS = [member_key(i) for i in range(11)]

@@ -13,29 +13,20 @@ from hypothesis import strategies as st
 from frostfed.net.echo import EchoCore
 from frostfed.net.echo_base import EchoViolation, EquivocationProof, InvalidProof
 from frostfed.net.noise import BOLT8_PROLOGUE, Handshake, HandshakeError, TransportError
-from frostfed.net.reliable import ReliableCore
+from frostfed.net.reliable_core import ReliableCore
 from frostfed.net.wire import (
     MAX_ECHO_PAYLOAD,
     WIRE_VERSION,
-    AckFrame,
-    DataFrame,
-    EchoAbort,
-    EchoEcho,
-    EchoSend,
     Oversized,
-    Statement,
     TrailingBytes,
     Truncated,
     UnknownType,
     UnknownVersion,
     WireError,
-    decode_bundle,
-    decode_echo,
-    decode_mux,
-    decode_reliable,
-    encode_bundle,
-    encode_mux,
 )
+from frostfed.net.wire_echo import EchoAbort, EchoEcho, EchoSend, Statement, decode_echo
+from frostfed.net.wire_mux import decode_mux, encode_mux
+from frostfed.net.wire_reliable import AckFrame, DataFrame, decode_bundle, decode_reliable, encode_bundle
 
 u64 = st.integers(0, 2**64 - 1)
 pubkeys = st.sampled_from([bytes([2]) + bytes(32), bytes([3]) + b"\x11" * 32])

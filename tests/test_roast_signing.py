@@ -19,9 +19,10 @@ from bitcoin.core import b2lx
 from signing_net import Net, Sent, message, nonce_rows
 
 from frostfed.federation.messages import Kind, SignDone, SignReady, SignSession, SignShare
+from frostfed.federation.nonce_journal import NonceReuseError
 from frostfed.federation.roast_signer import CLOCK_SKEW
 from frostfed.federation.roast_signing import SigningError
-from frostfed.federation.store import NonceReuseError, Store
+from frostfed.federation.store import Store
 from frostfed.frost.roast import Presignature, RoastCoordinator, SessionRequest, SignerReply
 from frostfed.frost.secp import schnorr_verify
 

@@ -1,6 +1,6 @@
 """Where a member learns the state of the chain: the `ChainSource` interface and its bitcoind implementation.
 
-A member checks every signing request against its own chain view (see `policy.py`), so this interface is
+A member checks every signing request against its own chain view (see `chain_checks.py`), so this interface is
 small and says exactly what the policy and the ledger need. A second implementation over Core
 Lightning's bitcoin backend (`getutxout`, `getchaininfo`, `getrawblockbyheight`, `sendrawtransaction`,
 `estimatefees`) can provide the same methods.

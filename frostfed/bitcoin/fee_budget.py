@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from frostfed.bitcoin.policy import CheckedPayout, PolicyRejection
+from frostfed.bitcoin.chain_checks import CheckedPayout
+from frostfed.bitcoin.rejection import PolicyRejection
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fee_budget (

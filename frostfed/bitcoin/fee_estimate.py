@@ -2,7 +2,7 @@
 bounds, or a fixed floor when there is none.
 
 This is only the proposal. Every signer checks the fee of what it is asked to sign against its own
-bounds and its own fee budget (`policy.ChainChecks`, `fee_budget.FeeBudget`), so a coordinator with a
+bounds and its own fee budget (`chain_checks.ChainChecks`, `fee_budget.FeeBudget`), so a coordinator with a
 wrong estimate gets refusals, never a payout above what the members allow. The result says where the
 rate came from, so an operator sees that a regtest payout (estimatesmartfee has no data there) used
 the floor and not an estimate.

@@ -13,14 +13,17 @@ from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, lx
 from bitcoin.core.script import CScript
 
 from frostfed.bitcoin.chain import Utxo
-from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, check_psbt_claims, dust_limit, keypath_vsize
+from frostfed.bitcoin.chain_checks import CheckedPayout
+from frostfed.bitcoin.policy import PayoutPolicy
 from frostfed.bitcoin.psbt import Psbt
+from frostfed.bitcoin.psbt_claims import check_psbt_claims
 from frostfed.bitcoin.sighash import (
     SIGHASH_DEFAULT,
     keypath_witness_stack,
     taproot_sighash,
     with_keypath_witnesses,
 )
+from frostfed.bitcoin.standardness import dust_limit, keypath_vsize
 
 InputSigner = Callable[[int, bytes, Utxo], bytes]
 """(input index, BIP 341 sighash, the chain's view of the spent output) -> 64-byte BIP 340 signature."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from bitcoin.core import CTransaction, CTxIn, CTxOut
 from bitcoin.core.script import CScript
 
-from frostfed.bitcoin.policy import PolicyRejection, dust_limit, keypath_vsize
+from frostfed.bitcoin.rejection import PolicyRejection
+from frostfed.bitcoin.standardness import dust_limit, keypath_vsize
 
 INCREMENTAL_RELAY_FEE = 1.0
 """sat/vB: Bitcoin Core's -incrementalrelayfee default before v30 (1000 sat/kvB); the later, lower

@@ -1,7 +1,7 @@
 """BIP 341 signature hash for Taproot spends, and the key-path witness that carries the signature.
 
 The message commits to every spent output's amount and script, so a signer must take those from its own
-chain view, never from the requester (see `policy.py`). python-bitcoinlib serializes the transaction
+chain view, never from the requester (see `chain_checks.py`). python-bitcoinlib serializes the transaction
 parts; it has no BIP 341 digest.
 """
 

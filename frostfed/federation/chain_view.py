@@ -14,9 +14,11 @@ import logging
 import threading
 
 from frostfed.bitcoin.chain import ChainError, ChainSource
-from frostfed.bitcoin.chain_index import Anchor, ChainIndex, IndexedCoin, ScriptOf
+from frostfed.bitcoin.chain_checks import CheckedPayout
+from frostfed.bitcoin.chain_index import Anchor, ChainIndex, IndexedCoin
+from frostfed.bitcoin.chain_index_schema import ScriptOf
 from frostfed.bitcoin.ledger import Ledger
-from frostfed.bitcoin.policy import CheckedPayout, PolicyRejection
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.federation.epoch_keys import CHANGE, EpochKeys
 from frostfed.federation.signing_request import SigningRequest, check_change
 from frostfed.federation.store import Store

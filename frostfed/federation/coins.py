@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from frostfed.bitcoin.chain import ChainSource, Utxo
+from frostfed.bitcoin.chain_checks import COINBASE_MATURITY
 from frostfed.bitcoin.chain_index import IndexedCoin
-from frostfed.bitcoin.policy import COINBASE_MATURITY
 from frostfed.federation.chain_view import ChainView
 from frostfed.federation.epoch_keys import CHANGE, EpochKeys
 

@@ -2,7 +2,7 @@
 
 The standalone daemon's JSON-RPC server and the Core Lightning plugin both expose exactly this table:
 each command names its parameters (so positional and keyword calls bind alike, as `lightning-cli`
-and `lightning-cli -k` send them), validates them, and calls the federation service. Every failure
+and `lightning-cli -k` send them), validates them (`command_params`), and calls the federation service. Every failure
 reaches the caller as an `RpcError` with a code and a human message, never as a stack trace.
 """
 
@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from frostfed.net import addresses
+from frostfed.federation import command_params as check
+from frostfed.federation.command_params import Validator
 
 # JSON-RPC 2.0 codes, then frostfed's own (positive, as Core Lightning plugins use).
 INVALID_REQUEST = -32600
@@ -66,9 +67,6 @@ class Service(Protocol):
     async def ledger_credit(self, address: str, sats: int, key: str) -> dict[str, Any]: ...
     async def ledger(self, address: str | None) -> dict[str, Any]: ...
     async def ledger_history(self, address: str | None) -> dict[str, Any]: ...
-
-
-Validator = Callable[[str, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -128,106 +126,6 @@ class Command:
         return bound
 
 
-def _psbt(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"'{name}' must be a base64 PSBT string")
-    return value
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise ValueError(f"'{name}' must be a non-empty string")
-    return value
-
-
-def _feerate(name: str, value: Any) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"'{name}' must be a number of sat/vB") from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 10_000:
-        raise ValueError(f"'{name}' must be a number of sat/vB between 1 and 10000")
-    return float(value)
-
-
-def _outputs(name: str, value: Any) -> list[dict[str, Any]]:
-    """`[{"address": ..., "sats": ...}, ...]`, also accepted as a JSON string from `lightning-cli`."""
-    import json
-
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            raise ValueError(f"'{name}' must be a JSON list of {{address, sats}}") from None
-    if not isinstance(value, list) or not value or len(value) > 1000:
-        raise ValueError(f"'{name}' must be a non-empty list of {{address, sats}}")
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict) or set(item) != {"address", "sats"}:
-            raise ValueError(f"{name}[{i}] must be an object with exactly 'address' and 'sats'")
-        addr, sats = item["address"], item["sats"]
-        if not isinstance(addr, str) or not 14 <= len(addr) <= 90:
-            raise ValueError(f"{name}[{i}].address is not an address")
-        if isinstance(sats, bool) or not isinstance(sats, int) or not 0 < sats <= 21_000_000 * 100_000_000:
-            raise ValueError(f"{name}[{i}].sats must be a positive whole number of satoshis")
-        out.append({"address": addr, "sats": sats})
-    return out
-
-
-def _member_id(name: str, value: Any) -> str:
-    """A compressed public key on the curve, returned in lowercase hex (the form member lists use)."""
-    try:
-        return addresses.member_id(value, f"'{name}'").hex()
-    except addresses.ValidationError:
-        raise ValueError(f"'{name}' must be a member id (33-byte compressed public key in hex)") from None
-
-
-def _hostport(name: str, value: Any) -> str:
-    """A member's address, `<node id>@<host>:<port>` (Core Lightning) or `<host>:<port>` (daemon)."""
-    try:
-        return str(addresses.peer_address(value, f"'{name}'"))
-    except addresses.ValidationError:
-        raise ValueError(f"'{name}' must be host:port (or <node id>@host:port) with a port in 1..65535") from None
-
-
-def _whole(lo: int, hi: int) -> Validator:
-    def check(name: str, value: Any) -> int:
-        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ValueError(f"'{name}' must be a whole number in {lo}..{hi}")
-        return value
-
-    return check
-
-
-def _address(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not 14 <= len(value) <= 90:
-        raise ValueError(f"'{name}' must be a Bitcoin address")
-    return value
-
-
-def _key(name: str, value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # lightning-cli sends a numeric-looking key as a number
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= 128
-        or not all(c.isascii() and (c.isalnum() or c in "-_.:/") for c in value)
-    ):
-        raise ValueError(f"'{name}' must be 1-128 letters, digits or -_.:/")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        value = value.lower() == "true"
-    if not isinstance(value, bool):
-        raise ValueError(f"'{name}' must be true or false")
-    return value
-
-
 REQUESTS_SHOWN = 50
 _BULKY = frozenset({"tx", "psbt", "recovery"})
 """Fields of a request record that hold a whole transaction, PSBT or DKG transcript."""
@@ -277,10 +175,10 @@ def _commands() -> dict[str, Command]:
             "frost-payout",
             "Build a payout to [{address, sats}], have every member check it, FROST-sign and broadcast.",
             (
-                Param("outputs", _outputs, doc='JSON list of {"address": ..., "sats": ...}'),
+                Param("outputs", check.outputs, doc='JSON list of {"address": ..., "sats": ...}'),
                 Param(
                     "feerate",
-                    _feerate,
+                    check.feerate,
                     required=False,
                     doc="sat/vB (default: the chain source's estimate within the policy's bounds; 2 without one)",
                 ),
@@ -293,10 +191,10 @@ def _commands() -> dict[str, Command]:
             "coins and payees, the extra fee taken from the change; every member checks it against its own "
             "record of the payout.",
             (
-                Param("id", _text, doc="the id of the payout request (frost-payout's 'id', or an earlier bump's)"),
+                Param("id", check.text, doc="the id of the payout request (frost-payout's 'id', or an earlier bump's)"),
                 Param(
                     "feerate",
-                    _feerate,
+                    check.feerate,
                     required=False,
                     doc="sat/vB (default: the chain source's estimate, at least the least BIP 125 increment)",
                 ),
@@ -306,7 +204,7 @@ def _commands() -> dict[str, Command]:
         Command(
             "frost-sign",
             "Have the federation check and sign its inputs of a PSBT; returns the PSBT.",
-            (Param("psbt", _psbt, doc="base64 PSBT whose federation inputs carry BIP 371 derivations"),),
+            (Param("psbt", check.psbt, doc="base64 PSBT whose federation inputs carry BIP 371 derivations"),),
             lambda s, psbt: s.sign(psbt),
         ),
         Command(
@@ -320,9 +218,16 @@ def _commands() -> dict[str, Command]:
             "Signing requests with their status and outcome, oldest first (one, given its id); transactions "
             "and PSBTs only with tx=true.",
             (
-                Param("id", _text, required=False, doc="a request id; the most recent requests when omitted"),
-                Param("limit", _whole(1, 100_000), required=False, doc=f"at most this many (default {REQUESTS_SHOWN})"),
-                Param("tx", _flag, required=False, doc="true: with each transaction's hex and PSBT (default false)"),
+                Param("id", check.text, required=False, doc="a request id; the most recent requests when omitted"),
+                Param(
+                    "limit",
+                    check.whole(1, 100_000),
+                    required=False,
+                    doc=f"at most this many (default {REQUESTS_SHOWN})",
+                ),
+                Param(
+                    "tx", check.flag, required=False, doc="true: with each transaction's hex and PSBT (default false)"
+                ),
             ),
             lambda s, id, limit, tx: _requests(s, id, limit, tx),
         ),
@@ -330,12 +235,17 @@ def _commands() -> dict[str, Command]:
             "frost-join",
             "Propose a new member: a DKG among the new list, then a bond transaction signed by t members.",
             (
-                Param("id", _member_id, doc="the joiner's member id (its frost-status 'me')"),
-                Param("address", _hostport, doc="the joiner's host:port (<node id>@host:port in Core Lightning)"),
-                Param("bond_sats", _whole(1, 21 * 10**14), required=False, doc="bond in sats (default: min_bond_sats)"),
+                Param("id", check.member_id, doc="the joiner's member id (its frost-status 'me')"),
+                Param("address", check.hostport, doc="the joiner's host:port (<node id>@host:port in Core Lightning)"),
+                Param(
+                    "bond_sats",
+                    check.whole(1, 21 * 10**14),
+                    required=False,
+                    doc="bond in sats (default: min_bond_sats)",
+                ),
                 Param(
                     "lock_blocks",
-                    _whole(1, 500_000),
+                    check.whole(1, 500_000),
                     required=False,
                     doc="blocks the bond stays locked (default: min_bond_blocks)",
                 ),
@@ -351,17 +261,17 @@ def _commands() -> dict[str, Command]:
         Command(
             "frost-expel",
             "Propose removing a member (e.g. one long offline): a transition without it, signed by t.",
-            (Param("member", _member_id, doc="the member id to remove"),),
+            (Param("member", check.member_id, doc="the member id to remove"),),
             lambda s, member: s.expel(member),
         ),
         Command(
             "frost-admit",
             "Admit a joiner at this member: it takes part in that join only, with at least this bond.",
             (
-                Param("id", _member_id, doc="the joiner's member id"),
+                Param("id", check.member_id, doc="the joiner's member id"),
                 Param(
                     "min_bond_sats",
-                    _whole(1, 21 * 10**14),
+                    check.whole(1, 21 * 10**14),
                     required=False,
                     doc="the smallest bond accepted for this joiner; [membership] min_bond_sats when omitted",
                 ),
@@ -371,13 +281,13 @@ def _commands() -> dict[str, Command]:
         Command(
             "frost-approve-expel",
             "Approve expelling a member at this member (without it, only one this member saw offline long enough).",
-            (Param("member", _member_id, doc="the member id to expel"),),
+            (Param("member", check.member_id, doc="the member id to expel"),),
             lambda s, member: s.approve_expel(member),
         ),
         Command(
             "frost-revoke",
             "Withdraw this member's admission of a joiner or approval of an expulsion.",
-            (Param("member", _member_id, doc="the joiner or member the admission or approval named"),),
+            (Param("member", check.member_id, doc="the joiner or member the admission or approval named"),),
             lambda s, member: s.revoke(member),
         ),
         Command(
@@ -385,7 +295,7 @@ def _commands() -> dict[str, Command]:
             "Stop taking part in the membership change in progress, at this member only (one whose transition "
             "never confirms holds every later change up): its transition is refused from now on, the new key's "
             "share is kept aside.",
-            (Param("reason", _text, required=False, doc="why, kept in this member's record of the change"),),
+            (Param("reason", check.text, required=False, doc="why, kept in this member's record of the change"),),
             lambda s, reason: s.abort_change(reason),
         ),
         Command(
@@ -397,7 +307,7 @@ def _commands() -> dict[str, Command]:
         Command(
             "frost-bond-claim",
             "Spend this member's matured fidelity bond to an address (only after its lock time).",
-            (Param("address", _address, doc="the Bitcoin address the bond goes to"),),
+            (Param("address", check.address, doc="the Bitcoin address the bond goes to"),),
             lambda s, address: s.bond_claim(address),
         ),
         Command(
@@ -405,22 +315,22 @@ def _commands() -> dict[str, Command]:
             "Credit a miner in this member's ledger (what the pool's share accounting calls). A retried call "
             "with the same key credits once.",
             (
-                Param("address", _address, doc="the miner's Bitcoin address"),
-                Param("sats", _whole(1, 21 * 10**14), doc="satoshis the pool owes it for this credit"),
-                Param("key", _key, doc="idempotency key, unique per credit (e.g. the share window's id)"),
+                Param("address", check.address, doc="the miner's Bitcoin address"),
+                Param("sats", check.whole(1, 21 * 10**14), doc="satoshis the pool owes it for this credit"),
+                Param("key", check.key, doc="idempotency key, unique per credit (e.g. the share window's id)"),
             ),
             lambda s, address, sats, key: s.ledger_credit(address, sats, key),
         ),
         Command(
             "frost-ledger",
             "What this member's ledger says the pool owes: credited, paid, reserved and available per miner.",
-            (Param("address", _address, required=False, doc="one miner's address; every miner when omitted"),),
+            (Param("address", check.address, required=False, doc="one miner's address; every miner when omitted"),),
             lambda s, address: s.ledger(address),
         ),
         Command(
             "frost-ledger-history",
             "The ledger's history: each keyed credit and each confirmed payout, oldest first.",
-            (Param("address", _address, required=False, doc="one miner's address; every miner when omitted"),),
+            (Param("address", check.address, required=False, doc="one miner's address; every miner when omitted"),),
             lambda s, address: s.ledger_history(address),
         ),
     ]

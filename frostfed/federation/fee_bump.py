@@ -27,12 +27,15 @@ from typing import TYPE_CHECKING, Any
 from bitcoin.core import CTransaction, b2lx
 
 from frostfed.bitcoin.chain import ChainBlock, ChainSource, FeeEstimate, Utxo
+from frostfed.bitcoin.chain_checks import ChainChecks, CheckedPayout
 from frostfed.bitcoin.chain_index import ChainIndex
 from frostfed.bitcoin.fee_budget import FeeBudget
 from frostfed.bitcoin.fee_estimate import FeeChoice, choose_feerate
 from frostfed.bitcoin.ledger import Ledger
-from frostfed.bitcoin.policy import ChainChecks, CheckedPayout, PayoutPolicy, Policy, PolicyRejection, keypath_vsize
+from frostfed.bitcoin.policy import PayoutPolicy, Policy
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.bitcoin.replacement import Bump, bump_tx, check_replacement, min_bump_fee
+from frostfed.bitcoin.standardness import keypath_vsize
 from frostfed.federation import commands
 from frostfed.federation.chain_view import ChainRefresh, ChainView
 from frostfed.federation.signing_request import SigningRequest

@@ -19,7 +19,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from frostfed.bitcoin.chain_index import COINBASE_MATURITY
+from frostfed.bitcoin.chain_index_schema import COINBASE_MATURITY
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from frostfed.bitcoin.chain import BitcoindRpc, ChainError, ChainSource
-from frostfed.bitcoin.chain_index import RECEIVE, ChainIndex
+from frostfed.bitcoin.chain_index import ChainIndex
+from frostfed.bitcoin.chain_index_schema import RECEIVE
 from frostfed.bitcoin.ledger import Ledger
 from frostfed.bitcoin.policy import Policy
 from frostfed.bitcoin.taproot import p2tr_address

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bitcoin.core import b2lx
 
 from frostfed.bitcoin.chain import ChainError
-from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.federation.context import MemberContext
 from frostfed.federation.messages import (
     Message,
@@ -28,9 +28,9 @@ from frostfed.federation.messages import (
     SignSession,
     SignShare,
 )
+from frostfed.federation.nonce_journal import NonceReuseError
 from frostfed.federation.signing_judges import Judge
 from frostfed.federation.signing_request import SigningRequest
-from frostfed.federation.store import NonceReuseError
 from frostfed.frost.roast import RoastSigner, SignerSession, SigningTask
 from frostfed.net.channel import PeerId
 

@@ -26,7 +26,7 @@ from typing import Any
 from bitcoin.core import b2lx
 
 from frostfed.bitcoin.chain import ChainError
-from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.federation.context import MemberContext
 from frostfed.federation.messages import (
     Kind,

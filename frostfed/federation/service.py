@@ -17,8 +17,8 @@ from frostfed.bitcoin.chain import BitcoindRpc, ChainError
 from frostfed.bitcoin.fee_estimate import choose_feerate
 from frostfed.bitcoin.ledger import Ledger, LedgerError
 from frostfed.bitcoin.payout import PayoutBuildError, build_payout_tx
-from frostfed.bitcoin.policy import keypath_vsize
 from frostfed.bitcoin.psbt import Psbt, PsbtError
+from frostfed.bitcoin.standardness import keypath_vsize
 from frostfed.bitcoin.taproot import AddressError, address_from_script, p2tr_address, script_from_address
 from frostfed.federation import commands, health, progress
 from frostfed.federation.coins import AnchorPending, CoinError, payout_coins, select_coins

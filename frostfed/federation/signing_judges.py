@@ -13,16 +13,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from frostfed.bitcoin.chain import ChainError
+from frostfed.bitcoin.chain_checks import ChainChecks, FeeBounds
 from frostfed.bitcoin.fee_budget import FeeBudget
-from frostfed.bitcoin.policy import (
-    ChainChecks,
-    CommandPolicy,
-    FeeBounds,
-    LedgerPolicy,
-    PayoutPolicy,
-    Policy,
-    Standardness,
-)
+from frostfed.bitcoin.policy import CommandPolicy, LedgerPolicy, PayoutPolicy, Policy
+from frostfed.bitcoin.standardness import Standardness
 from frostfed.federation.chain_view import AnchorPolicy, ChainRefresh
 from frostfed.federation.context import MemberContext
 from frostfed.federation.fee_bump import replacement_policy

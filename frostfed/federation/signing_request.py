@@ -19,8 +19,11 @@ from typing import Any, ClassVar
 from bitcoin.core import CTransaction, CTxIn
 from bitcoin.core.script import CScript
 
-from frostfed.bitcoin.policy import CheckedPayout, PayoutPolicy, PolicyRejection, check_psbt_claims
+from frostfed.bitcoin.chain_checks import CheckedPayout
+from frostfed.bitcoin.policy import PayoutPolicy
 from frostfed.bitcoin.psbt import Psbt, PsbtError
+from frostfed.bitcoin.psbt_claims import check_psbt_claims
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.bitcoin.sighash import SIGHASH_DEFAULT, keypath_witness_stack, taproot_sighash, with_keypath_witnesses
 from frostfed.federation.epoch_keys import EpochKeys, PathError, check_path
 from frostfed.federation.messages import Kind, Message, MessageError, Typed

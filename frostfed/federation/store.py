@@ -1,101 +1,20 @@
-"""A member's durable state in SQLite (WAL): epochs with their sealed key shares, the nonce journal,
-signing requests and the address index.
+"""A member's durable state in SQLite (WAL): epochs with their sealed key shares, the membership
+records, the address index, and (through their own modules) the nonce journal and the request log.
 
-The nonce journal is what makes nonce reuse impossible: a nonce's state moves only forward,
-issued -> used or issued -> discarded, by a conditional UPDATE committed before a partial signature
-made with it leaves the process. Secret nonces themselves are never written; after a restart every
-nonce still `issued` is discarded, since it can no longer be known whether a signature used it.
+`Store` is the one object a member holds: it joins the record families over one database
+(`store_db`), so a write that spans two of them (a request accepted with its first nonce) is one
+transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS liveness (peer TEXT PRIMARY KEY, offline_seconds REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS approvals (
-    kind TEXT NOT NULL CHECK (kind IN ('join', 'expel')),
-    subject TEXT NOT NULL,
-    min_bond_sats INTEGER NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (kind, subject)
-);
-CREATE TABLE IF NOT EXISTS refusals (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created REAL NOT NULL,
-    stage TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    proposer TEXT NOT NULL,
-    nonce TEXT NOT NULL,
-    code TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS changes (
-    proposer TEXT NOT NULL,
-    nonce TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    record TEXT NOT NULL,
-    updated REAL NOT NULL,
-    PRIMARY KEY (proposer, nonce)
-);
-CREATE TABLE IF NOT EXISTS epochs (
-    epoch INTEGER PRIMARY KEY,
-    status TEXT NOT NULL CHECK (status IN ('active', 'pending', 'retired')),
-    members TEXT NOT NULL,
-    threshold INTEGER NOT NULL,
-    group_key BLOB NOT NULL,
-    chain_code BLOB NOT NULL,
-    pubshares TEXT NOT NULL,
-    recovery BLOB NOT NULL,
-    sealed_share BLOB,
-    created REAL NOT NULL,
-    activation_txid TEXT
-);
-CREATE TABLE IF NOT EXISTS nonces (
-    pubnonce BLOB PRIMARY KEY,
-    request_id TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('issued', 'used', 'discarded')),
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    coordinator TEXT NOT NULL,
-    status TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    outcome TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS addresses (
-    epoch INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    address TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (epoch, idx)
-);
-"""
-
-
-class StoreError(Exception):
-    """The database cannot be opened: not a SQLite file, unreadable, or locked by another process."""
-
-
-class NonceReuseError(Exception):
-    """A nonce was asked for a second time: the signature is refused."""
+from frostfed.federation.nonce_journal import NonceJournal
+from frostfed.federation.request_log import RequestLog
 
 
 @dataclass(frozen=True)
@@ -112,71 +31,8 @@ class EpochRecord:
     activation_txid: str | None = None
 
 
-class Store:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.RLock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"cannot open the member database {path}: {e}") from None
-        try:
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise StoreError(f"the member database {path} cannot use a write-ahead log (mode {mode})")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA secure_delete=ON")  # deleted key shares are overwritten, not left behind
-            self._db.executescript(SCHEMA)
-            self._migrate()
-        except sqlite3.Error as e:
-            self._db.close()
-            raise StoreError(f"cannot open the member database {path}: {e}") from None
-
-    def _migrate(self) -> None:
-        """Columns added since the first release, for databases made before them."""
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(epochs)")}
-        if "activation_txid" not in columns:
-            self._db.execute("ALTER TABLE epochs ADD COLUMN activation_txid TEXT")
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Several writes as one: all of them or none survive a crash. Inside another transaction of the
-        same thread it is part of that one."""
-        with self._lock:
-            if self._db.in_transaction:
-                yield
-                return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error:  # never leave the database locked for the other connections
-                self._db.execute("ROLLBACK")
-                raise
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
-
-    # meta
-    def get_meta(self, key: str) -> str | None:
-        row = self._exec("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._exec(
-            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (key, value),
-        )
+class Store(NonceJournal, RequestLog):
+    """A member's database: every record family over one connection."""
 
     # membership changes: one record per change this member took part in (membership/record.py)
     def save_change(self, proposer: str, nonce: str, epoch: int, state: str, record: str) -> None:
@@ -297,10 +153,6 @@ class Store:
         found = [e for e in self.epochs() if e.epoch == number]
         return found[0] if found else None
 
-    def scrub(self) -> None:
-        """Push deleted secrets out of the write-ahead log as well."""
-        self._exec("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # a statement left open would block COMMIT
-
     def delete_epoch(self, number: int) -> None:
         self._exec("DELETE FROM epochs WHERE epoch=?", (number,))
 
@@ -316,42 +168,7 @@ class Store:
         act = [e for e in self.epochs() if e.status == "active"]
         return act[-1] if act else None
 
-    # nonce journal
-    def issue_nonce(self, pubnonce: bytes, request_id: str) -> None:
-        now = time.time()
-        try:
-            self._exec("INSERT INTO nonces VALUES(?,?,'issued',?,?)", (pubnonce, request_id, now, now))
-        except sqlite3.IntegrityError:
-            raise NonceReuseError("nonce already in the journal") from None
-
-    def use_nonce(self, pubnonce: bytes) -> None:
-        """Commit the nonce as used; raises unless it was issued and never used or discarded."""
-        cur = self._exec(
-            "UPDATE nonces SET status='used', updated=? WHERE pubnonce=? AND status='issued'",
-            (time.time(), pubnonce),
-        )
-        if cur.rowcount != 1:
-            raise NonceReuseError("nonce is not available for signing (used, discarded or unknown)")
-
-    def use_nonce_and_issue(self, pubnonce: bytes, next_pubnonce: bytes, request_id: str) -> None:
-        """One durable write per signing session: `pubnonce` becomes used and the presignature that goes
-        out with the partial signature, `next_pubnonce`, is issued, together or not at all. Call it after
-        the partial signature was computed and before it leaves: a crash after the commit leaves the
-        used nonce used and the next one issued (discarded at restart), a crash before it sends nothing.
-        Raises NonceReuseError, writing nothing, unless `pubnonce` was issued and never used or
-        discarded, or if `next_pubnonce` is already in the journal."""
-        now = time.time()
-        with self.transaction():
-            cur = self._exec(
-                "UPDATE nonces SET status='used', updated=? WHERE pubnonce=? AND status='issued'", (now, pubnonce)
-            )
-            if cur.rowcount != 1:
-                raise NonceReuseError("nonce is not available for signing (used, discarded or unknown)")
-            try:
-                self._exec("INSERT INTO nonces VALUES(?,?,'issued',?,?)", (next_pubnonce, request_id, now, now))
-            except sqlite3.IntegrityError:
-                raise NonceReuseError("the next nonce is already in the journal") from None
-
+    # a request accepted with its first nonce: the nonce journal and the request log in one write
     def issue_nonce_for(
         self, pubnonce: bytes, request_id: str, kind: str, coordinator: bytes, payload: dict[str, Any] | None
     ) -> None:
@@ -361,88 +178,6 @@ class Store:
             self.issue_nonce(pubnonce, request_id)
             if payload is not None:
                 self.save_request(request_id, kind, coordinator, "accepted", payload)
-
-    def discard_issued_nonces(self) -> int:
-        cur = self._exec("UPDATE nonces SET status='discarded', updated=? WHERE status='issued'", (time.time(),))
-        return cur.rowcount
-
-    def discard_nonce(self, pubnonce: bytes) -> None:
-        self._exec(
-            "UPDATE nonces SET status='discarded', updated=? WHERE pubnonce=? AND status='issued'",
-            (time.time(), pubnonce),
-        )
-
-    def nonce_counts(self) -> dict[str, int]:
-        rows = self._exec("SELECT status, count(*) FROM nonces GROUP BY status").fetchall()
-        return {s: c for s, c in rows}
-
-    # requests
-    def save_request(
-        self,
-        rid: str,
-        kind: str,
-        coordinator: bytes,
-        status: str,
-        payload: dict[str, Any],
-        outcome: dict[str, Any] | None = None,
-    ) -> None:
-        now = time.time()
-        self._exec(
-            "INSERT INTO requests VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
-            " status=excluded.status, outcome=excluded.outcome, updated=excluded.updated",
-            (
-                rid,
-                kind,
-                coordinator.hex(),
-                status,
-                json.dumps(payload),
-                json.dumps(outcome) if outcome is not None else None,
-                now,
-                now,
-            ),
-        )
-
-    def update_request(self, rid: str, status: str, outcome: dict[str, Any] | None) -> None:
-        self._exec(
-            "UPDATE requests SET status=?, outcome=?, updated=? WHERE id=?",
-            (status, json.dumps(outcome) if outcome is not None else None, time.time(), rid),
-        )
-
-    def mark_confirmed(self, txid: str) -> None:
-        """A payout this member signed or coordinated is in a block deep enough for the ledger."""
-        self._exec(
-            "UPDATE requests SET status='confirmed', updated=? WHERE status='broadcast' AND "
-            "json_extract(outcome, '$.txid') = ?",
-            (time.time(), txid),
-        )
-
-    def open_request_rows(self, statuses: tuple[str, ...], limit: int) -> list[tuple[str, str, str, str, float]]:
-        """(id, kind, coordinator, status, created) of the most recent requests in these statuses."""
-        marks = ",".join("?" * len(statuses))
-        return self._exec(
-            f"SELECT id, kind, coordinator, status, created FROM requests WHERE status IN ({marks}) "
-            "ORDER BY created DESC LIMIT ?",
-            (*statuses, limit),
-        ).fetchall()
-
-    def requests(self, rid: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT id, kind, coordinator, status, payload, outcome, created, updated FROM requests"
-        rows = (
-            self._exec(sql + " WHERE id=?", (rid,)) if rid is not None else self._exec(sql + " ORDER BY created")
-        ).fetchall()
-        return [
-            {
-                "id": r[0],
-                "kind": r[1],
-                "coordinator": r[2],
-                "status": r[3],
-                "request": json.loads(r[4]),
-                "outcome": json.loads(r[5]) if r[5] is not None else None,
-                "created": r[6],
-                "updated": r[7],
-            }
-            for r in rows
-        ]
 
     # addresses
     def next_address_index(self, epoch: int) -> int:

@@ -21,14 +21,9 @@ from bitcoin.core.script import CScript
 
 from frostfed.bitcoin.bond import bond_script
 from frostfed.bitcoin.chain import ChainSource, Utxo
-from frostfed.bitcoin.policy import (
-    COINBASE_MATURITY,
-    PolicyRejection,
-    Standardness,
-    check_standard,
-    dust_limit,
-    keypath_vsize,
-)
+from frostfed.bitcoin.chain_checks import COINBASE_MATURITY
+from frostfed.bitcoin.rejection import PolicyRejection
+from frostfed.bitcoin.standardness import Standardness, check_standard, dust_limit, keypath_vsize
 from frostfed.federation.config import MembershipSettings, default_threshold
 from frostfed.federation.epoch_keys import RECEIVE, EpochKeys
 from frostfed.federation.messages import Message, MessageError

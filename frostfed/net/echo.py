@@ -42,7 +42,7 @@ from .echo_base import (
     sign_statement,
     verify_statement,
 )
-from .wire import EchoAbort, EchoEcho, EchoSend, Statement, decode_echo
+from .wire_echo import EchoAbort, EchoEcho, EchoSend, Statement, decode_echo
 
 log = logging.getLogger("frostfed.net.echo")
 

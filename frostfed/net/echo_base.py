@@ -22,7 +22,8 @@ from coincurve import PrivateKey, PublicKeyXOnly
 
 from ..frost.secp import tagged_hash
 from .channel import PeerId
-from .wire import SESSION_ID_LEN, EchoAbort, Statement, decode_echo
+from .wire import SESSION_ID_LEN
+from .wire_echo import EchoAbort, Statement, decode_echo
 
 STATEMENT_TAG = "frostfed/echo/statement"
 MESSAGE_TAG = "frostfed/echo/message"

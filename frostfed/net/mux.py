@@ -7,7 +7,8 @@ member; each takes a port and sees a plain `Channel`.
 from __future__ import annotations
 
 from .channel import Channel, ChannelError, PeerId
-from .wire import WireError, decode_mux, encode_mux
+from .wire import WireError
+from .wire_mux import decode_mux, encode_mux
 
 ECHO_PORT = 1
 """The port `EchoBroadcast` uses by convention; the federation numbers its own from 16 up."""

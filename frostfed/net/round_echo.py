@@ -48,14 +48,8 @@ from .echo_base import (
     sign_statement,
     verify_statement,
 )
-from .wire import (
-    MAX_ROUND_MEMBERS,
-    RoundAbort,
-    RoundEcho,
-    RoundSend,
-    Statement,
-    decode_round,
-)
+from .wire_echo import Statement
+from .wire_round import MAX_ROUND_MEMBERS, RoundAbort, RoundEcho, RoundSend, decode_round
 
 VECTOR_TAG = "frostfed/round-echo/vector"
 

@@ -255,7 +255,7 @@ def _run(args: list[str]) -> None:
     from frostfed.federation.config import ConfigError
     from frostfed.federation.identity import IdentityError
     from frostfed.federation.sealing import SealError
-    from frostfed.federation.store import StoreError
+    from frostfed.federation.store_db import StoreError
     from frostfed.plugin.daemon import main_run
     from frostfed.plugin.rpcserver import SocketInUse
 

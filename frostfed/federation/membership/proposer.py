@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from frostfed.bitcoin.policy import PolicyRejection
+from frostfed.bitcoin.rejection import PolicyRejection
 from frostfed.federation.membership import effects as fx
 from frostfed.federation.membership.base import MachineBase
 from frostfed.federation.membership.record import ChangeRecord, State

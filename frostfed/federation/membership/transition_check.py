@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from bitcoin.core import b2lx
 
-from frostfed.bitcoin.policy import COINBASE_MATURITY, PolicyRejection, Standardness
+from frostfed.bitcoin.chain_checks import COINBASE_MATURITY
+from frostfed.bitcoin.rejection import PolicyRejection
+from frostfed.bitcoin.standardness import Standardness
 from frostfed.federation.dkg_run import chain_code_of
 from frostfed.federation.epoch_keys import EpochKeys
 from frostfed.federation.messages import Message, MessageError
