@@ -19,6 +19,8 @@ recorded the outcome. The "issue" column holds the figures measured before the c
 (67-of-100: the coordinator sent 1.25 MB per payout; a signer spent 179 ms in its policy check and
 384 ms in sign + store). `--baseline DIR` runs the same cases first with the members importing the
 code in DIR (an exported checkout of the previous version), for a before column in the same run.
+`--grace 0,0.25` runs the cases once per ROAST grace period (`member.roast_grace_seconds`), for the
+sessions a payout starts, its bytes, CPU and latency with and without the grace in the same run.
 """
 
 from __future__ import annotations
@@ -165,14 +167,17 @@ def recorded(member: LocalMember, request_id: str) -> bool:
 def payout_cost(btc: RegtestBitcoind, members: list[LocalMember], runs: int) -> dict[str, float]:
     coordinator = members[0]
     pids = {m.proc.pid for m in members if m.proc is not None}
-    rows: dict[str, list[float]] = {k: [] for k in ("coord_bytes", "all_bytes", "coord_cpu", "signer_cpu", "max_cpu")}
+    keys = ("coord_bytes", "all_bytes", "coord_cpu", "signer_cpu", "max_cpu", "latency")
+    rows: dict[str, list[float]] = {k: [] for k in keys}
     sessions = []
     for run in range(runs + 1):  # the first payout warms up (connections, caches): not counted
         miner = btc.rpc("getnewaddress", wallet="miner")
         credit(members, miner, 10_000)
         cpu0 = {m.index: cpu_seconds(m.proc.pid) for m in members if m.proc is not None}
         sent0 = bytes_sent(pids)
+        t0 = time.perf_counter()
         r = coordinator.call("frost-payout", {"outputs": [{"address": miner, "sats": 10_000}]})
+        latency = time.perf_counter() - t0
         assert r["status"] == "broadcast", r
         deadline = time.monotonic() + 120
         while not all(recorded(m, r["id"]) for m in members) and time.monotonic() < deadline:
@@ -189,8 +194,9 @@ def payout_cost(btc: RegtestBitcoind, members: list[LocalMember], runs: int) -> 
         others = [v * 1000 for i, v in cpu.items() if i != coordinator.index]
         rows["signer_cpu"].append(statistics.mean(others))
         rows["max_cpu"].append(max(others))
+        rows["latency"].append(latency * 1000)
     result = {k: statistics.median(v) for k, v in rows.items()}
-    result["sessions"] = statistics.median(sessions)
+    result["sessions"] = statistics.mean(sessions)
     return result
 
 
@@ -211,11 +217,12 @@ def wait_for_key(members: list[LocalMember], timeout: float) -> None:
     raise TimeoutError(f"{len(members)} members did not agree on a key within {timeout} s")
 
 
-def run_cost_case(base: Path, btc: RegtestBitcoind, n: int, runs: int, code: Path | None) -> dict[str, float]:
+def run_cost_case(
+    base: Path, btc: RegtestBitcoind, n: int, runs: int, code: Path | None, grace: float | None = None
+) -> dict[str, float]:
     t = default_threshold(n)
-    members = write_cluster(
-        base, n, t, btc.rpc_port, btc.datadir / "regtest" / ".cookie", heartbeat=120.0, offline_after=600.0
-    )
+    cookie = btc.datadir / "regtest" / ".cookie"
+    members = write_cluster(base, n, t, btc.rpc_port, cookie, heartbeat=120.0, offline_after=600.0, roast_grace=grace)
     env = {"PYTHONPATH": str(code)} if code is not None else {}
     try:
         for m in members:
@@ -234,7 +241,7 @@ def run_cost_case(base: Path, btc: RegtestBitcoind, n: int, runs: int, code: Pat
             m.stop()
 
 
-def cost_main(sizes: list[int], runs: int, baseline_code: Path | None) -> None:
+def cost_main(sizes: list[int], runs: int, baseline_code: Path | None, graces: list[float] | None = None) -> None:
     print(f"load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min), {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="frostfed-bench-") as tmp:
         btc = RegtestBitcoind(Path(tmp) / "bitcoind")
@@ -242,17 +249,21 @@ def cost_main(sizes: list[int], runs: int, baseline_code: Path | None) -> None:
         try:
             btc.create_mining_wallet("miner")
             measured: dict[tuple[str, int], dict[str, float]] = {}
+            cases: list[tuple[str, float | None]] = [(f"g={g:g}s", g) for g in graces] if graces else [("after", None)]
+            labels = (["before"] if baseline_code is not None else []) + [label for label, _ in cases]
             for n in sizes:
                 if baseline_code is not None:
                     measured[("before", n)] = run_cost_case(Path(tmp) / f"before{n}", btc, n, runs, baseline_code)
-                measured[("after", n)] = run_cost_case(Path(tmp) / f"after{n}", btc, n, runs, None)
+                for k, (label, grace) in enumerate(cases):
+                    measured[(label, n)] = run_cost_case(Path(tmp) / f"after{n}-{k}", btc, n, runs, None, grace)
                 print(f"  n={n} done, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         finally:
             btc.stop()
     print(f"\nper payout (1 input, 1 payee; median of {runs}; heartbeats every 120 s)\n")
     head = (
-        f"| {'n':>4} | {'t':>3} | {'':6} | {'coordinator sends':>17} | {'all members send':>16} | "
-        f"{'coordinator CPU':>15} | {'signer CPU mean':>15} | {'signer CPU max':>14} | {'sessions':>8} |"
+        f"| {'n':>4} | {'t':>3} | {'':8} | {'coordinator sends':>17} | {'all members send':>16} | "
+        f"{'coordinator CPU':>15} | {'signer CPU mean':>15} | {'signer CPU max':>14} | {'sessions':>8} | "
+        f"{'latency':>8} |"
     )
     print(head)
     print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|")
@@ -261,18 +272,18 @@ def cost_main(sizes: list[int], runs: int, baseline_code: Path | None) -> None:
         issue = ISSUE_BEFORE.get(n)
         if issue is not None:
             print(
-                f"| {n:>4} | {t:>3} | {'issue':6} | {issue[0] / 1000:>14.0f} kB | {'':>16} | {'':>15} | "
-                f"{issue[1]:>12.0f} ms | {'':>14} | {'2':>8} |"
+                f"| {n:>4} | {t:>3} | {'issue':8} | {issue[0] / 1000:>14.0f} kB | {'':>16} | {'':>15} | "
+                f"{issue[1]:>12.0f} ms | {'':>14} | {'2':>8} | {'':>8} |"
             )
-        for label in ("before", "after"):
+        for label in labels:
             m = measured.get((label, n))
             if m is None:
                 continue
             print(
-                f"| {n:>4} | {t:>3} | {label:6} | {m['coord_bytes'] / 1000:>14.1f} kB"
+                f"| {n:>4} | {t:>3} | {label:8} | {m['coord_bytes'] / 1000:>14.1f} kB"
                 f" | {m['all_bytes'] / 1000:>13.1f} kB"
                 f" | {m['coord_cpu']:>12.0f} ms | {m['signer_cpu']:>12.0f} ms | {m['max_cpu']:>11.0f} ms"
-                f" | {m['sessions']:>8.0f} |"
+                f" | {m['sessions']:>8.1f} | {m['latency']:>5.0f} ms |"
             )
     print(f"\nload after: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1/5/15 min)")
 
@@ -284,9 +295,11 @@ def main() -> int:
     ap.add_argument("--cost", action="store_true", help="bytes and CPU per payout instead of latency")
     ap.add_argument("--sizes", default="15,50,100", help="member counts for --cost")
     ap.add_argument("--baseline", type=Path, help="with --cost: also run members from this code directory")
+    ap.add_argument("--grace", help="with --cost: ROAST grace periods in seconds to compare, e.g. 0,0.25")
     args = ap.parse_args()
     if args.cost:
-        cost_main([int(x) for x in args.sizes.split(",")], args.runs, args.baseline)
+        graces = [float(x) for x in args.grace.split(",")] if args.grace else None
+        cost_main([int(x) for x in args.sizes.split(",")], args.runs, args.baseline, graces)
         return 0
     sizes = [5, 15] if args.quick else [5, 15, 50]
     rtts = [0.0] if args.quick else [0.0, 153.0]

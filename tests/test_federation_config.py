@@ -302,12 +302,22 @@ def test_policy_defaults_and_whole_numbers() -> None:
         ({"offline_after_seconds": 0.01}, "member.offline_after_seconds"),
         ({"heartbeat_seconds": 5, "offline_after_seconds": 5}, "member.offline_after_seconds"),
         ({"heartbeat_seconds": 20}, "member.offline_after_seconds"),  # default 10 s is shorter
+        ({"roast_grace_seconds": -0.1}, "member.roast_grace_seconds"),
+        ({"roast_grace_seconds": "0.25"}, "member.roast_grace_seconds"),
+        ({"roast_grace_seconds": 61}, "member.roast_grace_seconds"),
     ],
 )
 def test_heartbeat_and_offline_timing(settings: dict[str, Any], named: str) -> None:
     doc = valid_doc()
     doc["member"].update(settings)
     assert named in refused(doc)
+
+
+def test_the_roast_grace_period_is_read_and_zero_turns_it_off() -> None:
+    assert parse_config(valid_doc(), Path("/")).roast_grace_seconds == 0.25
+    doc = valid_doc()
+    doc["member"]["roast_grace_seconds"] = 0
+    assert parse_config(doc, Path("/")).roast_grace_seconds == 0
 
 
 def test_valid_documents_are_not_modified_by_parsing() -> None:

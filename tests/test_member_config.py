@@ -170,6 +170,9 @@ def test_the_shared_checks() -> None:
         create(membership=MembershipSettings(max_members=3))
     with pytest.raises(ConfigError, match="offline_after_seconds"):
         create(heartbeat_seconds=5, offline_after_seconds=5)
+    with pytest.raises(ConfigError, match="roast_grace_seconds"):
+        create(roast_grace_seconds=-1)
+    assert create().roast_grace_seconds == 0.25 and create(roast_grace_seconds=0).roast_grace_seconds == 0
     assert create(network="bitcoin").network == "main"
     joiner = create(members=[], joining=True, threshold=None)
     assert joiner.members == () and joiner.joining

@@ -74,29 +74,44 @@ def simulate(
     seed: int,
     fast: frozenset[int] = frozenset(),
     aggregate: bool = False,
+    grace: float = 0.0,
+    tick_starts: list[float] | None = None,
 ) -> tuple[RoastResult, set[int], list[SigningTask], ThresholdKey]:
     """One ROAST run; with `aggregate`, each signer gets only the session's aggregate nonces (as the
-    federation sends them), else every signer's pubnonces."""
+    federation sends them), else every signer's pubnonces. With `grace`, the coordinator's `tick` is
+    called at each `wake_at` it names, as the federation's driver does; `tick_starts` collects the
+    times of the ticks that started a session."""
     key, secshares = make_key(t, n, seed)
     tasks = make_tasks(key)
     rng = random.Random(seed)
-    coordinator = RoastCoordinator(key, tasks)
+    coordinator = RoastCoordinator(key, tasks, grace=grace)
     signers = {i: RoastSigner(key, i, secshares[i], tasks) for i in range(n)}
     net = Network(rng, slow, set(fast))
+    ticks: set[float] = set()
     seen_bad: set[int] = set()  # malicious replies that reached the coordinator before the end
     for i in range(n):
         net.send(i, "to_coordinator", signers[i].presign())
     while net.queue and coordinator.result is None:
         net.now, _, kind, signer, payload = heapq.heappop(net.queue)
-        if kind == "to_coordinator":
-            if isinstance(payload, Presignature):
-                out = coordinator.receive_presignature(payload)
+        if kind in ("to_coordinator", "tick"):
+            if kind == "tick":
+                out = coordinator.tick(net.now)
+                if out and tick_starts is not None:
+                    tick_starts.append(net.now)
+            elif isinstance(payload, Presignature):
+                out = coordinator.receive_presignature(payload, net.now)
             else:
                 if signer in malicious:
                     seen_bad.add(signer)
-                out = coordinator.receive_reply(payload)
+                out = coordinator.receive_reply(payload, net.now)
             for send in out:
                 net.send(send.to, "to_signer", send.request)
+            wake = coordinator.wake_at
+            if wake is not None and wake not in ticks:
+                assert wake > net.now
+                ticks.add(wake)
+                net.seq += 1
+                heapq.heappush(net.queue, (wake, net.seq, "tick", -1, None))
         else:
             assert isinstance(payload, SessionRequest)
             if signer in crashed:
@@ -344,3 +359,98 @@ def test_a_session_of_aggregate_nonces_is_checked_before_signing_and_signs_once(
         signers[0].on_session(good)
     infinity = SignerSession(1, (0, 2, 4), (bytes(33) + good.aggnonces[0][33:], good.aggnonces[1]))
     signers[0].check_session(infinity)  # a half at infinity is a valid aggregate (BIP 445)
+
+
+# -- the grace period ------------------------------------------------------------------------------
+
+
+def grace_run(grace: float) -> tuple[RoastCoordinator, list[RoastSigner], SessionRequest]:
+    """3-of-5, everyone up: the first session {0, 1, 2} starts at 0.0, the other two are ready at 0.01."""
+    key, secshares = make_key(3, 5, seed=21)
+    tasks = make_tasks(key, 2)
+    coordinator = RoastCoordinator(key, tasks, grace=grace)
+    signers = [RoastSigner(key, i, secshares[i], tasks) for i in range(5)]
+    sends = []
+    for i in range(3):
+        sends += coordinator.receive_presignature(signers[i].presign(), now=0.0)
+    assert {s.to for s in sends} == {0, 1, 2}
+    for i in (3, 4):
+        assert coordinator.receive_presignature(signers[i].presign(), now=0.01) == []
+    return coordinator, signers, sends[0].request
+
+
+def test_grace_all_up_signs_with_one_session_where_plain_roast_starts_two() -> None:
+    for grace, expected in ((0.25, 1), (0.0, 2)):
+        coordinator, signers, request = grace_run(grace)
+        second = coordinator.receive_reply(signers[0].on_session(request), now=0.1)  # 3, 4, 0 are ready
+        if grace:
+            assert second == [] and coordinator.wake_at == pytest.approx(0.25)
+        else:  # plain ROAST, as before the grace: a second session at once, and no timer
+            assert {s.to for s in second} == {3, 4, 0} and coordinator.wake_at is None
+        for k, i in enumerate((1, 2)):
+            coordinator.receive_reply(signers[i].on_session(request), now=0.15 + 0.05 * k)
+        result = coordinator.result
+        assert result is not None and result.ok and result.signer_ids == (0, 1, 2)
+        assert result.sessions_started == expected and coordinator.wake_at is None
+
+
+def test_grace_a_member_that_never_answers_delays_the_next_session_by_the_grace_only() -> None:
+    coordinator, signers, request = grace_run(0.25)
+    assert coordinator.receive_reply(signers[0].on_session(request), now=0.1) == []
+    assert coordinator.receive_reply(signers[1].on_session(request), now=0.15) == []  # 2 never answers
+    assert coordinator.wake_at == pytest.approx(0.25)
+    assert coordinator.tick(0.2) == []  # not yet
+    sends = coordinator.tick(0.25)
+    assert {s.to for s in sends} == {3, 4, 0} and coordinator.sessions_started == 2
+    assert coordinator.wake_at is None  # 1 alone is ready: nothing waits
+    new_request = sends[0].request
+    for k, i in enumerate(new_request.signer_ids):
+        coordinator.receive_reply(signers[i].on_session(new_request), now=0.3 + 0.01 * k)
+    result = coordinator.result
+    assert result is not None and result.ok and set(result.signer_ids) == {3, 4, 0}
+    assert result.sessions_started == 2 and result.malicious == frozenset()
+    for task, sig in zip(coordinator.tasks, result.signatures or (), strict=True):
+        assert secp.schnorr_verify(task.msg, task.xonly_pk(coordinator.key), sig)
+
+
+def test_grace_a_malicious_share_starts_the_next_session_at_once() -> None:
+    coordinator, signers, request = grace_run(0.25)
+    assert coordinator.receive_reply(signers[0].on_session(request), now=0.1) == []  # held by the grace
+    reply = signers[1].on_session(request)
+    bad = secp.bytes_from_int((secp.int_from_bytes(reply.psigs[0]) + 1) % secp.N)
+    sends = coordinator.receive_reply(SignerReply(reply.sid, 1, (bad, reply.psigs[1]), reply.next_pubnonces), 0.11)
+    assert coordinator.malicious == {1}
+    assert {s.to for s in sends} == {3, 4, 0}  # at 0.11, not at the end of the grace
+    new_request = sends[0].request
+    for i in new_request.signer_ids:
+        coordinator.receive_reply(signers[i].on_session(new_request), now=0.12)
+    result = coordinator.result
+    assert result is not None and result.ok and result.malicious == {1} and result.sessions_started == 2
+
+
+@pytest.mark.parametrize(("t", "n"), SETUPS)
+def test_roast_with_a_grace_still_succeeds_with_up_to_n_minus_t_faulty_signers(t: int, n: int) -> None:
+    """A grace of about one round trip (a hop takes 1..10 here), so that sessions are held back."""
+    tick_starts: list[float] = []
+    for kind in ("crashed", "malicious", "slow", "mixed"):
+        rng = random.Random(f"{t}-{n}-{kind}-grace")
+        faulty = set(rng.sample(range(n), n - t))
+        crashed = faulty if kind == "crashed" else set()
+        malicious = faulty if kind == "malicious" else set()
+        slow = faulty if kind == "slow" else set()
+        if kind == "mixed":
+            parts = sorted(faulty)
+            crashed, malicious, slow = set(parts[0::3]), set(parts[1::3]), set(parts[2::3])
+        for seed in range(3):
+            result, seen_bad, tasks, key = simulate(
+                t, n, crashed, malicious, slow, seed=n * 7 + t + seed, grace=15.0, tick_starts=tick_starts
+            )
+            check_success(result, tasks, key, t, n)
+            assert result.malicious == seen_bad and result.malicious <= malicious
+    assert tick_starts  # the grace did hold sessions back, and the ticks started them
+
+
+def test_a_negative_grace_is_refused() -> None:
+    key, _ = make_key(2, 3, seed=22)
+    with pytest.raises(ValueError):
+        RoastCoordinator(key, make_tasks(key, 1), grace=-0.1)

@@ -111,6 +111,22 @@ async def test_an_invalid_share_names_its_signer_and_a_new_session_signs_without
     assert out["sessions"] == 2
 
 
+async def test_a_share_that_never_comes_holds_the_next_session_back_by_the_grace_only(tmp_path: Path) -> None:
+    net = Net(tmp_path)
+    silent = net.ids[1]  # in the first session (0, 1); its share is lost
+    net.rules.append(lambda m: [] if m.kind == Kind.SIGN_SHARE and m.sender == silent else [m])
+    grace = net[0].ctx.timing.roast_grace
+    assert grace > 0
+    async with pumping(net):
+        started = time.monotonic()
+        out = await net[0].signing.request_signatures(net.request())
+        took = time.monotonic() - started
+    assert out["status"] == "broadcast" and verifies(net, out)
+    assert set(out["signers"]) == {net.ids[0].hex(), net.ids[2].hex()} and out["malicious"] == []
+    assert out["sessions"] == 2  # 2 and 0 were ready at once; the timer at the grace's end started them
+    assert grace <= took < net.request_timeout
+
+
 async def test_a_coordinator_that_hears_too_few_gives_up_at_its_timeout(tmp_path: Path) -> None:
     net = Net(tmp_path, request_timeout=0.3)
     net.rules.append(lambda m: [] if m.sender != net.ids[0] else [m])  # the others are cut off

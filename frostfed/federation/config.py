@@ -76,6 +76,7 @@ class Config:
     passphrase_file: Path | None = None
     heartbeat_seconds: float = 2.0
     offline_after_seconds: float = 10.0
+    roast_grace_seconds: float = 0.25
     membership: MembershipSettings = field(default_factory=MembershipSettings)
     joining: bool = False
     network: str = "regtest"  # Bitcoin Core's name (getblockchaininfo's chain)
@@ -139,6 +140,7 @@ KNOWN = {
         "passphrase_file",
         "heartbeat_seconds",
         "offline_after_seconds",
+        "roast_grace_seconds",
         "joining",
     },
     "federation": {"members", "threshold", "network"},
@@ -293,6 +295,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
     offline_after = _number(member, "offline_after_seconds", 10.0, 0.1, 86400, "member")
     if offline_after <= heartbeat:
         raise ConfigError("member.offline_after_seconds must be longer than member.heartbeat_seconds")
+    roast_grace = _number(member, "roast_grace_seconds", 0.25, 0.0, 60, "member")
     membership = membership_settings(mem)
     if len(members) > membership.max_members:
         raise ConfigError(
@@ -311,6 +314,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> Config:
         passphrase_file=passphrase_file,
         heartbeat_seconds=heartbeat,
         offline_after_seconds=offline_after,
+        roast_grace_seconds=roast_grace,
         membership=membership,
         joining=joining,
         network=network,

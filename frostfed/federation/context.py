@@ -35,6 +35,7 @@ class Timing:
     offline_after_seconds: float = 10.0
     request_timeout: float = 60.0
     dkg_timeout: float = 120.0
+    roast_grace: float = 0.25  # ROAST waits this long before a second session while the first may still finish
 
 
 @dataclass

@@ -47,6 +47,8 @@ class MemberConfig:
     joining: bool = False
     heartbeat_seconds: float = 2.0
     offline_after_seconds: float = 10.0
+    roast_grace_seconds: float = 0.25
+    """How long ROAST holds a second session back while the first may still complete (0: never)."""
     directory: Mapping[PeerId, str] = field(default_factory=dict)
     """Member id -> its address (`validators.PeerAddress` form), for reaching members after a change."""
 
@@ -88,6 +90,9 @@ class MemberConfig:
         offline = float(settings.get("offline_after_seconds", 10.0))
         if offline <= heartbeat:
             raise ConfigError("offline_after_seconds must be longer than heartbeat_seconds")
+        grace = float(settings.get("roast_grace_seconds", 0.25))
+        if not 0 <= grace <= 60:
+            raise ConfigError("roast_grace_seconds must be between 0 and 60")
         return cls(
             network=net,
             members=ids,
@@ -97,6 +102,7 @@ class MemberConfig:
             joining=joining,
             heartbeat_seconds=heartbeat,
             offline_after_seconds=offline,
+            roast_grace_seconds=grace,
             directory=dict(settings.get("directory") or {}),
         )
 
@@ -177,6 +183,7 @@ def build_member(config: MemberConfig, parts: MemberParts, **options: Any) -> Me
         network=config.network,
         heartbeat_seconds=config.heartbeat_seconds,
         offline_after_seconds=config.offline_after_seconds,
+        roast_grace_seconds=config.roast_grace_seconds,
         membership=config.membership,
         joining=config.joining,
         directory=dict(config.directory),

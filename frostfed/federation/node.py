@@ -71,6 +71,7 @@ class Member:
         offline_after_seconds: float = 10.0,
         request_timeout: float = 60.0,
         dkg_timeout: float = 120.0,
+        roast_grace_seconds: float = 0.25,
         extra_policies: list[Policy] | None = None,
         membership: MembershipSettings | None = None,
         joining: bool = False,
@@ -101,7 +102,7 @@ class Member:
             ledger=ledger,
             network=network,
             policy=policy,
-            timing=Timing(heartbeat_seconds, offline_after_seconds, request_timeout, dkg_timeout),
+            timing=Timing(heartbeat_seconds, offline_after_seconds, request_timeout, dkg_timeout, roast_grace_seconds),
             send_raw=lambda peer, kind, body: self._send(peer, kind, body),  # late: a subclass may wrap _send
             spawn=lambda coro: self._spawn(coro),
             online=lambda peer: self.online(peer),

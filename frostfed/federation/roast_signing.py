@@ -11,6 +11,8 @@ Messages (see `messages.Kind`): sign_request (coordinator -> all), sign_ready / 
 first presignature, or the reason for refusing), sign_session (coordinator -> a session's signers),
 sign_share (a partial signature per input and the next presignature), sign_done (coordinator -> all).
 What a request may be signed for is its kind's judge's decision (`signing_judges`), never this module's.
+The coordinator's ROAST grace period (`Timing.roast_grace`, see `RoastCoordinator`) runs on the event
+loop's clock: every message is handed to the core with its arrival time, and a timer calls `tick`.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class _Coordination:
     answered: set[int] = field(default_factory=set)
     extra_inputs: dict[int, tuple[bytes, list[bytes]]] = field(default_factory=dict)
     finishing: bool = False  # the signature is complete: aggregated and broadcast once, whatever arrives later
+    wake: asyncio.TimerHandle | None = None  # the `tick` at the end of the ROAST grace period
 
 
 class RoastSigning(SignerRole):
@@ -121,7 +124,8 @@ class RoastSigning(SignerRole):
             ctx.store.save_request(req.id, req.kind, ctx.me, "rejected", req.to_body(), refused)
             raise SigningError(f"this member refuses the request: {e.message}", refused) from None
         loop = asyncio.get_running_loop()
-        coord = _Coordination(req, RoastCoordinator(keys.roast_key, tasks), tasks, loop.create_future())
+        roast = RoastCoordinator(keys.roast_key, tasks, grace=ctx.timing.roast_grace)
+        coord = _Coordination(req, roast, tasks, loop.create_future())
         coord.extra_inputs = dict(extra_inputs or {})
         self._coordinating[req.id] = coord
         ctx.store.save_request(req.id, req.kind, ctx.me, "signing", req.to_body())
@@ -137,6 +141,8 @@ class RoastSigning(SignerRole):
                 outcome = self._failure_outcome(coord, result.reason)
         finally:
             self._coordinating.pop(req.id, None)
+            if coord.wake is not None:
+                coord.wake.cancel()
         own = self._signing.pop(req.id, None)  # this member's own signer state for the request
         self._judged.pop(req.id, None)
         if own is not None:
@@ -175,7 +181,8 @@ class RoastSigning(SignerRole):
             return
         coord, idx = found
         coord.answered.add(idx)
-        self._roast_outputs(coord, coord.roast.receive_presignature(Presignature(idx, ready.pubnonces)))
+        now = asyncio.get_running_loop().time()
+        self._roast_outputs(coord, coord.roast.receive_presignature(Presignature(idx, ready.pubnonces), now))
 
     def _on_sign_reject(self, peer: PeerId, msg: Message) -> None:
         reject = SignReject.decode(msg)
@@ -204,7 +211,7 @@ class RoastSigning(SignerRole):
             return
         coord, idx = found
         reply = SignerReply(share.sid, idx, share.psigs, share.next)
-        self._roast_outputs(coord, coord.roast.receive_reply(reply))
+        self._roast_outputs(coord, coord.roast.receive_reply(reply, asyncio.get_running_loop().time()))
 
     def _roast_outputs(self, coord: _Coordination, sends: list[Any]) -> None:
         keys = self.ctx.keys
@@ -213,6 +220,7 @@ class RoastSigning(SignerRole):
             r: SessionRequest = send.request
             session = SignSession(coord.request.id, r.sid, tuple(r.signer_ids), r.signer_session().aggnonces)
             self.ctx.send_later(keys.members[send.to], session)
+        self._schedule_tick(coord)
         result = coord.roast.result
         if result is None or coord.done.done() or coord.finishing:
             return
@@ -221,6 +229,24 @@ class RoastSigning(SignerRole):
             return
         coord.finishing = True
         self.ctx.spawn(self._finish(coord))
+
+    def _schedule_tick(self, coord: _Coordination) -> None:
+        """Call the ROAST core's `tick` when its grace period ends, if a session waits for that."""
+        wake_at = coord.roast.wake_at
+        if coord.wake is not None:
+            if wake_at is not None and coord.wake.when() == wake_at:
+                return
+            coord.wake.cancel()
+            coord.wake = None
+        if wake_at is not None:
+            coord.wake = asyncio.get_running_loop().call_at(wake_at, self._on_grace_end, coord)
+
+    def _on_grace_end(self, coord: _Coordination) -> None:
+        coord.wake = None
+        if self._coordinating.get(coord.request.id) is coord and not coord.done.done():
+            # the loop may run a timer up to its clock resolution early: it is due, so it is the time
+            now = max(asyncio.get_running_loop().time(), coord.roast.wake_at or 0.0)
+            self._roast_outputs(coord, coord.roast.tick(now))
 
     async def _finish(self, coord: _Coordination) -> None:
         keys = self.ctx.keys

@@ -12,7 +12,8 @@ One run signs several messages at once (all inputs of a transaction): every pres
 holds one pubnonce / partial signature per `SigningTask`, each task with its own tweaks.
 
 Both sides are sans-I/O state machines: they take messages and return messages; the federation layer
-moves them over the network and decides when to give up (`RoastCoordinator.give_up`).
+moves them over the network and decides when to give up (`RoastCoordinator.give_up`). Time enters
+the coordinator only as an input (`now`, and `tick` at `wake_at`), for its grace period.
 
     key = ThresholdKey(n, t, thresh_pk, pubshares)
     tasks = [SigningTask(sighash, tuple(tweaks), tuple(is_xonly)) for each input]
@@ -196,11 +197,29 @@ class RoastCoordinator:
     `ready` holds the signers with an unused presignature, in arrival order; `malicious` those whose
     contribution failed verification (they are ignored from then on). `result` is set once, by
     success, by `malicious` growing past n - t (no honest quorum can remain), or by `give_up`.
+
+    The grace period. With every member up, the replies of the first session make t signers ready
+    again before its last reply arrives, and plain ROAST starts a second session whose partial
+    signatures are thrown away when the first one completes a moment later. With `grace` > 0, a
+    session that could start less than `grace` seconds after the previous start is held back until
+    the grace ends (the driver calls `tick(now)` at `wake_at`), unless a signer is found malicious,
+    which ends the hold at once, as a failed session started the next one at once before. `grace` 0
+    is plain ROAST.
+
+    Why robustness holds: the hold only delays, it never drops or reorders anything. Sessions are
+    formed by the same rule from the same `ready` set (a held signer stays ready), and a hold ends at
+    most `grace` after the start that armed it, so a session that plain ROAST would start at time T
+    starts by T + `grace`. ROAST's bound counts sessions, not time: a session that never completes
+    holds a signer that never answers (it never becomes ready again) or one marked malicious (it is
+    ignored from then on), so at most n - t sessions fail and a run with at most n - t faulty signers
+    ends after at most n - t + 1 sessions, as before; the grace adds at most `grace` per session.
     """
 
-    def __init__(self, key: ThresholdKey, tasks: Sequence[SigningTask]) -> None:
+    def __init__(self, key: ThresholdKey, tasks: Sequence[SigningTask], grace: float = 0.0) -> None:
         if not tasks:
             raise ValueError("at least one signing task is needed")
+        if not grace >= 0:
+            raise ValueError("the grace period must be 0 or more seconds")
         if len(key.pubshares) != key.n or not 1 <= key.t <= key.n:
             raise ValueError("the threshold key must have n public shares and 1 <= t <= n")
         key.signers_ctx(range(key.n))  # shape check; validity is checked per session by BIP 445
@@ -216,24 +235,26 @@ class RoastCoordinator:
         self._presig: dict[int, tuple[bytes, ...]] = {}
         self._session_of: dict[int, int] = {}
         self._sessions: dict[int, _Session] = {}
+        self.grace = float(grace)
+        self._hold_until: float | None = None  # no session starts before this (`now` scale)
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    def receive_presignature(self, pre: Presignature) -> list[Send]:
-        """A signer's first presignature. Duplicates and unknown senders are ignored."""
+    def receive_presignature(self, pre: Presignature, now: float = 0.0) -> list[Send]:
+        """A signer's first presignature (arrived at time `now`). Duplicates and unknown senders are ignored."""
         i = pre.signer_id
         if self.result is not None or not self._known(i) or i in self.malicious:
             return []
         if i in self._presig or i in self._session_of:
             return []  # already holding one, or already signing: a repeated first message
         if not self._valid_pubnonces(pre.pubnonces):
-            return self._mark_malicious(i)
+            return self._mark_malicious(i, now)
         self._presig[i] = tuple(pre.pubnonces)
         self.ready[i] = None
-        return self._maybe_start_session()
+        return self._maybe_start_session(now)
 
-    def receive_reply(self, reply: SignerReply) -> list[Send]:
-        """A signer's reply to session `reply.sid`; stale or repeated replies are ignored."""
+    def receive_reply(self, reply: SignerReply, now: float = 0.0) -> list[Send]:
+        """A signer's reply to session `reply.sid` (arrived at time `now`); stale or repeated replies are ignored."""
         i = reply.signer_id
         if self.result is not None or not self._known(i) or i in self.malicious:
             return []
@@ -242,14 +263,25 @@ class RoastCoordinator:
         session = self._sessions[reply.sid]
         del self._session_of[i]
         if not self._reply_is_valid(session, i, reply):
-            return self._mark_malicious(i)
+            return self._mark_malicious(i, now)
         session.psigs[i] = tuple(reply.psigs)
         self._presig[i] = tuple(reply.next_pubnonces)
         self.ready[i] = None
         if len(session.psigs) == len(session.signer_ids):
             self._finish(reply.sid, session)
             return []
-        return self._maybe_start_session()
+        return self._maybe_start_session(now)
+
+    @property
+    def wake_at(self) -> float | None:
+        """When the driver must call `tick`: a session is held back by the grace until then."""
+        if self.result is not None or self._hold_until is None or len(self.ready) < self.key.t:
+            return None
+        return self._hold_until
+
+    def tick(self, now: float) -> list[Send]:
+        """The time is `now`: start the session the grace held back, if it has ended."""
+        return self._maybe_start_session(now)
 
     def give_up(self, reason: str = "timed out") -> RoastResult:
         """End the run without a signature (the caller's deadline passed)."""
@@ -286,8 +318,9 @@ class RoastCoordinator:
                 return False
         return True
 
-    def _mark_malicious(self, i: int) -> list[Send]:
+    def _mark_malicious(self, i: int, now: float) -> list[Send]:
         self.malicious.add(i)
+        self._hold_until = None  # a session failed: the next one starts now, as in plain ROAST
         self.ready.pop(i, None)
         self._presig.pop(i, None)
         if len(self.malicious) > self.key.n - self.key.t:
@@ -298,11 +331,14 @@ class RoastCoordinator:
                 reason="more than n - t signers are malicious",
             )
             return []
-        return self._maybe_start_session()
+        return self._maybe_start_session(now)
 
-    def _maybe_start_session(self) -> list[Send]:
+    def _maybe_start_session(self, now: float) -> list[Send]:
         if self.result is not None or len(self.ready) < self.key.t:
             return []
+        if self._hold_until is not None and now < self._hold_until:
+            return []  # held back by the grace; `wake_at` tells the driver when to `tick`
+        self._hold_until = now + self.grace if self.grace > 0 else None
         chosen = list(self.ready)[: self.key.t]
         for i in chosen:
             del self.ready[i]

@@ -68,6 +68,7 @@ def member_config(config: Config, me: PeerId) -> MemberConfig:
         joining=config.joining,
         heartbeat_seconds=config.heartbeat_seconds,
         offline_after_seconds=config.offline_after_seconds,
+        roast_grace_seconds=config.roast_grace_seconds,
         directory={m.id: str(PeerAddress(m.id, m.host, m.port)) for m in config.members},
     )
 

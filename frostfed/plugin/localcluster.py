@@ -106,6 +106,7 @@ def write_cluster(
     first_index: int = 0,
     joining_contacts: list[LocalMember] | None = None,
     wallet: str = "frostfed",
+    roast_grace: float | None = None,
 ) -> list[LocalMember]:
     """Config files and identities of `n` members of a new federation, or, with `joining_contacts`,
     of `n` nodes that will join the federation those members form."""
@@ -136,6 +137,7 @@ def write_cluster(
             'data_dir = "."\n'
             f"heartbeat_seconds = {heartbeat}\n"
             f"offline_after_seconds = {offline_after}\n"
+            + (f"roast_grace_seconds = {roast_grace}\n" if roast_grace is not None else "")
             + ("joining = true\n" if joining_contacts is not None else "")
             + "\n"
             "[federation]\n" + (f"threshold = {t}\n" if t is not None else "") + "\n" + lines_members + "[bitcoind]\n"
