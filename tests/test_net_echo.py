@@ -7,6 +7,7 @@ import hashlib
 import random
 
 import pytest
+from fault_channel import FaultPlan, FaultyChannel
 from netcluster import member_key, start_noise_members
 
 from frostfed.net.echo import EchoBroadcast, EchoCore
@@ -23,7 +24,6 @@ from frostfed.net.echo_base import (
     sign_statement,
     verify_equivocation_proof,
 )
-from frostfed.net.faults import FaultPlan, FaultyChannel
 from frostfed.net.mux import ECHO_PORT, Mux
 from frostfed.net.reliable import ReliableChannel
 from frostfed.net.wire_echo import EchoSend, Statement

@@ -8,11 +8,11 @@ import random
 import socket
 
 import pytest
+from fault_channel import FaultPlan, FaultyChannel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from netcluster import member_key, node_id, start_noise_members, wait_for
 
-from frostfed.net.faults import FaultPlan, FaultyChannel
 from frostfed.net.reliable import ReliableChannel
 from frostfed.net.reliable_core import MAX_MESSAGE, Delivered, MessageTooLarge, QueueFull, ReliableCore, Transmit
 from frostfed.net.tcp import NoiseChannel

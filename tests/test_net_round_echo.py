@@ -10,6 +10,7 @@ import logging
 import random
 
 import pytest
+from fault_channel import FaultPlan, FaultyChannel
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 from netcluster import member_key, node_id, start_noise_members
@@ -27,7 +28,6 @@ from frostfed.net.echo_base import (
     sign_statement,
     verify_equivocation_proof,
 )
-from frostfed.net.faults import FaultPlan, FaultyChannel
 from frostfed.net.links import open_noise_links
 from frostfed.net.mux import ECHO_PORT, ROUND_ECHO_PORT, Mux
 from frostfed.net.reliable import ReliableChannel

@@ -3,7 +3,6 @@
 Layers, bottom up (each a `Channel` except the broadcast):
 - `tcp.NoiseChannel`: BOLT 8 Noise links over TCP among members (`noise` holds the sans-I/O handshake
   and framing); in Core Lightning, a custom-message channel takes its place.
-- `faults.FaultyChannel`: optional, for tests: drops, duplicates, delays and cuts.
 - `reliable.ReliableChannel`: exactly-once, in-order messages up to 4 MiB (`reliable_core.ReliableCore` sans-I/O).
 - `mux.Mux`: numbered ports over one reliable channel.
 - `round_echo.RoundEchoBroadcast`: echo broadcast with equivocation proofs for rounds where every

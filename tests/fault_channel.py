@@ -12,7 +12,7 @@ import contextlib
 import random
 from dataclasses import dataclass
 
-from .channel import Channel, ChannelError, PeerId
+from frostfed.net.channel import Channel, ChannelError, PeerId
 
 
 @dataclass(frozen=True)
