@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from regtest_node import mining_regtest
 
 from frostfed.bitcoin.chain import BitcoindChainSource
 from frostfed.bitcoin.regtest import RegtestBitcoind
@@ -17,13 +18,8 @@ from frostfed.bitcoin.regtest import RegtestBitcoind
 @pytest.fixture(scope="session")
 def regtest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegtestBitcoind]:
     """A regtest bitcoind on free loopback ports with a wallet `miner` holding 101 mined blocks."""
-    node = RegtestBitcoind(tmp_path_factory.mktemp("bitcoind"))
-    node.start()
-    try:
-        node.create_mining_wallet("miner")
+    with mining_regtest(tmp_path_factory.mktemp("bitcoind")) as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture(scope="session")

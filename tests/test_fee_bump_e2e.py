@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from federation_cluster import Cluster
+from regtest_node import mining_regtest
 
 from frostfed.bitcoin.fee_estimate import FALLBACK_SAT_PER_VB
 from frostfed.bitcoin.regtest import RegtestBitcoind
@@ -28,13 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def btc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegtestBitcoind]:
-    node = RegtestBitcoind(tmp_path_factory.mktemp("feebitcoind"))
-    node.start()
-    try:
-        node.create_mining_wallet("miner")
+    with mining_regtest(tmp_path_factory.mktemp("feebitcoind")) as node:  # its own fee estimator
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture(scope="module")
