@@ -7,12 +7,12 @@ a failing run can be replayed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 from dataclasses import dataclass
 
-from frostfed.net.channel import Channel, ChannelError, PeerId
+from delaying_channel import DelayingChannel
+
+from frostfed.net.channel import Channel, PeerId
 
 
 @dataclass(frozen=True)
@@ -26,18 +26,12 @@ class FaultPlan:
     """Chance per message that the link to that peer is cut (the channel must support `drop`)."""
 
 
-class FaultyChannel(Channel):
+class FaultyChannel(DelayingChannel):
     def __init__(self, inner: Channel, plan: FaultPlan, seed: int) -> None:
-        super().__init__()
-        self.inner = inner
-        self.max_payload = inner.max_payload
+        super().__init__(inner)
         self.plan = plan
         self._rng = random.Random(seed)
-        self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"sent": 0, "dropped": 0, "duplicated": 0, "delayed": 0, "cut": 0}
-        inner.on_receive(self.deliver)
-        inner.on_peer_connected(self.peer_connected)
-        inner.on_peer_disconnected(self.peer_disconnected)
 
     async def send(self, peer: PeerId, payload: bytes) -> None:
         plan, rng = self.plan, self._rng
@@ -53,24 +47,6 @@ class FaultyChannel(Channel):
         for _ in range(copies):
             if rng.random() < plan.delay:
                 self.stats["delayed"] += 1
-                task = asyncio.get_running_loop().create_task(self._later(peer, payload, rng.random() * plan.max_delay))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self.send_later(peer, payload, rng.random() * plan.max_delay)
             else:
                 await self.inner.send(peer, payload)
-
-    async def _later(self, peer: PeerId, payload: bytes, delay: float) -> None:
-        await asyncio.sleep(delay)
-        with contextlib.suppress(ChannelError):
-            await self.inner.send(peer, payload)
-
-    def reject(self, peer: PeerId, reason: str) -> None:
-        self.inner.reject(peer, reason)
-
-    async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await self.inner.close()
